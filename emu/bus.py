@@ -1,0 +1,346 @@
+"""Port I/O and MMIO dispatch from Unicorn to device models.
+
+Owns: which device answers which port or physical range, the `Device` protocol, and turning
+an access to a port or physical address with nothing behind it into GuestCrash.
+Does not own: what devices do (devices.py), RAM (memory.py), the I/O permission check of
+user-mode IN/OUT (the CPU layer), the crash report (the machine layer).
+
+Unicorn 2.1 facts this relies on (tests/test_devices.py checks them):
+- IN/OUT reach `UC_HOOK_INSN` callbacks `in(uc, port, size, ud) -> value` and
+  `out(uc, port, size, value, ud)`; RIP is exact there.
+- MMIO callbacks see an aligned 8-byte access as two 4-byte pieces (offset, offset + 4), an
+  unaligned read as two aligned reads of its size around it (bytes outside it included), an
+  unaligned write as single bytes. RIP inside an MMIO callback is stale: it is the start of
+  the translated block, so decoding "the instruction at RIP" there finds the wrong one.
+- A `UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE` hook bounded to the MMIO range fires first, once
+  per access of up to 8 bytes (16-byte SSE accesses come as two), with the physical address,
+  the size and, for writes, the whole value; with it installed RIP is exact everywhere.
+  So the bus makes the device access in that hook, and the MMIO callbacks only hand Unicorn
+  the bytes piece by piece. The price: every guest memory access gets a range check, about
+  1.5x on memory-heavy code, paid only once some MMIO device exists.
+- `UC_HOOK_MEM_*_UNMAPPED` reports physical addresses with an exact RIP; returning False
+  makes `emu_start` raise UcError, so the run loop calls `guard.reraise()` first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Flag
+from typing import Callable, ClassVar, Literal
+
+from unicorn import (UC_HOOK_INSN, UC_HOOK_MEM_FETCH_PROT, UC_HOOK_MEM_READ,
+                     UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE, UC_MEM_FETCH_PROT,
+                     UC_MEM_FETCH_UNMAPPED, UC_MEM_READ_UNMAPPED, UC_MEM_WRITE,
+                     UC_MEM_WRITE_UNMAPPED, UcError)
+from unicorn.x86_const import UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_RIP
+
+from .errors import ConfigError, GuestCrash
+from .events import EventBus, MmioAccess, PortAccess
+from .guard import HookGuard
+
+PAGE_SIZE = 0x1000
+PORT_COUNT = 0x10000
+
+
+class Access(Flag):
+    READ = 1
+    WRITE = 2
+    RW = READ | WRITE
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """One register of a device, so reports and traces can name accesses.
+    `bank` names a mode in which the register replaces the unbanked one at the same offset
+    (the 16550's divisor latch when LCR.DLAB is set)."""
+    offset: int
+    name: str
+    size: int = 1
+    access: Access = Access.RW
+    bank: str | None = None
+
+
+class Device:
+    """A device model: it sees offsets from the start of its port range or MMIO region.
+    Subclasses declare `registers` and implement `read` and `write`; `value` and the result
+    of `read` are little-endian integers of `size` bytes."""
+    registers: ClassVar[tuple[Register, ...]] = ()
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def read(self, offset: int, size: int) -> int:
+        raise NotImplementedError
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        raise NotImplementedError
+
+    def active_banks(self) -> frozenset[str]:
+        """Banks (see Register.bank) selected by the device's current state."""
+        return frozenset()
+
+    def register_at(self, offset: int, write: bool) -> Register | None:
+        """The register an access at `offset` reaches now, or None."""
+        wanted = Access.WRITE if write else Access.READ
+        banks = self.active_banks()
+        plain = None
+        for register in self.registers:
+            if register.offset != offset or not register.access & wanted:
+                continue
+            if register.bank is None:
+                plain = plain or register
+            elif register.bank in banks:
+                return register
+        return plain
+
+
+class IgnoredPorts(Device):
+    """Ports a kernel probes at boot that the machine does not model: reads return `fill`
+    in every byte, writes are dropped."""
+
+    def __init__(self, name: str, fill: int = 0xff) -> None:
+        super().__init__(name)
+        self.fill = fill & 0xff
+
+    def read(self, offset: int, size: int) -> int:
+        return int.from_bytes(bytes([self.fill]) * size, "little")
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        pass
+
+
+def _mask(size: int) -> int:
+    return (1 << (8 * size)) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class MmioRegion:
+    base: int
+    size: int
+    device: Device
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """One device access, and the span of pieces Unicorn will ask for to carry it."""
+    region: MmioRegion
+    write: bool
+    start: int
+    size: int
+    value: int
+    first: int
+    end: int
+
+    @classmethod
+    def around(cls, region: MmioRegion, write: bool, start: int, size: int,
+               value: int) -> "_Window":
+        first, end = start, start + size
+        if not write and start % size:
+            # Unicorn reads unaligned MMIO as two aligned reads of the access size.
+            first = start - start % size
+            end = first + 2 * size
+        return cls(region, write, start, size, value, first, end)
+
+    def holds(self, region: MmioRegion, write: bool, offset: int, size: int) -> bool:
+        return (region is self.region and write == self.write
+                and self.first <= offset and offset + size <= self.end)
+
+    def piece(self, offset: int, size: int) -> int:
+        """The bytes of the access at [offset, offset+size); bytes outside it read 0."""
+        shift = 8 * (offset - self.start)
+        value = self.value >> shift if shift >= 0 else self.value << -shift
+        return value & _mask(size)
+
+
+UnknownPorts = Literal["error", "float"]
+_UNMAPPED_VERBS = {UC_MEM_READ_UNMAPPED: ("read", "from"),
+                   UC_MEM_WRITE_UNMAPPED: ("write", "to"),
+                   UC_MEM_FETCH_UNMAPPED: ("instruction fetch", "from")}
+
+
+class Bus:
+    """Routes IN/OUT and MMIO accesses to devices and emits PortAccess/MmioAccess events.
+
+    `read_code(vaddr, size)` returns guest-virtual bytes; it is optional and only names the
+    faulting instruction in crash messages. `unknown_ports` says what an IN or OUT on a port
+    with no device does: "error" (GuestCrash: in a memory-manager kernel a wild port access
+    is a bug worth seeing) or "float" (reads return all ones as on a PC, writes vanish)."""
+
+    def __init__(self, uc, events: EventBus, guard: HookGuard,
+                 read_code: Callable[[int, int], bytes] | None = None,
+                 unknown_ports: UnknownPorts = "error") -> None:
+        if unknown_ports not in ("error", "float"):
+            raise ConfigError(f"unknown_ports must be 'error' or 'float', not {unknown_ports!r}")
+        self.uc = uc
+        self.events = events
+        self.guard = guard
+        self.read_code = read_code
+        self.unknown_ports = unknown_ports
+        self._ports: dict[int, tuple[Device, int]] = {}
+        self._mmio: list[MmioRegion] = []
+        self._window: _Window | None = None
+        uc.hook_add(UC_HOOK_INSN, guard.wrap(self._in, on_error=0), None, 1, 0, UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, guard.wrap(self._out), None, 1, 0, UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_FETCH_PROT,
+                    guard.wrap(self._nothing_there, on_error=False))
+
+    # --- wiring ----------------------------------------------------------------------------
+
+    def add_ports(self, first_port: int, count: int, device: Device) -> None:
+        """Put `device` behind ports [first_port, first_port+count); it sees offsets."""
+        if count <= 0 or first_port < 0 or first_port + count > PORT_COUNT:
+            raise ValueError(f"bad port range {first_port:#x}+{count} for {device.name}")
+        for port in range(first_port, first_port + count):
+            if port in self._ports:
+                raise ValueError(f"port {port:#x} of {device.name} is already taken by "
+                                 f"{self._ports[port][0].name}")
+        for port in range(first_port, first_port + count):
+            self._ports[port] = (device, port - first_port)
+
+    def ignore_ports(self, first_port: int, count: int, fill: int = 0xff,
+                     name: str = "ignored") -> IgnoredPorts:
+        """Ports nobody models: reads return `fill` in every byte, writes are dropped."""
+        device = IgnoredPorts(name, fill)
+        self.add_ports(first_port, count, device)
+        return device
+
+    def add_mmio(self, paddr: int, size: int, device: Device) -> MmioRegion:
+        """Put `device` behind physical [paddr, paddr+size), page aligned and not RAM.
+        Add devices before the first `emu_start`: Unicorn may not run hooks added later in
+        code it has already translated."""
+        if paddr % PAGE_SIZE or size <= 0 or size % PAGE_SIZE:
+            raise ValueError(f"MMIO for {device.name} at {paddr:#x}+{size:#x} is not whole pages")
+        region = MmioRegion(paddr, size, device)
+        for other in self._mmio:
+            if other.base < region.end and region.base < other.end:
+                raise ValueError(f"MMIO for {device.name} at {paddr:#x} overlaps "
+                                 f"{other.device.name} at {other.base:#x}")
+        try:
+            self.uc.mmio_map(paddr, size, self.guard.wrap(self._read_piece, on_error=0), region,
+                             self.guard.wrap(self._write_piece), region)
+        except UcError as exc:
+            raise ValueError(f"cannot put MMIO for {device.name} at {paddr:#x}+{size:#x}: "
+                             f"{exc} (is there RAM there?)") from None
+        self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, self.guard.wrap(self._mmio_access),
+                         region, paddr, region.end - 1)
+        self._mmio.append(region)
+        return region
+
+    def port_owner(self, port: int) -> tuple[Device, int] | None:
+        """(device, offset) behind `port`, or None."""
+        return self._ports.get(port)
+
+    def mmio_owner(self, paddr: int) -> MmioRegion | None:
+        for region in self._mmio:
+            if region.base <= paddr < region.end:
+                return region
+        return None
+
+    # --- port I/O --------------------------------------------------------------------------
+
+    def _in(self, uc, port: int, size: int, _user_data) -> int:
+        owner = self._ports.get(port)
+        if owner is not None:
+            device, offset = owner
+            value = device.read(offset, size) & _mask(size)
+        elif self.unknown_ports == "float":
+            value = _mask(size)
+        else:
+            raise GuestCrash(f"in from port {port:#x} with no device behind it{self._at(uc)}")
+        if self.events.wants(PortAccess):
+            self.events.emit(PortAccess(self.events.now(), port, size, value, False))
+        return value
+
+    def _out(self, uc, port: int, size: int, value: int, _user_data) -> None:
+        value &= _mask(size)
+        owner = self._ports.get(port)
+        if owner is not None:
+            device, offset = owner
+            device.write(offset, size, value)
+        elif self.unknown_ports == "error":
+            raise GuestCrash(f"out of {value:#x} to port {port:#x} with no device behind it"
+                             f"{self._at(uc)}")
+        if self.events.wants(PortAccess):
+            self.events.emit(PortAccess(self.events.now(), port, size, value, True))
+
+    # --- MMIO ------------------------------------------------------------------------------
+
+    def _mmio_access(self, uc, access: int, paddr: int, size: int, value: int,
+                     region: MmioRegion) -> None:
+        """The whole access, before Unicorn splits it: make it on the device here."""
+        offset = paddr - region.base
+        write = access == UC_MEM_WRITE
+        if write:
+            value &= _mask(size)
+            region.device.write(offset, size, value)
+        else:
+            value = region.device.read(offset, size) & _mask(size)
+        self._window = _Window.around(region, write, offset, size, value)
+        self._emit_mmio(paddr, size, value, write)
+
+    def _read_piece(self, uc, offset: int, size: int, region: MmioRegion) -> int:
+        window = self._window
+        if window is not None and window.holds(region, False, offset, size):
+            if offset + size == window.end:
+                self._window = None
+            return window.piece(offset, size)
+        # An access the hook did not see: one that starts below the region, in RAM.
+        value = region.device.read(offset, size) & _mask(size)
+        self._emit_mmio(region.base + offset, size, value, False)
+        return value
+
+    def _write_piece(self, uc, offset: int, size: int, value: int, region: MmioRegion) -> None:
+        window = self._window
+        if window is not None and window.holds(region, True, offset, size):
+            if offset + size == window.end:
+                self._window = None
+            return
+        value &= _mask(size)
+        region.device.write(offset, size, value)
+        self._emit_mmio(region.base + offset, size, value, True)
+
+    def _emit_mmio(self, paddr: int, size: int, value: int, write: bool) -> None:
+        if self.events.wants(MmioAccess):
+            self.events.emit(MmioAccess(self.events.now(), paddr, size, value, write))
+
+    # --- nothing there ---------------------------------------------------------------------
+
+    def _nothing_there(self, uc, access: int, paddr: int, size: int, value: int,
+                       _user_data) -> bool:
+        if access == UC_MEM_FETCH_PROT:
+            region = self.mmio_owner(paddr)
+            what = f"MMIO of {region.device.name}" if region else "not executable"
+            raise GuestCrash(f"instruction fetch from physical {paddr:#x}, which is {what}"
+                             f"{self._at(uc)}")
+        verb, preposition = _UNMAPPED_VERBS[access]
+        plural = "" if size == 1 else "s"
+        raise GuestCrash(f"{verb} of {size} byte{plural} {preposition} physical {paddr:#x} "
+                         f"with nothing behind it{self._at(uc)}")
+
+    def _at(self, uc) -> str:
+        """" (RIP 0x...: instruction)" for crash messages."""
+        rip = uc.reg_read(UC_X86_REG_RIP)
+        return f" (RIP {rip:#x}{_describe(self.read_code, rip)})"
+
+
+_disassembler = None
+
+
+def _describe(read_code: Callable[[int, int], bytes] | None, rip: int) -> str:
+    """": mnemonic operands" of the instruction at rip, or "" if it cannot be read."""
+    global _disassembler
+    if read_code is None:
+        return ""
+    try:
+        code = read_code(rip, 16)
+    except Exception:  # noqa: BLE001 - only decorates a message that is being raised anyway
+        return ""
+    if _disassembler is None:
+        from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+        _disassembler = Cs(CS_ARCH_X86, CS_MODE_64)
+    for insn in _disassembler.disasm(code, rip, 1):
+        return f": {insn.mnemonic} {insn.op_str}".rstrip()
+    return ""

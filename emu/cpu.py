@@ -1,0 +1,593 @@
+"""The CPU: Unicorn plus exception, interrupt and SYSCALL delivery as on hardware.
+
+Owns: delivering every exception and interrupt through the guest's IDT (Intel SDM vol. 3,
+ch. 6: gate checks, the DPL check for software interrupts, the TSS.RSP0 and IST stack
+switches, error codes, CR2, #DF when delivery itself faults, the triple fault), SYSCALL,
+external interrupts at exact instruction counts, the instruction count, and reading guest
+virtual memory for the monitor.
+Does not own: devices (bus.py), booting (loader.py), deciding when a run ends (machine.py).
+
+How: Unicorn calls UC_HOOK_INTR for every exception and `int n` without using the IDT.
+The hook saves the CPU context once, reads what it needs from the saved bytes, builds the
+frame on the guest stack in RAM, patches RIP/RSP/RFLAGS/CS/SS/CPL and QEMU's in-flight
+exception state in the bytes, and restores them: a handful of microseconds per fault.
+"""
+from __future__ import annotations
+
+import heapq
+import struct
+from dataclasses import dataclass
+from typing import Callable
+
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+from unicorn import (UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, Uc, UcError)
+from unicorn import x86_const as X
+
+from . import paging
+from .context import (CC_OP_EFLAGS, DESC_A, DESC_B, DESC_CODE, DESC_G, DESC_L, DESC_P,
+                      DESC_RW, DESC_S, HF_CPL_MASK, ContextBuffer, layout)
+from .errors import EmuError, TripleFault
+from .events import EventBus, ExceptionDelivered
+from .guard import HookGuard
+from .icount import MAX_BLOCK_INSTRUCTIONS, NEVER, InstructionCounter
+from .memory import PhysicalMemory, UnbackedAccess
+from unicorn.unicorn_py3 import unicorn as _binding
+import ctypes
+
+U64 = struct.Struct("<Q")
+U32 = struct.Struct("<I")
+I32 = struct.Struct("<i")
+SEGMENT_CACHE = struct.Struct("<IxxxxQII")   # QEMU's SegmentCache: selector, base, limit, flags
+
+EXCEPTION_NAMES = {
+    0: "#DE divide error", 1: "#DB debug", 2: "NMI", 3: "#BP breakpoint", 4: "#OF overflow",
+    5: "#BR bound range", 6: "#UD invalid opcode", 7: "#NM device not available",
+    8: "#DF double fault", 10: "#TS invalid TSS", 11: "#NP segment not present",
+    12: "#SS stack fault", 13: "#GP general protection", 14: "#PF page fault",
+    16: "#MF x87 error", 17: "#AC alignment check", 18: "#MC machine check",
+    19: "#XM SIMD error", 20: "#VE virtualization", 21: "#CP control protection",
+}
+WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
+CONTRIBUTORY = frozenset({0, 10, 11, 12, 13})
+PAGE_FAULT = 14
+DOUBLE_FAULT = 8
+
+RFLAGS_TF = 1 << 8
+RFLAGS_IF = 1 << 9
+RFLAGS_DF = 1 << 10
+RFLAGS_NT = 1 << 14
+RFLAGS_RF = 1 << 16
+RFLAGS_VM = 1 << 17
+ARITH_FLAGS = 0x8D5            # CF PF AF ZF SF OF
+EFER_SCE = 1 << 0
+EFER_NXE = 1 << 11
+CR0_WP = 1 << 16
+SYSCALL_LENGTH = 2
+SYSCALL_VECTOR = 256           # not an IDT vector: how SYSCALL entries are counted and traced
+NOWHERE = (1 << 64) - 1        # emu_start's "until": a non-canonical address is never reached
+
+
+class _DeliveryFault(Exception):
+    """A fault raised while delivering another event (then #DF or serial delivery)."""
+
+    def __init__(self, vector: int, error_code: int, cr2: int | None = None) -> None:
+        super().__init__(vector)
+        self.vector = vector
+        self.error_code = error_code
+        self.cr2 = cr2
+
+
+@dataclass(frozen=True, slots=True)
+class _HotOffsets:
+    rsp: int
+    cs: int
+    ss: int
+
+
+@dataclass(frozen=True, slots=True)
+class Registers:
+    """Architectural state for reports; read once, never written back."""
+    values: dict
+
+    def __getitem__(self, name: str) -> int:
+        return self.values[name]
+
+
+REPORT_REGISTERS = (
+    ("rax", X.UC_X86_REG_RAX), ("rbx", X.UC_X86_REG_RBX), ("rcx", X.UC_X86_REG_RCX),
+    ("rdx", X.UC_X86_REG_RDX), ("rsi", X.UC_X86_REG_RSI), ("rdi", X.UC_X86_REG_RDI),
+    ("rbp", X.UC_X86_REG_RBP), ("rsp", X.UC_X86_REG_RSP), ("r8", X.UC_X86_REG_R8),
+    ("r9", X.UC_X86_REG_R9), ("r10", X.UC_X86_REG_R10), ("r11", X.UC_X86_REG_R11),
+    ("r12", X.UC_X86_REG_R12), ("r13", X.UC_X86_REG_R13), ("r14", X.UC_X86_REG_R14),
+    ("r15", X.UC_X86_REG_R15), ("rip", X.UC_X86_REG_RIP), ("rflags", X.UC_X86_REG_EFLAGS),
+    ("cs", X.UC_X86_REG_CS), ("ss", X.UC_X86_REG_SS), ("ds", X.UC_X86_REG_DS),
+    ("es", X.UC_X86_REG_ES), ("fs", X.UC_X86_REG_FS), ("gs", X.UC_X86_REG_GS),
+    ("cr0", X.UC_X86_REG_CR0), ("cr2", X.UC_X86_REG_CR2), ("cr3", X.UC_X86_REG_CR3),
+    ("cr4", X.UC_X86_REG_CR4),
+)
+
+
+class Cpu:
+    """One x86-64 CPU over `memory`. Construct, set the boot state, then `run()`."""
+
+    def __init__(self, uc: Uc, memory: PhysicalMemory, events: EventBus, guard: HookGuard):
+        self.uc = uc
+        self.memory = memory
+        self.events = events
+        self.guard = guard
+        self.layout = layout()
+        self.context = ContextBuffer(uc, self.layout)
+        self._offsets = _HotOffsets(self.layout.reg("rsp"), self.layout.seg("cs"),
+                                    self.layout.seg("ss"))
+        self._disasm = Cs(CS_ARCH_X86, CS_MODE_64)
+        self._reg_value = ctypes.c_uint64()
+        self._reg_read = _binding.uclib.uc_reg_read
+        # Translations the CPU itself used for descriptor tables and interrupt stacks, keyed
+        # by (CR3, page, write). Flushed like a TLB: on CR3 writes and invlpg.
+        self._system_tlb: dict[tuple[int, int, bool], int] = {}
+        self._rest_of_block: dict[tuple[int, int, int], int] = {}
+        self.counter = InstructionCounter(uc, self._instructions_in_block)
+        events.clock = self.icount
+        self.exceptions_by_vector: dict[int, int] = {}
+        self._last_exception: tuple | None = None
+        self._scheduled: list[tuple[int, int, int]] = []   # (icount, sequence, vector)
+        self._sequence = 0
+        self.exit_status: int | None = None
+        self.exit_reason: str | None = None
+        uc.hook_add(UC_HOOK_INTR, guard.wrap(self._on_interrupt))
+        uc.hook_add(UC_HOOK_INSN_INVALID, guard.wrap(self._on_invalid_opcode, on_error=True))
+        uc.hook_add(UC_HOOK_INSN, guard.wrap(self._on_syscall), None, 1, 0,
+                    X.UC_X86_INS_SYSCALL)
+
+    # ---- state access -------------------------------------------------------------------
+
+    def reg(self, register: int) -> int:
+        return self.uc.reg_read(register)
+
+    def _fast_reg(self, register: int) -> int:
+        """reg_read without the binding's dispatch (a hot path in delivery)."""
+        self._reg_read(self.uc._uch, register, ctypes.byref(self._reg_value))
+        return self._reg_value.value
+
+    def registers(self) -> Registers:
+        return Registers({name: self.uc.reg_read(reg) for name, reg in REPORT_REGISTERS})
+
+    def cpl(self) -> int:
+        return U32.unpack_from(self.context.save(), self.layout.hflags)[0] & HF_CPL_MASK
+
+    def cr3(self) -> int:
+        return self.uc.reg_read(X.UC_X86_REG_CR3)
+
+    def paging_enabled(self) -> bool:
+        return bool(self.uc.reg_read(X.UC_X86_REG_CR0) & (1 << 31))
+
+    def walk(self, vaddr: int, cr3: int | None = None) -> paging.Walk:
+        """Our own page walk of vaddr (no TLB, no CR2 side effect)."""
+        return paging.walk(self._read_phys_u64, self.cr3() if cr3 is None else cr3, vaddr,
+                           nxe=self._nxe())
+
+    def _nxe(self) -> bool:
+        return bool(U64.unpack_from(self.context.view, self.layout.efer)[0] & EFER_NXE)
+
+    def _read_phys_u64(self, paddr: int) -> int:
+        return self.memory.read_u64(paddr)
+
+    def translate(self, vaddr: int, cr3: int | None = None) -> int | None:
+        if not self.paging_enabled():
+            return vaddr
+        return self.walk(vaddr, cr3).paddr
+
+    def read_virtual(self, vaddr: int, size: int, cr3: int | None = None) -> bytes:
+        """Guest-virtual read through our own walker; raises UnbackedAccess/LookupError."""
+        out = bytearray()
+        while size > 0:
+            chunk = min(size, 0x1000 - (vaddr & 0xFFF))
+            paddr = self.translate(vaddr, cr3)
+            if paddr is None:
+                raise LookupError(f"virtual {vaddr:#x} is not mapped")
+            out += self.memory.read(paddr, chunk)
+            vaddr += chunk
+            size -= chunk
+        return bytes(out)
+
+    # ---- instruction counting -----------------------------------------------------------
+
+    def _instructions_in_block(self, address: int, size: int) -> int:
+        code = self.read_virtual(address, size)
+        return sum(1 for _ in self._disasm.disasm_lite(code, address)) or 1
+
+    def _not_retired(self, resume_at: int) -> int:
+        """Instructions of the last counted block from `resume_at` to its end: they were
+        counted when the block started but did not run."""
+        state = self.counter.state
+        block, size = state.last_block, state.last_size
+        if not block <= resume_at < block + size:
+            return 0
+        key = (block, size, resume_at)
+        rest = self._rest_of_block.get(key)
+        if rest is None:
+            try:
+                code = self.read_virtual(resume_at, block + size - resume_at)
+            except (LookupError, UnbackedAccess):
+                return 0
+            rest = sum(1 for _ in self._disasm.disasm_lite(code, resume_at))
+            if len(self._rest_of_block) > 65536:
+                self._rest_of_block.clear()
+            self._rest_of_block[key] = rest
+        return rest
+
+    def _settle_count(self, resume_at: int) -> None:
+        """Make the counter exact when the block stopped before `resume_at`'s remainder."""
+        rest = self._not_retired(resume_at)
+        if rest:
+            self.counter.adjust(-rest)
+            state = self.counter.state
+            state.last_size = resume_at - state.last_block   # settled once
+
+    def icount(self) -> int:
+        return self.counter.raw
+
+    def forget_code(self) -> None:
+        """The code behind some addresses may have changed (new address space)."""
+        self.counter.forget_blocks()
+        self._rest_of_block.clear()
+
+    # ---- exception delivery -------------------------------------------------------------
+
+    def _on_interrupt(self, uc: Uc, vector: int, _data) -> None:
+        env = self.context.save()
+        lay = self.layout
+        rip = U64.unpack_from(env, lay.eip)[0]
+        if I32.unpack_from(env, lay.exception_is_int)[0]:
+            resume = U64.unpack_from(env, lay.exception_next_eip)[0]
+            self._settle_count(resume)
+            self._deliver(env, vector, "software", None, resume, source=resume)
+        else:
+            self._settle_count(rip)
+            error = None
+            if vector in WITH_ERROR_CODE:
+                error = U32.unpack_from(env, lay.error_code)[0]
+            self._deliver(env, vector, "fault", error, rip, source=rip)
+
+    def _on_invalid_opcode(self, uc: Uc, _data) -> bool:
+        env = self.context.save()
+        rip = U64.unpack_from(env, self.layout.eip)[0]
+        self._settle_count(rip)
+        self._deliver(env, 6, "fault", None, rip, source=rip)
+        return True
+
+    def raise_interrupt(self, vector: int) -> bool:
+        """Deliver an external interrupt now, between instructions. False if IF is clear
+        (the interrupt stays pending)."""
+        rflags = self.uc.reg_read(X.UC_X86_REG_EFLAGS)
+        if not rflags & RFLAGS_IF:
+            return False
+        env = self.context.save()
+        rip = U64.unpack_from(env, self.layout.eip)[0]
+        self._deliver(env, vector, "external", None, rip, source=rip)
+        return True
+
+    def schedule_interrupt(self, at_icount: int, vector: int) -> None:
+        """Raise external interrupt `vector` when exactly `at_icount` instructions have
+        retired (or as soon after as RFLAGS.IF allows)."""
+        self._sequence += 1
+        heapq.heappush(self._scheduled, (at_icount, self._sequence, vector))
+
+    def _deliver(self, env: memoryview, vector: int, kind: str, error: int | None,
+                 return_rip: int, source: int, eip_bias: int = 0) -> None:
+        """Deliver one event through the IDT, turning faults during delivery into the
+        serial fault, a #DF, or a triple fault as the SDM's table 6-5 says."""
+        rflags = self._fast_reg(X.UC_X86_REG_EFLAGS)
+        original_cpl = U32.unpack_from(env, self.layout.hflags)[0] & HF_CPL_MASK
+        cr2 = U64.unpack_from(env, self.layout.cr + 16)[0] if vector == PAGE_FAULT else None
+        while True:
+            try:
+                handler = self._push_frame(env, vector, kind, error, return_rip, rflags,
+                                           eip_bias)
+                break
+            except _DeliveryFault as nested:
+                if vector == DOUBLE_FAULT:
+                    self._record(vector, kind, error, source, cr2, original_cpl, 0)
+                    raise TripleFault(
+                        f"triple fault: {EXCEPTION_NAMES.get(nested.vector, nested.vector)} "
+                        f"while delivering #DF (RIP {source:#x})") from None
+                first_contributory = vector in CONTRIBUTORY
+                first_page_fault = vector == PAGE_FAULT
+                second_contributory = nested.vector in CONTRIBUTORY
+                if (first_contributory and second_contributory) or \
+                        (first_page_fault and (second_contributory or nested.vector == PAGE_FAULT)):
+                    self._record(vector, kind, error, source, cr2, original_cpl, 0)
+                    vector, kind, error = DOUBLE_FAULT, "double", 0
+                else:
+                    vector, kind, error = nested.vector, "fault", nested.error_code
+                if nested.cr2 is not None and vector == PAGE_FAULT:
+                    cr2 = nested.cr2
+                    U64.pack_into(env, self.layout.cr + 16, cr2)
+                if kind == "fault" and source != return_rip:
+                    return_rip = self._instruction_start(source)
+        self.context.restore()
+        self._record(vector, kind, error, source, cr2, original_cpl, handler)
+
+    def _record(self, vector, kind, error, rip, cr2, cpl, handler) -> None:
+        counts = self.exceptions_by_vector
+        counts[vector] = counts.get(vector, 0) + 1
+        self._last_exception = (self.counter.state.icount, vector, kind, rip, error, cr2, cpl,
+                                handler)
+        if self.events.wants(ExceptionDelivered):
+            self.events.emit(ExceptionDelivered(*self._last_exception))
+
+    @property
+    def last_exception(self) -> ExceptionDelivered | None:
+        return ExceptionDelivered(*self._last_exception) if self._last_exception else None
+
+    def _instruction_start(self, next_rip: int) -> int:
+        """The start of a software-interrupt instruction that ends at next_rip."""
+        try:
+            before = self.read_virtual(next_rip - 2, 2)
+        except (LookupError, UnbackedAccess):
+            return next_rip - 1
+        return next_rip - 2 if before[0] == 0xCD else next_rip - 1
+
+    def _push_frame(self, env: memoryview, vector: int, kind: str, error: int | None,
+                    return_rip: int, rflags: int, eip_bias: int) -> int:
+        """Check the gate, switch stacks, push the frame and patch the context bytes.
+        Raises _DeliveryFault without touching the context if a check fails."""
+        lay = self.layout
+        off = self._offsets
+        hflags = U32.unpack_from(env, lay.hflags)[0]
+        cpl = hflags & HF_CPL_MASK
+        external = 1 if kind == "external" else 0
+        idt_error = vector * 8 + 2 + external
+        idt_base = U64.unpack_from(env, lay.idt + 8)[0]
+        idt_limit = U32.unpack_from(env, lay.idt + 16)[0]
+        if vector * 16 + 15 > idt_limit:
+            raise _DeliveryFault(13, idt_error)
+        low, high = struct.unpack("<QQ", self._system_read(env, idt_base + vector * 16, 16))
+        gate_type = (low >> 40) & 0xF
+        gate_dpl = (low >> 45) & 3
+        if gate_type not in (0xE, 0xF):
+            raise _DeliveryFault(13, idt_error)
+        if kind == "software" and gate_dpl < cpl:
+            raise _DeliveryFault(13, idt_error)
+        if not (low >> 47) & 1:
+            raise _DeliveryFault(11, idt_error)
+        handler = (low & 0xFFFF) | ((low >> 32) & 0xFFFF0000) | ((high & 0xFFFFFFFF) << 32)
+        selector = (low >> 16) & 0xFFFF
+        ist = (low >> 32) & 7
+        descriptor = self._code_descriptor(env, selector, cpl, external)
+        conforming = (descriptor >> 42) & 1
+        new_cpl = cpl if conforming else (descriptor >> 45) & 3
+        if not paging.canonical(handler):
+            raise _DeliveryFault(13, external)
+
+        old_rsp = U64.unpack_from(env, off.rsp)[0]
+        old_ss = U32.unpack_from(env, off.ss)[0]
+        old_cs = U32.unpack_from(env, off.cs)[0]
+        if ist:
+            rsp = self._tss_read(env, 36 + 8 * (ist - 1))
+        elif new_cpl < cpl:
+            rsp = self._tss_read(env, 4 + 8 * new_cpl)
+        else:
+            rsp = old_rsp
+        rsp &= ~0xF
+        frame = [return_rip, old_cs, rflags, old_rsp, old_ss]
+        if error is not None:
+            frame.insert(0, error)
+        rsp -= 8 * len(frame)
+        if not paging.canonical(rsp) or not paging.canonical(rsp + 8 * len(frame) - 1):
+            raise _DeliveryFault(12, external)
+        self._system_write(env, rsp, struct.pack(f"<{len(frame)}Q", *frame))
+
+        # Commit: from here on nothing can fail.
+        U64.pack_into(env, off.rsp, rsp)
+        U64.pack_into(env, lay.eip, handler - eip_bias)
+        U64.pack_into(env, lay.exception_next_eip, handler - eip_bias)
+        eflags = U64.unpack_from(env, lay.eflags)[0]
+        eflags &= ~(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM)
+        if gate_type == 0xE:
+            eflags &= ~RFLAGS_IF
+        U64.pack_into(env, lay.eflags, eflags)
+        cs_flags = (descriptor >> 32) & 0x00F0FF00
+        SEGMENT_CACHE.pack_into(env, off.cs, (selector & ~3) | new_cpl, 0, 0xFFFFFFFF, cs_flags)
+        if new_cpl != cpl:
+            SEGMENT_CACHE.pack_into(env, off.ss, new_cpl, 0, 0, new_cpl << 13)
+        U32.pack_into(env, lay.hflags, (hflags & ~HF_CPL_MASK) | new_cpl)
+        I32.pack_into(env, lay.old_exception, -1)
+        return handler
+
+    def _load_segment(self, env: memoryview, name: str, selector: int, base: int, limit: int,
+                      flags: int) -> None:
+        SEGMENT_CACHE.pack_into(env, self.layout.seg(name), selector, base, limit, flags)
+
+    def _code_descriptor(self, env: memoryview, selector: int, cpl: int, external: int) -> int:
+        lay = self.layout
+        index = selector & ~7
+        if index == 0 or selector & 4:
+            raise _DeliveryFault(13, (selector & ~3) + external)
+        gdt_base = U64.unpack_from(env, lay.gdt + 8)[0]
+        gdt_limit = U32.unpack_from(env, lay.gdt + 16)[0]
+        if index + 7 > gdt_limit:
+            raise _DeliveryFault(13, (selector & ~3) + external)
+        descriptor = U64.unpack_from(self._system_read(env, gdt_base + index, 8))[0]
+        is_code = (descriptor >> 43) & 1 and (descriptor >> 44) & 1
+        if not is_code or not (descriptor >> 53) & 1 or (descriptor >> 45) & 3 > cpl:
+            raise _DeliveryFault(13, (selector & ~3) + external)
+        if not (descriptor >> 47) & 1:
+            raise _DeliveryFault(11, (selector & ~3) + external)
+        return descriptor
+
+    def _tss_read(self, env: memoryview, offset: int) -> int:
+        lay = self.layout
+        base = U64.unpack_from(env, lay.tr + 8)[0]
+        limit = U32.unpack_from(env, lay.tr + 16)[0]
+        selector = U32.unpack_from(env, lay.tr)[0]
+        if offset + 7 > limit:
+            raise _DeliveryFault(10, selector & ~3)
+        value = U64.unpack_from(self._system_read(env, base + offset, 8))[0]
+        if not value:
+            raise _DeliveryFault(10, selector & ~3)   # a zero RSPn/IST is a broken TSS
+        return value
+
+    def _system_translate(self, env: memoryview, vaddr: int, write: bool) -> int:
+        """A supervisor access made by the CPU itself (descriptor tables, the new stack)."""
+        lay = self.layout
+        cr0 = U64.unpack_from(env, lay.cr)[0]
+        if not cr0 & (1 << 31):
+            return vaddr
+        cr3 = U64.unpack_from(env, lay.cr + 24)[0]
+        key = (cr3, vaddr >> 12, write)
+        frame = self._system_tlb.get(key)
+        if frame is not None:
+            return frame | (vaddr & 0xFFF)
+        nxe = bool(U64.unpack_from(env, lay.efer)[0] & EFER_NXE)
+        try:
+            result = paging.walk(self._read_phys_u64, cr3, vaddr, nxe)
+        except UnbackedAccess:
+            raise _DeliveryFault(PAGE_FAULT, paging.PF_RESERVED | paging.PF_PRESENT, vaddr)
+        code = paging.fault_code(result, write=write, user=False, fetch=False,
+                                 wp=bool(cr0 & CR0_WP), nxe=nxe)
+        if code is not None:
+            raise _DeliveryFault(PAGE_FAULT, code, vaddr)
+        if len(self._system_tlb) > 4096:
+            self._system_tlb.clear()
+        self._system_tlb[key] = result.paddr & ~0xFFF
+        return result.paddr
+
+    def _system_read(self, env: memoryview, vaddr: int, size: int) -> bytes:
+        out = b""
+        while size:
+            chunk = min(size, 0x1000 - (vaddr & 0xFFF))
+            paddr = self._system_translate(env, vaddr, write=False)
+            try:
+                out += self.memory.read(paddr, chunk)
+            except UnbackedAccess:
+                raise _DeliveryFault(13, 0) from None
+            vaddr += chunk
+            size -= chunk
+        return out
+
+    def _system_write(self, env: memoryview, vaddr: int, data: bytes) -> None:
+        pieces = []
+        offset = 0
+        while offset < len(data):
+            chunk = min(len(data) - offset, 0x1000 - ((vaddr + offset) & 0xFFF))
+            pieces.append((self._system_translate(env, vaddr + offset, write=True),
+                           data[offset:offset + chunk]))
+            offset += chunk
+        for paddr, piece in pieces:    # translate every page first: no half-pushed frame
+            try:
+                self.memory.write(paddr, piece)
+            except UnbackedAccess:
+                raise _DeliveryFault(13, 0) from None
+
+    # ---- SYSCALL ------------------------------------------------------------------------
+
+    def _on_syscall(self, uc: Uc, _data) -> None:
+        """Unicorn runs SYSCALL as a no-op that then adds the instruction length to RIP;
+        do what the CPU does (SDM vol. 2, SYSCALL) and pre-subtract that length."""
+        env = self.context.save()
+        lay = self.layout
+        rip = U64.unpack_from(env, lay.eip)[0]
+        self._settle_count(rip + SYSCALL_LENGTH)
+        efer = U64.unpack_from(env, lay.efer)[0]
+        if not efer & EFER_SCE:
+            self._deliver(env, 6, "fault", None, rip, source=rip, eip_bias=SYSCALL_LENGTH)
+            return
+        rflags = self._fast_reg(X.UC_X86_REG_EFLAGS)
+        star = U64.unpack_from(env, lay.star)[0]
+        lstar = U64.unpack_from(env, lay.lstar)[0]
+        fmask = U64.unpack_from(env, lay.fmask)[0]
+        hflags = U32.unpack_from(env, lay.hflags)[0]
+        cpl = hflags & HF_CPL_MASK
+        U64.pack_into(env, lay.reg("rcx"), rip + SYSCALL_LENGTH)
+        U64.pack_into(env, lay.reg("r11"), rflags & ~RFLAGS_RF)
+        new_flags = rflags & ~fmask & ~RFLAGS_RF
+        U64.pack_into(env, lay.eflags, (new_flags & ~(ARITH_FLAGS | RFLAGS_DF)) | 2)
+        U64.pack_into(env, lay.cc_src, new_flags & ARITH_FLAGS)
+        U32.pack_into(env, lay.cc_op, CC_OP_EFLAGS)
+        I32.pack_into(env, lay.df, -1 if new_flags & RFLAGS_DF else 1)
+        selector = (star >> 32) & 0xFFFC
+        self._load_segment(env, "cs", selector, 0, 0xFFFFFFFF,
+                           DESC_G | DESC_P | DESC_S | DESC_CODE | DESC_RW | DESC_A | DESC_L)
+        self._load_segment(env, "ss", selector + 8, 0, 0xFFFFFFFF,
+                           DESC_G | DESC_B | DESC_P | DESC_S | DESC_RW | DESC_A)
+        U32.pack_into(env, lay.hflags, hflags & ~HF_CPL_MASK)
+        U64.pack_into(env, lay.eip, lstar - SYSCALL_LENGTH)
+        self.context.restore()
+        self._record(SYSCALL_VECTOR, "syscall", None, rip, None, cpl, lstar)
+
+    # ---- running ------------------------------------------------------------------------
+
+    def request_exit(self, status: int, reason: str = "debug-exit") -> None:
+        """Called by a device (debug exit): stop after the current instruction."""
+        self.exit_status = status
+        self.exit_reason = reason
+        self.uc.emu_stop()
+
+    def run(self, budget: int = NEVER) -> str:
+        """Run until the guest exits, halts for good, or `budget` instructions retire.
+        Returns "exit", "halt" or "budget"; raises GuestError subclasses for crashes."""
+        while True:
+            target = self._scheduled[0][0] if self._scheduled else NEVER
+            early = target - MAX_BLOCK_INSTRUCTIONS if target != NEVER else NEVER
+            self.counter.request_stop_at(min(budget, max(early, 0)))
+            start = self.uc.reg_read(X.UC_X86_REG_RIP)
+            self._emulate(start)
+            if self.exit_status is not None:
+                return "exit"
+            icount = self.icount()
+            if icount >= budget:
+                return "budget"
+            if self._scheduled and icount >= early:
+                self._run_exactly(target)
+                if self.exit_status is not None:
+                    return "exit"
+                self._deliver_due()
+                continue
+            if self.counter.stop_requested:
+                continue
+            if self._halted():
+                if self._scheduled and self.uc.reg_read(X.UC_X86_REG_EFLAGS) & RFLAGS_IF:
+                    _, _, vector = heapq.heappop(self._scheduled)
+                    self.raise_interrupt(vector)
+                    continue
+                return "halt"
+            return "stopped"
+
+    def _emulate(self, start: int, count: int = 0) -> None:
+        try:
+            self.uc.emu_start(start, NOWHERE, 0, count)
+        except UcError as exc:
+            self.guard.reraise()
+            if self.counter.error is not None:
+                raise self.counter.error
+            raise EmuError(f"unicorn stopped: {exc}") from None
+        self.guard.reraise()
+        if self.counter.error is not None:
+            error, self.counter.error = self.counter.error, None
+            raise error
+        self._settle_count(self.uc.reg_read(X.UC_X86_REG_RIP))
+
+    def _run_exactly(self, target: int) -> None:
+        """Single-step (Unicorn's exact count) up to `target` retired instructions."""
+        while self.icount() < target and self.exit_status is None:
+            self.counter.request_stop_at(NEVER)
+            self._emulate(self.uc.reg_read(X.UC_X86_REG_RIP), count=target - self.icount())
+            if self._halted():
+                break
+
+    def _deliver_due(self) -> None:
+        while self._scheduled and self._scheduled[0][0] <= self.icount():
+            at, sequence, vector = self._scheduled[0]
+            if not self.raise_interrupt(vector):
+                # IF is clear: try again a little later, deterministically
+                heapq.heapreplace(self._scheduled, (self.icount() + 1000, sequence, vector))
+                return
+            heapq.heappop(self._scheduled)
+
+    def _halted(self) -> bool:
+        rip = self.uc.reg_read(X.UC_X86_REG_RIP)
+        try:
+            return self.read_virtual(rip - 1, 1) == b"\xf4"
+        except (LookupError, UnbackedAccess):
+            return False

@@ -1,0 +1,141 @@
+"""Typed monitor events and the bus that hands them to observers.
+
+An observer is a class whose `on_*` methods are all optional (like trio's Instrument). The
+bus looks at which methods each observer overrides, so an emitter can ask `bus.wants(Event)`
+before it builds an event, and the machine installs a Unicorn hook only when some observer
+wants what that hook produces. `on_event` receives every event (the trace recorder uses it).
+
+Every event carries `icount`, the instructions retired when it happened (counted per
+translated block, corrected at exceptions and exits; see cpu.py), so a trace is ordered and
+reproducible.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Callable, ClassVar, Iterable
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    handler: ClassVar[str] = "on_event"
+    icount: int
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready form: {"type": ..., field: value, ...}."""
+        out = {"type": type(self).__name__}
+        for field in fields(self):
+            out[field.name] = getattr(self, field.name)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionDelivered(Event):
+    """An exception or interrupt went through the guest IDT (or ended the run)."""
+    handler: ClassVar[str] = "on_exception"
+    vector: int
+    kind: str              # "fault", "software", "external", "double", "syscall"
+    rip: int               # the instruction that faulted, or the return address
+    error_code: int | None
+    cr2: int | None        # for #PF only
+    cpl: int               # privilege level the exception came from
+    handler_rip: int       # where the guest handler was entered (0 if not delivered)
+
+
+@dataclass(frozen=True, slots=True)
+class Cr3Written(Event):
+    handler: ClassVar[str] = "on_cr3_write"
+    rip: int
+    old: int
+    new: int
+
+
+@dataclass(frozen=True, slots=True)
+class TlbFlush(Event):
+    """`invlpg` of one page (address) by the guest."""
+    handler: ClassVar[str] = "on_tlb_flush"
+    rip: int
+    address: int
+
+
+@dataclass(frozen=True, slots=True)
+class PortAccess(Event):
+    handler: ClassVar[str] = "on_port_access"
+    port: int
+    size: int
+    value: int
+    write: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MmioAccess(Event):
+    handler: ClassVar[str] = "on_mmio_access"
+    address: int           # physical
+    size: int
+    value: int
+    write: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SerialOutput(Event):
+    """One line (without its newline) written by the guest to a UART."""
+    handler: ClassVar[str] = "on_serial_output"
+    port: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class GuestExit(Event):
+    """The run ended. `status` is the guest's exit code, or None for a crash."""
+    handler: ClassVar[str] = "on_guest_exit"
+    status: int | None
+    reason: str
+
+
+class Observer:
+    """Base class for observers; override only the `on_*` methods you need."""
+
+    def on_event(self, event: Event) -> None: ...
+    def on_exception(self, event: ExceptionDelivered) -> None: ...
+    def on_cr3_write(self, event: Cr3Written) -> None: ...
+    def on_tlb_flush(self, event: TlbFlush) -> None: ...
+    def on_port_access(self, event: PortAccess) -> None: ...
+    def on_mmio_access(self, event: MmioAccess) -> None: ...
+    def on_serial_output(self, event: SerialOutput) -> None: ...
+    def on_guest_exit(self, event: GuestExit) -> None: ...
+
+
+def _overrides(observer: Observer, method: str) -> bool:
+    return getattr(type(observer), method) is not getattr(Observer, method)
+
+
+class EventBus:
+    """Dispatches events to the observers that override the matching method."""
+
+    def __init__(self, observers: Iterable[Observer] = (), clock: Callable[[], int] = lambda: 0):
+        self.clock = clock
+        self._observers: list[Observer] = []
+        self._routes: dict[str, list[Callable[[Event], None]]] = {}
+        self._catch_all: list[Callable[[Event], None]] = []
+        for observer in observers:
+            self.subscribe(observer)
+
+    def subscribe(self, observer: Observer) -> None:
+        self._observers.append(observer)
+        if _overrides(observer, "on_event"):
+            self._catch_all.append(observer.on_event)
+        for name in vars(Observer):
+            if name.startswith("on_") and name != "on_event" and _overrides(observer, name):
+                self._routes.setdefault(name, []).append(getattr(observer, name))
+
+    def wants(self, event_type: type[Event]) -> bool:
+        """True if emitting events of this type would reach anyone."""
+        return bool(self._catch_all) or bool(self._routes.get(event_type.handler))
+
+    def now(self) -> int:
+        return self.clock()
+
+    def emit(self, event: Event) -> None:
+        for deliver in self._routes.get(event.handler, ()):
+            deliver(event)
+        for deliver in self._catch_all:
+            deliver(event)

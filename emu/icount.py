@@ -1,0 +1,117 @@
+"""The instruction counter: a C block hook (icount.c) built with zig cc and loaded by ctypes.
+
+Owns: building and loading the hook, the per-block table, the exact count after a
+mid-block stop, and the stop request used for budgets and exact-count interrupts.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from unicorn import UC_HOOK_BLOCK
+from unicorn.unicorn_py3 import unicorn as _binding
+
+from .errors import BuildError
+
+SOURCE = Path(__file__).with_name("icount.c")
+MAX_BLOCK_INSTRUCTIONS = 512   # TCG's limit on instructions in one translated block
+NEVER = (1 << 64) - 1
+
+_MISS = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32)
+_STOP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+
+
+class _Header(ctypes.Structure):
+    _fields_ = [("icount", ctypes.c_uint64), ("stop_at", ctypes.c_uint64),
+                ("last_block", ctypes.c_uint64), ("last_size", ctypes.c_uint32),
+                ("last_count", ctypes.c_uint32), ("stop_requested", ctypes.c_uint32),
+                ("generation", ctypes.c_uint32), ("misses", ctypes.c_uint64),
+                ("stop", ctypes.c_void_p), ("miss", ctypes.c_void_p)]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("EMU_CACHE_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "emu"
+
+
+def library_path() -> Path:
+    """Build (once per source version) and return the shared library."""
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source + sys.platform.encode()).hexdigest()[:16]
+    target = _cache_dir() / f"icount-{digest}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        env = dict(os.environ, ZIG_GLOBAL_CACHE_DIR=str(Path(tmp) / "zig-global"),
+                   ZIG_LOCAL_CACHE_DIR=str(Path(tmp) / "zig-local"))
+        result = subprocess.run(
+            [sys.executable, "-m", "ziglang", "cc", "-shared", "-fPIC", "-O2",
+             "-o", str(out), str(SOURCE)], capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            raise BuildError(f"cannot build the instruction counter: {result.stderr.strip()}")
+        os.replace(out, target)
+    return target
+
+
+class InstructionCounter:
+    """Counts retired instructions. `count_block(address, size)` decodes a block (Python)."""
+
+    def __init__(self, uc, count_block: Callable[[int, int], int]) -> None:
+        self._lib = ctypes.CDLL(str(library_path()))
+        self._lib.icount_struct_size.restype = ctypes.c_uint64
+        self._lib.icount_forget.argtypes = [ctypes.c_void_p]
+        size = self._lib.icount_struct_size()
+        self._memory = ctypes.create_string_buffer(size)
+        self.state = _Header.from_buffer(self._memory)
+        self._count_block = count_block
+        self._miss = _MISS(self._on_miss)
+        self._stop = _STOP(lambda handle: _binding.uclib.uc_emu_stop(handle))
+        self.state.stop = ctypes.cast(self._stop, ctypes.c_void_p)
+        self.state.miss = ctypes.cast(self._miss, ctypes.c_void_p)
+        self.state.stop_at = NEVER
+        self.state.generation = 1      # slots start at generation 0: all empty
+        self.error: BaseException | None = None
+        handle = ctypes.c_size_t()
+        callback = ctypes.cast(self._lib.icount_block, ctypes.c_void_p)
+        status = _binding.uclib.uc_hook_add(
+            uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK, callback,
+            ctypes.c_void_p(ctypes.addressof(self._memory)), ctypes.c_uint64(1),
+            ctypes.c_uint64(0))
+        if status != 0:
+            raise BuildError(f"cannot install the instruction counter hook (unicorn error {status})")
+
+    def _on_miss(self, address: int, size: int) -> int:
+        try:
+            return self._count_block(address, size)
+        except BaseException as exc:  # noqa: BLE001 - kept and re-raised by the CPU loop
+            self.error = exc
+            return max(1, size // 4)
+
+    @property
+    def raw(self) -> int:
+        """Instructions counted so far, including the whole of the current block."""
+        return self.state.icount
+
+    def forget_blocks(self) -> None:
+        self._lib.icount_forget(ctypes.c_void_p(ctypes.addressof(self._memory)))
+
+    def request_stop_at(self, icount: int) -> None:
+        self.state.stop_at = icount
+        self.state.stop_requested = 0
+
+    @property
+    def stop_requested(self) -> bool:
+        return bool(self.state.stop_requested)
+
+    def adjust(self, delta: int) -> None:
+        self.state.icount += delta

@@ -1,0 +1,196 @@
+/*
+ * main.c - the kernel entry point and boot report.
+ *
+ * Owns: the boot order (revision check, console, GDT/TSS, IDT), the
+ * report of what the loader handed over, and the built-in self-tests
+ * chosen with test=NAME on the command line.
+ * Does not own: any of the layers it starts; each lives in its own file.
+ *
+ * Self-tests: test=int3 executes int3 and shows the handler returns;
+ * test=ud executes ud2 and test=pf reads unmapped memory; nobody handles
+ * those, so the kernel reports the exception and panics.
+ */
+#include "boot.h"
+#include "cmdline.h"
+#include "format.h"
+#include "gdt.h"
+#include "idt.h"
+#include "panic.h"
+#include "serial.h"
+#include "string.h"
+
+NORETURN void kmain(void);
+
+/* Low memory that Limine (base revision 1 and later) leaves unmapped. */
+#define TEST_UNMAPPED_ADDRESS 0x1000
+
+/* Writes length as an exact count of the largest unit dividing it. */
+static void format_size(char *buf, size_t len, uint64_t bytes)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    unsigned u = 0;
+
+    while (u + 1 < ARRAY_SIZE(units) && bytes != 0 && bytes % 1024 == 0) {
+        bytes /= 1024;
+        u++;
+    }
+    ksnprintf(buf, len, "%lu %s", bytes, units[u]);
+}
+
+static void print_banner(void)
+{
+    const struct limine_bootloader_info_response *info = boot_bootloader_info();
+
+    kprintf("emu guest kernel\n");
+    if (info != NULL)
+        kprintf("bootloader: %s %s\n", info->name, info->version);
+    else
+        kprintf("bootloader: (no answer to the bootloader info request)\n");
+    kprintf("cmdline: \"%s\"\n", boot_cmdline());
+}
+
+static void print_memmap_entries(const struct limine_memmap_response *mm)
+{
+    char size[32];
+
+    kprintf("memory map: %lu entries\n", mm->entry_count);
+    for (uint64_t i = 0; i < mm->entry_count; i++) {
+        const struct limine_memmap_entry *e = mm->entries[i];
+
+        format_size(size, sizeof(size), e->length);
+        kprintf("  [0x%016lx-0x%016lx] %12s %s\n", e->base, e->base + e->length - 1,
+                size, boot_memmap_type_name(e->type));
+    }
+}
+
+/* Per-type totals; types above the known ones are counted as one more. */
+static void print_memmap_totals(const struct limine_memmap_response *mm)
+{
+    uint64_t bytes[LIMINE_MEMMAP_TYPE_COUNT + 1] = {0};
+    uint64_t count[LIMINE_MEMMAP_TYPE_COUNT + 1] = {0};
+    uint64_t usable;
+
+    for (uint64_t i = 0; i < mm->entry_count; i++) {
+        uint64_t t = mm->entries[i]->type;
+
+        if (t > LIMINE_MEMMAP_TYPE_COUNT)
+            t = LIMINE_MEMMAP_TYPE_COUNT;
+        bytes[t] += mm->entries[i]->length;
+        count[t]++;
+    }
+    kprintf("memory by type:\n");
+    for (uint64_t t = 0; t <= LIMINE_MEMMAP_TYPE_COUNT; t++) {
+        if (count[t] != 0)
+            kprintf("  %-24s %4lu entries %12lu KiB\n", boot_memmap_type_name(t),
+                    count[t], bytes[t] / 1024);
+    }
+    usable = bytes[LIMINE_MEMMAP_USABLE];
+    kprintf("usable memory: %lu KiB (%lu MiB)\n", usable / 1024, usable / (1024 * 1024));
+}
+
+static void print_memory(void)
+{
+    const struct limine_memmap_response *mm = boot_memmap();
+    const struct limine_hhdm_response *hhdm = boot_hhdm();
+
+    if (mm == NULL || hhdm == NULL) {
+        kprintf("kmain: the loader did not answer the %s request\n",
+                mm == NULL ? "memory map" : "HHDM");
+        kernel_exit(EXIT_NO_BOOT_INFO);
+    }
+    print_memmap_entries(mm);
+    print_memmap_totals(mm);
+    kprintf("hhdm offset: 0x%016lx\n", hhdm->offset);
+}
+
+static void print_executable(void)
+{
+    const struct limine_executable_address_response *addr = boot_executable_address();
+    const struct limine_executable_file_response *file = boot_executable_file();
+
+    if (addr != NULL)
+        kprintf("executable: physical base 0x%016lx virtual base 0x%016lx\n",
+                addr->physical_base, addr->virtual_base);
+    else
+        kprintf("executable: (no answer to the executable address request)\n");
+    if (file != NULL && file->executable_file != NULL)
+        kprintf("executable file: %s, %lu bytes\n", file->executable_file->path,
+                file->executable_file->size);
+}
+
+static void print_modules(void)
+{
+    const struct limine_module_response *mods = boot_modules();
+
+    if (mods == NULL) {
+        kprintf("modules: 0 (no answer to the module request)\n");
+        return;
+    }
+    kprintf("modules: %lu\n", mods->module_count);
+    for (uint64_t i = 0; i < mods->module_count; i++) {
+        const struct limine_file *m = mods->modules[i];
+
+        kprintf("  module %lu: %s \"%s\" %lu bytes at %p\n", i, m->path,
+                m->string != NULL ? m->string : "", m->size, m->address);
+    }
+}
+
+static void print_platform(void)
+{
+    const struct limine_firmware_type_response *fw = boot_firmware_type();
+    const struct limine_paging_mode_response *pm = boot_paging_mode();
+    const struct limine_date_at_boot_response *date = boot_date();
+
+    if (fw != NULL)
+        kprintf("firmware type: %lu\n", fw->firmware_type);
+    if (pm != NULL)
+        kprintf("paging mode: %lu-level\n", pm->mode + 4);
+    if (date != NULL)
+        kprintf("boot time: %ld (UNIX seconds)\n", date->timestamp);
+}
+
+static void run_test(const char *name)
+{
+    if (strcmp(name, "int3") == 0) {
+        kprintf("test int3: executing int3\n");
+        __asm__ volatile("int3" : : : "memory");
+        kprintf("test int3: returned from the breakpoint handler\n");
+    } else if (strcmp(name, "ud") == 0) {
+        kprintf("test ud: executing ud2\n");
+        __asm__ volatile("ud2" : : : "memory");
+        panic("kmain: execution continued after ud2");
+    } else if (strcmp(name, "pf") == 0) {
+        kprintf("test pf: reading 0x%x\n", TEST_UNMAPPED_ADDRESS);
+        (void)*(volatile uint64_t *)TEST_UNMAPPED_ADDRESS;
+        panic("kmain: the read of unmapped memory succeeded");
+    } else {
+        panic("kmain: unknown test '%s'", name);
+    }
+}
+
+NORETURN void kmain(void)
+{
+    char test[32];
+
+    if (!boot_revision_accepted()) {
+        serial_init();
+        kprintf("kmain: the loader did not accept base revision %d\n", BOOT_BASE_REVISION);
+        kernel_exit(EXIT_BAD_REVISION);
+    }
+    if (serial_init() != SERIAL_OK)
+        kernel_exit(EXIT_SERIAL_FAULTY);
+    print_banner();
+    gdt_init();
+    idt_init();
+    kprintf("gdt, tss and idt loaded\n");
+
+    print_memory();
+    print_executable();
+    print_modules();
+    print_platform();
+
+    if (cmdline_get("test", test, sizeof(test)) >= 0)
+        run_test(test);
+    kprintf("kmain: done\n");
+    kernel_exit(EXIT_OK);
+}
