@@ -20,14 +20,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-from unicorn import (UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, Uc, UcError)
+from unicorn import (UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, Uc,
+                     UcError)
 from unicorn import x86_const as X
 
 from . import paging
 from .context import (CC_OP_EFLAGS, DESC_A, DESC_B, DESC_CODE, DESC_G, DESC_L, DESC_P,
                       DESC_RW, DESC_S, HF_CPL_MASK, ContextBuffer, layout)
 from .errors import EmuError, TripleFault
-from .events import EventBus, ExceptionDelivered
+from .events import Cr3Written, EventBus, ExceptionDelivered, TlbFlush
 from .guard import HookGuard
 from .icount import MAX_BLOCK_INSTRUCTIONS, NEVER, InstructionCounter
 from .memory import PhysicalMemory, UnbackedAccess
@@ -122,9 +123,9 @@ class Cpu:
         self._disasm = Cs(CS_ARCH_X86, CS_MODE_64)
         self._reg_value = ctypes.c_uint64()
         self._reg_read = _binding.uclib.uc_reg_read
-        # Translations the CPU itself used for descriptor tables and interrupt stacks, keyed
-        # by (CR3, page, write). Flushed like a TLB: on CR3 writes and invlpg.
-        self._system_tlb: dict[tuple[int, int, bool], int] = {}
+        # Translations the CPU itself used for descriptor tables and interrupt stacks:
+        # page -> (CR3, frame, writable). Flushed like a TLB: on CR3 writes and invlpg.
+        self._system_tlb: dict[int, tuple[int, int, bool]] = {}
         self._rest_of_block: dict[tuple[int, int, int], int] = {}
         self.counter = InstructionCounter(uc, self._instructions_in_block)
         events.clock = self.icount
@@ -189,6 +190,54 @@ class Cpu:
             vaddr += chunk
             size -= chunk
         return bytes(out)
+
+    # ---- privileged instructions ------------------------------------------------------
+
+    def flush_tlb(self, page: int | None = None) -> None:
+        """Forget the CPU's own cached translations (all, or one virtual page)."""
+        if page is None:
+            self._system_tlb.clear()
+        else:
+            self._system_tlb.pop(page >> 12, None)
+
+    def watch_privileged(self, ranges) -> int:
+        """Hook exactly the CR3 writes and `invlpg`s found in `ranges` (virtual start, end)
+        of executable guest code: no per-instruction hook. Returns how many were found."""
+        disasm = Cs(CS_ARCH_X86, CS_MODE_64)
+        disasm.detail = True
+        disasm.skipdata = True          # data between functions must not end the scan
+        found = 0
+        for start, end in ranges:
+            try:
+                code = self.read_virtual(start, end - start)
+            except (LookupError, UnbackedAccess):
+                continue
+            for insn in disasm.disasm(code, start):
+                if insn.mnemonic == "mov" and insn.op_str.startswith("cr3,"):
+                    source = insn.operands[1].reg
+                    self.uc.hook_add(UC_HOOK_CODE, self.guard.wrap(self._on_cr3_write),
+                                     _reg_id(insn.reg_name(source)), insn.address, insn.address)
+                    found += 1
+                elif insn.mnemonic == "invlpg":
+                    self.uc.hook_add(UC_HOOK_CODE, self.guard.wrap(self._on_invlpg),
+                                     insn.operands[0].mem, insn.address, insn.address)
+                    found += 1
+        return found
+
+    def _on_cr3_write(self, uc: Uc, address: int, size: int, source: int) -> None:
+        new = uc.reg_read(source)
+        old = uc.reg_read(X.UC_X86_REG_CR3)
+        self.flush_tlb()
+        if new & paging.ADDRESS_MASK != old & paging.ADDRESS_MASK:
+            self.forget_code()
+        if self.events.wants(Cr3Written):
+            self.events.emit(Cr3Written(self.counter.state.icount, address, old, new))
+
+    def _on_invlpg(self, uc: Uc, address: int, size: int, operand) -> None:
+        target = _effective_address(self._fast_reg, operand)
+        self.flush_tlb(target)
+        if self.events.wants(TlbFlush):
+            self.events.emit(TlbFlush(self.counter.state.icount, address, target))
 
     # ---- instruction counting -----------------------------------------------------------
 
@@ -280,17 +329,22 @@ class Cpu:
         rflags = self._fast_reg(X.UC_X86_REG_EFLAGS)
         original_cpl = U32.unpack_from(env, self.layout.hflags)[0] & HF_CPL_MASK
         cr2 = U64.unpack_from(env, self.layout.cr + 16)[0] if vector == PAGE_FAULT else None
+        chain = []
         while True:
             try:
                 handler = self._push_frame(env, vector, kind, error, return_rip, rflags,
                                            eip_bias)
                 break
             except _DeliveryFault as nested:
+                chain.append((vector, error))
                 if vector == DOUBLE_FAULT:
                     self._record(vector, kind, error, source, cr2, original_cpl, 0)
-                    raise TripleFault(
-                        f"triple fault: {EXCEPTION_NAMES.get(nested.vector, nested.vector)} "
-                        f"while delivering #DF (RIP {source:#x})") from None
+                    chain.append((nested.vector, nested.error_code))
+                    steps = " -> ".join(
+                        EXCEPTION_NAMES.get(v, hex(v)).split(" ")[0] +
+                        ("" if e is None else f"({e:#x})") for v, e in chain)
+                    raise TripleFault(f"triple fault at RIP {source:#x}: {steps}",
+                                      rip=source, chain=tuple(chain)) from None
                 first_contributory = vector in CONTRIBUTORY
                 first_page_fault = vector == PAGE_FAULT
                 second_contributory = nested.vector in CONTRIBUTORY
@@ -435,10 +489,9 @@ class Cpu:
         if not cr0 & (1 << 31):
             return vaddr
         cr3 = U64.unpack_from(env, lay.cr + 24)[0]
-        key = (cr3, vaddr >> 12, write)
-        frame = self._system_tlb.get(key)
-        if frame is not None:
-            return frame | (vaddr & 0xFFF)
+        cached = self._system_tlb.get(vaddr >> 12)
+        if cached is not None and cached[0] == cr3 and (cached[2] or not write):
+            return cached[1] | (vaddr & 0xFFF)
         nxe = bool(U64.unpack_from(env, lay.efer)[0] & EFER_NXE)
         try:
             result = paging.walk(self._read_phys_u64, cr3, vaddr, nxe)
@@ -450,7 +503,9 @@ class Cpu:
             raise _DeliveryFault(PAGE_FAULT, code, vaddr)
         if len(self._system_tlb) > 4096:
             self._system_tlb.clear()
-        self._system_tlb[key] = result.paddr & ~0xFFF
+        writable = paging.fault_code(result, write=True, user=False, fetch=False,
+                                     wp=bool(cr0 & CR0_WP), nxe=nxe) is None
+        self._system_tlb[vaddr >> 12] = (cr3, result.paddr & ~0xFFF, writable)
         return result.paddr
 
     def _system_read(self, env: memoryview, vaddr: int, size: int) -> bytes:
@@ -591,3 +646,28 @@ class Cpu:
             return self.read_virtual(rip - 1, 1) == b"\xf4"
         except (LookupError, UnbackedAccess):
             return False
+
+
+def _reg_id(name: str) -> int:
+    """Unicorn's register id for a capstone register name."""
+    return getattr(X, f"UC_X86_REG_{name.upper()}")
+
+
+def _effective_address(read_register, mem) -> int:
+    """Compute a capstone memory operand's address from the live registers."""
+    from capstone.x86 import X86_REG_INVALID, X86_REG_RIP
+    address = mem.disp
+    for register, scale in ((mem.base, 1), (mem.index, mem.scale)):
+        if register in (X86_REG_INVALID,):
+            continue
+        if register == X86_REG_RIP:
+            raise EmuError("rip-relative invlpg operand is not supported")
+        address += scale * read_register(_capstone_to_unicorn(register))
+    return address & ((1 << 64) - 1)
+
+
+def _capstone_to_unicorn(register: int) -> int:
+    return _reg_id(_CS_NAMES.reg_name(register))
+
+
+_CS_NAMES = Cs(CS_ARCH_X86, CS_MODE_64)

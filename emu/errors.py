@@ -45,7 +45,13 @@ class GuestCrash(GuestError):
 
 
 class TripleFault(GuestError):
-    """A fault occurred while delivering a double fault: the machine resets on hardware."""
+    """A fault occurred while delivering a double fault: the machine resets on hardware.
+    `rip` is the instruction that started the chain; `chain` lists (vector, error code)."""
+
+    def __init__(self, message: str, rip: int | None = None, chain: tuple = ()) -> None:
+        super().__init__(message)
+        self.rip = rip
+        self.chain = chain
 
 
 class BudgetExhausted(GuestError):

@@ -1,0 +1,86 @@
+"""Crash reports: what a developer needs to see when the guest goes wrong.
+
+Owns: rendering registers, the faulting instruction (capstone), the page walks of CR2 and
+RIP, a backtrace through the frame-pointer chain symbolized from the ELF, and the last
+serial lines. Reads the machine's state; changes nothing.
+"""
+from __future__ import annotations
+
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+from .cpu import EXCEPTION_NAMES, Cpu
+from .memory import UnbackedAccess
+from .symbols import Symbols
+
+MAX_FRAMES = 32
+
+
+def exception_name(vector: int) -> str:
+    return EXCEPTION_NAMES.get(vector, f"vector {vector:#x}")
+
+
+def _disassemble(cpu: Cpu, rip: int, symbols: Symbols | None) -> list[str]:
+    try:
+        code = cpu.read_virtual(rip, 16)
+    except (LookupError, UnbackedAccess) as exc:
+        return [f"  (cannot read the instruction at {rip:#x}: {exc})"]
+    where = symbols.lookup(rip) if symbols else hex(rip)
+    for insn in Cs(CS_ARCH_X86, CS_MODE_64).disasm(code, rip):
+        line = f"  {insn.address:#018x} <{where}>: {insn.bytes.hex(' '):<24} {insn.mnemonic} {insn.op_str}"
+        source = symbols.line_of(rip) if symbols else None
+        return [line + (f"    ({source})" if source else "")]
+    return [f"  {rip:#018x}: {code[:8].hex(' ')} (not a valid instruction)"]
+
+
+def backtrace(cpu: Cpu, rip: int, rbp: int, symbols: Symbols | None) -> list[str]:
+    """Frames from RIP, then return addresses along the RBP chain (frame pointers are kept
+    in the guest build)."""
+    def name(address: int) -> str:
+        return symbols.lookup(address) if symbols else hex(address)
+
+    lines = [f"  #0  {rip:#018x} {name(rip)}"]
+    seen = set()
+    for depth in range(1, MAX_FRAMES):
+        if rbp == 0 or rbp in seen or rbp & 7:
+            break
+        seen.add(rbp)
+        try:
+            saved_rbp, ret = (int.from_bytes(cpu.read_virtual(rbp + 8 * i, 8), "little")
+                              for i in (0, 1))
+        except (LookupError, UnbackedAccess):
+            break
+        if ret == 0:
+            break
+        lines.append(f"  #{depth:<2} {ret:#018x} {name(ret)}")
+        rbp = saved_rbp
+    return lines
+
+
+def render(cpu: Cpu, title: str, symbols: Symbols | None = None,
+           serial_tail: list[str] = (), rip: int | None = None) -> str:
+    """The full report. `rip` overrides the live RIP (the faulting instruction)."""
+    regs = cpu.registers()
+    rip = regs["rip"] if rip is None else rip
+    out = [f"=== guest crash: {title}", "", "registers:"]
+    names = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
+             "r12", "r13", "r14", "r15"]
+    for i in range(0, len(names), 4):
+        out.append("  " + "  ".join(f"{n:>3}={regs[n]:016x}" for n in names[i:i + 4]))
+    out.append(f"  rip={rip:016x}  rflags={regs['rflags']:08x}  cpl={cpu.cpl()}  "
+               f"cs={regs['cs']:04x} ss={regs['ss']:04x}")
+    out.append(f"  cr0={regs['cr0']:08x}  cr2={regs['cr2']:016x}  cr3={regs['cr3']:016x}  "
+               f"cr4={regs['cr4']:08x}")
+    last = cpu.last_exception
+    if last is not None:
+        error = "" if last.error_code is None else f" error code {last.error_code:#x}"
+        out.append(f"  last exception: {exception_name(last.vector)}{error} at "
+                   f"{last.rip:#x} (instruction {last.icount})")
+    out += ["", "instruction:"] + _disassemble(cpu, rip, symbols)
+    if cpu.paging_enabled():
+        out += ["", *cpu.walk(rip).describe().splitlines()]
+        if regs["cr2"]:
+            out += ["", *cpu.walk(regs["cr2"]).describe().splitlines()]
+    out += ["", "backtrace:"] + backtrace(cpu, rip, regs["rbp"], symbols)
+    if serial_tail:
+        out += ["", "last serial output:"] + [f"  | {line}" for line in serial_tail]
+    return "\n".join(out)
