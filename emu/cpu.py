@@ -38,6 +38,7 @@ import ctypes
 U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")
 I32 = struct.Struct("<i")
+_TSC_HOOK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p)
 SEGMENT_CACHE = struct.Struct("<IxxxxQII")   # QEMU's SegmentCache: selector, base, limit, flags
 
 EXCEPTION_NAMES = {
@@ -139,6 +140,7 @@ class Cpu:
         uc.hook_add(UC_HOOK_INSN_INVALID, guard.wrap(self._on_invalid_opcode, on_error=True))
         uc.hook_add(UC_HOOK_INSN, guard.wrap(self._on_syscall), None, 1, 0,
                     X.UC_X86_INS_SYSCALL)
+        self._hook_time_stamp_counter()
 
     # ---- state access -------------------------------------------------------------------
 
@@ -570,6 +572,35 @@ class Cpu:
         U64.pack_into(env, lay.eip, lstar - SYSCALL_LENGTH)
         self.context.restore()
         self._record(SYSCALL_VECTOR, "syscall", None, rip, None, cpl, lstar)
+
+    # ---- time -------------------------------------------------------------------------
+
+    def _hook_time_stamp_counter(self) -> None:
+        """RDTSC/RDTSCP read host time in Unicorn, which breaks determinism: answer with the
+        instruction count instead (one tick per retired instruction). The Python binding
+        does not wrap these hooks; the C API has them."""
+        self._tsc_callback = _TSC_HOOK(self.guard.wrap(self._on_rdtsc, on_error=1))
+        for instruction in (X.UC_X86_INS_RDTSC, X.UC_X86_INS_RDTSCP):
+            handle = ctypes.c_size_t()
+            status = _binding.uclib.uc_hook_add(
+                self.uc._uch, ctypes.byref(handle), UC_HOOK_INSN,
+                ctypes.cast(self._tsc_callback, ctypes.c_void_p), None, ctypes.c_uint64(1),
+                ctypes.c_uint64(0), ctypes.c_int(instruction))
+            if status != 0:
+                raise EmuError(f"cannot hook RDTSC (unicorn error {status})")
+
+    def time_stamp(self, rip: int) -> int:
+        """The virtual TSC as seen by the instruction at rip: instructions retired before it."""
+        return self.counter.raw - self._not_retired(rip)
+
+    def _on_rdtsc(self, handle, _data) -> int:
+        rip = self._fast_reg(X.UC_X86_REG_RIP)
+        tsc = self.time_stamp(rip)
+        self.uc.reg_write(X.UC_X86_REG_RAX, tsc & 0xFFFFFFFF)
+        self.uc.reg_write(X.UC_X86_REG_RDX, tsc >> 32)
+        if self.read_virtual(rip, 3) == b"\x0f\x01\xf9":     # RDTSCP also loads TSC_AUX
+            self.uc.reg_write(X.UC_X86_REG_RCX, 0)
+        return 1                                   # skip Unicorn's own (host-time) RDTSC
 
     # ---- running ------------------------------------------------------------------------
 
