@@ -30,7 +30,7 @@ from .context import (CC_OP_EFLAGS, DESC_A, DESC_B, DESC_CODE, DESC_G, DESC_L, D
 from .errors import EmuError, TripleFault
 from .events import Cr3Written, EventBus, ExceptionDelivered, TlbFlush
 from .guard import HookGuard
-from .icount import MAX_BLOCK_INSTRUCTIONS, NEVER, InstructionCounter
+from .icount import NEVER, InstructionCounter
 from .memory import PhysicalMemory, UnbackedAccess
 from unicorn.unicorn_py3 import unicorn as _binding
 import ctypes
@@ -132,6 +132,7 @@ class Cpu:
         events.clock = self.icount
         self.exceptions_by_vector: dict[int, int] = {}
         self._last_exception: tuple | None = None
+        self._cr2 = 0              # the guest's CR2, which emu_start clobbers on return
         self._scheduled: list[tuple[int, int, int]] = []   # (icount, sequence, vector)
         self._sequence = 0
         self.exit_status: int | None = None
@@ -353,6 +354,7 @@ class Cpu:
                 if (first_contributory and second_contributory) or \
                         (first_page_fault and (second_contributory or nested.vector == PAGE_FAULT)):
                     self._record(vector, kind, error, source, cr2, original_cpl, 0)
+                    chain.append((nested.vector, nested.error_code))
                     vector, kind, error = DOUBLE_FAULT, "double", 0
                 else:
                     vector, kind, error = nested.vector, "fault", nested.error_code
@@ -367,6 +369,8 @@ class Cpu:
     def _record(self, vector, kind, error, rip, cr2, cpl, handler) -> None:
         counts = self.exceptions_by_vector
         counts[vector] = counts.get(vector, 0) + 1
+        if cr2 is not None:
+            self._cr2 = cr2
         self._last_exception = (self.counter.state.icount, vector, kind, rip, error, cr2, cpl,
                                 handler)
         if self.events.wants(ExceptionDelivered):
@@ -612,22 +616,26 @@ class Cpu:
 
     def run(self, budget: int = NEVER) -> str:
         """Run until the guest exits, halts for good, or `budget` instructions retire.
-        Returns "exit", "halt" or "budget"; raises GuestError subclasses for crashes."""
+        Returns "exit", "halt" or "budget"; raises GuestError subclasses for crashes.
+
+        The counting hook stops Unicorn before the block that would reach the next stop
+        point (budget or scheduled interrupt) runs; the rest is single-stepped with
+        Unicorn's exact instruction count, so both land on the exact instruction."""
         while True:
             target = self._scheduled[0][0] if self._scheduled else NEVER
-            early = target - MAX_BLOCK_INSTRUCTIONS if target != NEVER else NEVER
-            self.counter.request_stop_at(min(budget, max(early, 0)))
-            start = self.uc.reg_read(X.UC_X86_REG_RIP)
-            self._emulate(start)
+            stop_at = min(budget, target)
+            self.counter.request_stop_at(stop_at)
+            self._emulate(self.uc.reg_read(X.UC_X86_REG_RIP))
             if self.exit_status is not None:
                 return "exit"
+            if self.counter.stop_requested and self.icount() < stop_at:
+                self._run_exactly(stop_at)
+                if self.exit_status is not None:
+                    return "exit"
             icount = self.icount()
             if icount >= budget:
                 return "budget"
-            if self._scheduled and icount >= early:
-                self._run_exactly(target)
-                if self.exit_status is not None:
-                    return "exit"
+            if self._scheduled and icount >= target:
                 self._deliver_due()
                 continue
             if self.counter.stop_requested:
@@ -643,6 +651,8 @@ class Cpu:
     def _emulate(self, start: int, count: int = 0) -> None:
         try:
             self.uc.emu_start(start, NOWHERE, 0, count)
+            # Unicorn leaves CR2 = until - 1 when emu_start returns: put the guest's back.
+            self.uc.reg_write(X.UC_X86_REG_CR2, self._cr2)
         except UcError as exc:
             self.guard.reraise()
             if self.counter.error is not None:
@@ -658,6 +668,9 @@ class Cpu:
         """Single-step (Unicorn's exact count) up to `target` retired instructions."""
         while self.icount() < target and self.exit_status is None:
             self.counter.request_stop_at(NEVER)
+            # Blocks translated before carry no count check and chain to each other (a
+            # `jmp $` would spin forever): drop them so the count is honoured.
+            self.uc.ctl_flush_tb()
             self._emulate(self.uc.reg_read(X.UC_X86_REG_RIP), count=target - self.icount())
             if self._halted():
                 break

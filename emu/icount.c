@@ -6,9 +6,9 @@
  * is added when the block starts, so the monitor subtracts the part of the last block that
  * did not run when it stops mid-block (exception, exit, exact stop).
  *
- * `stop_at`: once the count reaches it, ask Unicorn to stop. The running block still
- * finishes, so the monitor sets stop_at one maximal block (512 instructions) early when it
- * needs an exact stop, and single-steps the rest with emu_start(count=N).
+ * `stop_at`: when the block about to run would bring the count to it, ask Unicorn to
+ * stop; Unicorn 2.1.4 then leaves before that block runs, and the monitor single-steps the
+ * rest with emu_start(count=N) to land on the exact instruction.
  */
 #include <stdint.h>
 

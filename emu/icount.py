@@ -20,7 +20,6 @@ from unicorn.unicorn_py3 import unicorn as _binding
 from .errors import BuildError
 
 SOURCE = Path(__file__).with_name("icount.c")
-MAX_BLOCK_INSTRUCTIONS = 512   # TCG's limit on instructions in one translated block
 NEVER = (1 << 64) - 1
 
 _MISS = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32)

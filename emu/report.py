@@ -78,8 +78,10 @@ def render(cpu: Cpu, title: str, symbols: Symbols | None = None,
     out += ["", "instruction:"] + _disassemble(cpu, rip, symbols)
     if cpu.paging_enabled():
         out += ["", *cpu.walk(rip).describe().splitlines()]
-        if regs["cr2"]:
-            out += ["", *cpu.walk(regs["cr2"]).describe().splitlines()]
+        # The address of the last page fault as delivered, not the live CR2: Unicorn
+        # overwrites CR2 when emu_start returns, and a run without a #PF has no address.
+        if last is not None and last.cr2 is not None:
+            out += ["", *cpu.walk(last.cr2).describe().splitlines()]
     out += ["", "backtrace:"] + backtrace(cpu, rip, regs["rbp"], symbols)
     if serial_tail:
         out += ["", "last serial output:"] + [f"  | {line}" for line in serial_tail]

@@ -20,8 +20,9 @@
 #include "format.h"
 #include "gdt.h"
 #include "idt.h"
-#include "io.h"
+#include "paging.h"
 #include "panic.h"
+#include "selftest.h"
 #include "serial.h"
 #include "string.h"
 
@@ -32,12 +33,6 @@ NORETURN void kmain(void);
 
 /* The VGA window: every memory map leaves 0xa0000-0xeffff without RAM. */
 #define TEST_UNBACKED_PHYSICAL 0xa0000
-
-/* Page-table entry bits the wild test reads and writes. */
-#define PTE_PRESENT ((uint64_t)1 << 0)
-#define PTE_HUGE ((uint64_t)1 << 7)
-#define PTE_NO_EXECUTE ((uint64_t)1 << 63)
-#define PTE_ADDRESS 0x000ffffffffff000ull
 
 /* Writes length as an exact count of the largest unit dividing it. */
 static void format_size(char *buf, size_t len, uint64_t bytes)
@@ -213,36 +208,16 @@ static void test_deep(void)
     kernel_exit(EXIT_PANIC); /* unreachable: panic() itself might fault now */
 }
 
-/* The boot tables' 4 KiB entry for va, through the HHDM; NULL if a higher
- * level is missing or maps a large page. */
-static volatile uint64_t *hhdm_pte(uint64_t hhdm, vaddr_t va)
-{
-    paddr_t table = read_cr3() & PTE_ADDRESS;
-
-    for (int shift = 39; shift > PAGE_SHIFT; shift -= 9) {
-        uint64_t entry = ((volatile uint64_t *)(hhdm + table))[(va >> shift) & 511];
-
-        if (!(entry & PTE_PRESENT) || (entry & PTE_HUGE))
-            return NULL;
-        table = entry & PTE_ADDRESS;
-    }
-    return (volatile uint64_t *)(hhdm + table) + ((va >> PAGE_SHIFT) & 511);
-}
-
-/* Base revision 3 maps only RAM in the HHDM, so map the VGA window's first
- * page there ourselves, then read it: hardware returns bus noise. */
+/* The HHDM covers only memory the map lists, so map the VGA window's first
+ * page there ourselves, then read it: hardware would return bus noise. */
 static void test_wild(void)
 {
-    uint64_t hhdm = boot_hhdm()->offset;
-    vaddr_t va = hhdm + TEST_UNBACKED_PHYSICAL;
-    volatile uint64_t *pte = hhdm_pte(hhdm, va);
+    vaddr_t va = boot_hhdm()->offset + TEST_UNBACKED_PHYSICAL;
+    int status = vmm_map(vmm_kernel_root(), va, TEST_UNBACKED_PHYSICAL, 1, VM_READ);
 
-    if (pte == NULL)
-        panic("test wild: no 4 KiB page table covers 0x%lx", va);
-    if (*pte & PTE_PRESENT)
-        panic("test wild: physical 0x%x is already in the HHDM", TEST_UNBACKED_PHYSICAL);
-    *pte = TEST_UNBACKED_PHYSICAL | PTE_PRESENT | PTE_NO_EXECUTE;
-    invlpg(va);
+    if (status != VMM_OK)
+        panic("test wild: cannot map physical 0x%x at 0x%lx (%d)", TEST_UNBACKED_PHYSICAL,
+              va, status);
     kprintf("test wild: reading physical 0x%x at 0x%lx\n", TEST_UNBACKED_PHYSICAL, va);
     (void)*(volatile uint64_t *)va;
     panic("test wild: the read of physical memory with nothing behind it returned");
@@ -327,6 +302,9 @@ NORETURN void kmain(void)
     print_modules();
     print_platform();
 
+    mm_init();
+    if (cmdline_get("selftest", test, sizeof(test)) >= 0)
+        selftest_run(test);
     if (cmdline_get("test", test, sizeof(test)) >= 0)
         run_test(test);
     kprintf("kmain: done\n");
