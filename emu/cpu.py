@@ -274,7 +274,10 @@ class Cpu:
         if rest:
             self.counter.adjust(-rest)
             state = self.counter.state
-            state.last_size = resume_at - state.last_block   # settled once
+            # The last block is now the part that ran: settled once, and a later block
+            # with the same (address, size) gets the right count from the C fast path.
+            state.last_size = resume_at - state.last_block
+            state.last_count -= rest
 
     def icount(self) -> int:
         return self.counter.raw

@@ -66,10 +66,15 @@ static uint32_t lookup(struct counter *c, uint64_t address, uint32_t size) {
 
 void icount_block(void *uc, uint64_t address, uint32_t size, void *user_data) {
     struct counter *c = (struct counter *)user_data;
-    uint32_t count = lookup(c, address, size);
-    c->last_block = address;
-    c->last_size = size;
-    c->last_count = count;
+    uint32_t count;
+    if (address == c->last_block && size == c->last_size) {
+        count = c->last_count;            /* a loop re-entering its own block: no lookup */
+    } else {
+        count = lookup(c, address, size);
+        c->last_block = address;
+        c->last_size = size;
+        c->last_count = count;
+    }
     c->icount += count;
     if (c->icount >= c->stop_at && !c->stop_requested) {
         c->stop_requested = 1;
