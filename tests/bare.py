@@ -3,6 +3,7 @@ Python, and guest code assembled with keystone. The guest itself runs lgdt/lidt/
 own handlers; the monitor only delivers, as on hardware."""
 from __future__ import annotations
 
+import functools
 import struct
 
 from keystone import KS_ARCH_X86, KS_MODE_64, Ks
@@ -26,7 +27,12 @@ P, W, U = 1, 2, 4
 _ks = Ks(KS_ARCH_X86, KS_MODE_64)
 
 
+@functools.lru_cache(maxsize=512)
 def assemble(source: str, address: int) -> bytes:
+    """Keystone, cached (property tests assemble the same code for every example).
+    Beware keystone 0.9.2: some absolute memory operands are encoded RIP-relative without
+    subtracting RIP (`mov rsi, qword ptr [0x400000]` reads [rip + 0x400000]); load the
+    address into a register, or use a SIB form such as `[0x13000 + rbx*8]`."""
     encoding, _ = _ks.asm(source, address)
     return bytes(encoding)
 

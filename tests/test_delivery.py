@@ -23,7 +23,8 @@ PROLOGUE = 11              # instructions of BareMachine.load's prologue (lgdt .
 
 @dataclass
 class Record:
-    """What a recording handler stored: its RSP on entry, the frame, CR2, its own CS."""
+    """What a recording handler stored: its RSP on entry, the frame, CR2, its own CS, SS and
+    RFLAGS, how many times it ran, and RBX (the interrupted code's loop counter)."""
     entry_rsp: int
     error: int | None
     rip: int
@@ -35,6 +36,8 @@ class Record:
     handler_cs: int
     count: int
     rbx: int
+    handler_ss: int
+    handler_rflags: int
 
 
 def slot(n: int) -> int:
@@ -56,6 +59,8 @@ def recorder(n: int, error: bool, then: str = "hlt") -> str:
     lines += ["mov rax, cr2", "mov qword ptr [rbp + 0x40], rax",
               "xor eax, eax", "mov ax, cs", "mov qword ptr [rbp + 0x48], rax",
               "inc qword ptr [rbp + 0x50]", "mov qword ptr [rbp + 0x58], rbx",
+              "xor eax, eax", "mov ax, ss", "mov qword ptr [rbp + 0x60], rax",
+              "pushfq", "pop rax", "mov qword ptr [rbp + 0x68], rax",
               "pop rbp", "pop rax"]
     if then == "hlt":
         lines += ["hlt"]
@@ -73,9 +78,10 @@ def recorder(n: int, error: bool, then: str = "hlt") -> str:
 
 
 def record(m: BareMachine, n: int) -> Record:
-    values = [m.memory.read_u64(slot(n) + 8 * i) for i in range(12)]
-    entry_rsp, error, rip, cs, rflags, rsp, ss, _, cr2, handler_cs, count, rbx = values
-    return Record(entry_rsp, error, rip, cs, rflags, rsp, ss, cr2, handler_cs, count, rbx)
+    values = [m.memory.read_u64(slot(n) + 8 * i) for i in range(14)]
+    entry_rsp, error, rip, cs, rflags, rsp, ss, _, cr2, handler_cs, count, rbx, hss, hfl = values
+    return Record(entry_rsp, error, rip, cs, rflags, rsp, ss, cr2, handler_cs, count, rbx, hss,
+                  hfl)
 
 
 def to_ring3(target: str = "{user}", rsp: int = USER_RSP, rflags: int = 0x202) -> str:
@@ -131,6 +137,7 @@ def test_page_fault_cpl0_resolved(m, name, access, address, setup, code):
     assert r.cr2 == address
     assert r.rip == reg(m, "rdx")                      # the faulting instruction
     assert r.cs == KCODE and r.ss == 0x10 and r.handler_cs == KCODE
+    assert r.handler_ss == 0x10                        # no CPL change: SS kept
     assert r.rsp == KERNEL_STACK_TOP - 0x800           # no stack switch at CPL 0
     assert r.entry_rsp == KERNEL_STACK_TOP - 0x800 - 48
     assert r.count == 1
@@ -184,6 +191,7 @@ def test_user_page_fault_switches_to_rsp0_and_returns_to_ring3(m):
     assert m.run() == "halt"
     r = record(m, 1)
     assert r.handler_cs & 3 == 0 and r.handler_cs == KCODE
+    assert r.handler_ss == 0                           # SS is NULL after a CPL change
     assert r.entry_rsp == KERNEL_STACK_TOP - 48        # on RSP0, frame of 6 words
     assert r.error == 0x6                              # U=1, W=1, P=0
     assert r.cr2 == DEMAND
@@ -237,6 +245,55 @@ def test_ist_stack_overrides_rsp0_from_cpl3(m):
     assert ud.entry_rsp == IST1_TOP - 40
     assert (ud.cs, ud.ss, ud.rsp, ud.rip) == (UCODE, UDATA, USER_RSP, CODE + 0x1000)
     assert ud.handler_cs == KCODE
+
+
+def test_frame_is_pushed_on_a_16_byte_aligned_stack(m):
+    m.load(f"""
+        mov rsp, {OTHER_RSP - 8}
+        ud2
+        hlt
+    """, ud=recorder(1, error=False, then="skip 2"))
+    m.gate(6, CODE + 0x1000)
+    m.boot()
+    assert m.run() == "halt"
+    r = record(m, 1)
+    assert r.entry_rsp == OTHER_RSP - 16 - 40          # aligned down, then 5 words
+    assert r.rsp == OTHER_RSP - 8                      # the frame keeps the old RSP
+    assert reg(m, "rsp") == OTHER_RSP - 8              # and iretq restores it
+
+
+@pytest.mark.parametrize("gate_type, if_in_handler", [(0xE, 0), (0xF, 0x200)])
+def test_interrupt_gate_clears_if_trap_gate_keeps_it(m, gate_type, if_in_handler):
+    m.load(to_ring3(rflags=0x202), user="""
+        int 0x80
+    """, sys=recorder(1, error=False))
+    m.gate(0x80, CODE + 0x2000, dpl=3, gate_type=gate_type)
+    m.boot()
+    assert m.run() == "halt"
+    r = record(m, 1)
+    assert r.rflags & 0x200                            # the frame has the caller's IF
+    assert r.handler_rflags & 0x200 == if_in_handler
+
+
+def test_instruction_fetch_fault_on_an_instruction_straddling_a_page(m):
+    # movabs rax, imm64 (10 bytes) starts 3 bytes before the not-present page DEMAND
+    start = DEMAND - 3
+    m.memory.write(start, bytes.fromhex("48b8") + (0x1122334455667788).to_bytes(8, "little")
+                   + bytes.fromhex("f4"))
+    m.load(f"""
+        mov rcx, {start}
+        jmp rcx
+    """, pf=recorder(1, error=True, then="map"))
+    m.gate(14, CODE + 0x1000)
+    m.boot()
+    assert m.run() == "halt"
+    r = record(m, 1)
+    assert r.error == 0x10                             # I/D=1 (EFER.NXE=1), not present
+    assert r.cr2 == DEMAND and r.rip == start
+    assert reg(m, "rax") == 0x1122334455667788
+    assert m.cpu.exceptions_by_vector == {14: 1}
+    handler = len(recorder(1, error=True, then="map").splitlines())   # one per line
+    assert m.cpu.icount() == PROLOGUE + 2 + handler + 1 + 1
 
 
 # --- 4. int3 -------------------------------------------------------------------------------
@@ -467,16 +524,19 @@ def test_fault_on_page_fault_stack_is_double_fault_cpl0(m):
     assert m.cpu.exceptions_by_vector == {14: 1, 8: 1}
 
 
-def test_broken_rsp0_is_double_fault_from_cpl3(m):
+@pytest.mark.parametrize("first", ["mov qword ptr [rcx], 1", "int 0x80"])
+def test_broken_rsp0_is_double_fault_from_cpl3(m, first):
+    # a #PF, or int 0x80 whose delivery raises a #PF (serially) and then another: #DF
     m.u64(TSS + 4, DEMAND + 0x20000)                   # RSP0 in a not-present page
     m.load(to_ring3(), user=f"""
         mov rcx, {DEMAND}
         lea rdx, [rip + fault]
     fault:
-        mov qword ptr [rcx], 1
-    """, df=recorder(1, error=True), pf=recorder(2, error=True))
+        {first}
+    """, df=recorder(1, error=True), pf=recorder(2, error=True), sys=recorder(3, False))
     m.gate(8, CODE + 0x2000, ist=1)
     m.gate(14, CODE + 0x3000)
+    m.gate(0x80, CODE + 0x4000, dpl=3)
     m.boot()
     assert m.run() == "halt"
     df = record(m, 1)
@@ -601,10 +661,7 @@ def test_external_interrupt_lands_after_exactly_n_instructions(m, n):
     assert seen[0].rip == r.rip
 
 
-@pytest.mark.xfail(strict=True, reason="known limit: an interrupt that comes due while IF=0 "
-                   "is retried every 1000 instructions, not right after sti's shadow")
-def test_external_interrupt_held_while_if_clear_until_sti(m):
-    m.load("""
+MASKED = """
         xor ebx, ebx
         mov ecx, 3000
     masked:
@@ -618,16 +675,46 @@ def test_external_interrupt_held_while_if_clear_until_sti(m):
     spin:
         inc rbx
         jmp spin
-    """, timer=recorder(1, error=False))
+"""
+
+
+def run_masked(m: BareMachine) -> Record:
+    m.load(MASKED, timer=recorder(1, error=False))
     m.gate(0x20, CODE + 0x1000)
     m.boot()
-    m.cpu.schedule_interrupt(PROLOGUE + 100, 0x20)
+    m.cpu.schedule_interrupt(PROLOGUE + 100, 0x20)     # inside the IF=0 loop
     assert m.run() == "halt"
     r = record(m, 1)
     assert r.count == 1
-    assert r.rbx == 3000                               # not before the masked loop ended
+    return r
+
+
+def test_external_interrupt_held_while_if_clear(m):
+    r = run_masked(m)
+    assert r.rbx >= 3000                               # not before sti
+    assert r.rflags & 0x200                            # it interrupted IF=1 code
+    assert r.rbx <= 3000 + 1000                        # and soon after (retry period)
+
+
+@pytest.mark.xfail(strict=True, reason="known limit: an interrupt that comes due while IF=0 "
+                   "is retried every 1000 instructions, not right after sti's shadow")
+def test_external_interrupt_held_until_exactly_after_sti(m):
+    r = run_masked(m)
+    assert r.rbx == 3000
     # delivered at the first boundary after sti's interrupt shadow: after the nop
     assert r.rip == reg(m, "rdx") + 1
+
+
+def test_external_interrupt_through_not_present_gate_is_np_with_ext(m):
+    m.load(LOOP, np=recorder(1, error=True))
+    m.gate(11, CODE + 0x1000)
+    m.gate(0x21, CODE + 0x1000, present=False)
+    m.boot()
+    m.cpu.schedule_interrupt(100, 0x21)
+    assert m.run() == "halt"
+    r = record(m, 1)
+    assert r.error == 0x21 * 8 + 2 + 1                 # IDT=1, EXT=1
+    assert m.cpu.exceptions_by_vector == {11: 1}
 
 
 def test_external_interrupt_wakes_hlt(m):
