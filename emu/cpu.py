@@ -30,7 +30,7 @@ from .context import (CC_OP_EFLAGS, DESC_A, DESC_B, DESC_CODE, DESC_G, DESC_L, D
 from .errors import EmuError, TripleFault
 from .events import Cr3Written, EventBus, ExceptionDelivered, TlbFlush
 from .guard import HookGuard
-from .icount import NEVER, InstructionCounter
+from .icount import NEVER, InstructionCounter, NoInstructionCounter
 from .memory import PhysicalMemory, UnbackedAccess
 from unicorn.unicorn_py3 import unicorn as _binding
 import ctypes
@@ -112,7 +112,8 @@ REPORT_REGISTERS = (
 class Cpu:
     """One x86-64 CPU over `memory`. Construct, set the boot state, then `run()`."""
 
-    def __init__(self, uc: Uc, memory: PhysicalMemory, events: EventBus, guard: HookGuard):
+    def __init__(self, uc: Uc, memory: PhysicalMemory, events: EventBus, guard: HookGuard,
+                 count: bool = True):
         self.uc = uc
         self.memory = memory
         self.events = events
@@ -128,7 +129,8 @@ class Cpu:
         # page -> (CR3, frame, writable). Flushed like a TLB: on CR3 writes and invlpg.
         self._system_tlb: dict[int, tuple[int, int, bool]] = {}
         self._rest_of_block: dict[tuple[int, int, int], int] = {}
-        self.counter = InstructionCounter(uc, self._instructions_in_block)
+        self.counter = InstructionCounter(uc, self._instructions_in_block) if count \
+            else NoInstructionCounter()
         events.clock = self.icount
         self.exceptions_by_vector: dict[int, int] = {}
         self._last_exception: tuple | None = None
@@ -325,6 +327,9 @@ class Cpu:
     def schedule_interrupt(self, at_icount: int, vector: int) -> None:
         """Raise external interrupt `vector` when exactly `at_icount` instructions have
         retired (or as soon after as RFLAGS.IF allows)."""
+        if not self.counter.counting:
+            raise EmuError("interrupts at instruction counts need instruction counting "
+                           "(do not turn it off)")
         self._sequence += 1
         heapq.heappush(self._scheduled, (at_icount, self._sequence, vector))
 
@@ -635,6 +640,8 @@ class Cpu:
         The counting hook stops Unicorn before the block that would reach the next stop
         point (budget or scheduled interrupt) runs; the rest is single-stepped with
         Unicorn's exact instruction count, so both land on the exact instruction."""
+        if budget != NEVER and not self.counter.counting:
+            raise EmuError("an instruction budget needs instruction counting (do not turn it off)")
         while True:
             target = self._scheduled[0][0] if self._scheduled else NEVER
             stop_at = min(budget, target)

@@ -64,6 +64,7 @@ def library_path() -> Path:
 
 class InstructionCounter:
     """Counts retired instructions. `count_block(address, size)` decodes a block (Python)."""
+    counting = True
 
     def __init__(self, uc, count_block: Callable[[int, int], int]) -> None:
         self._lib = ctypes.CDLL(str(library_path()))
@@ -114,3 +115,37 @@ class InstructionCounter:
 
     def adjust(self, delta: int) -> None:
         self.state.icount += delta
+
+
+class _NoCount:
+    """The counter's state when nothing is counted: always zero, nothing cached."""
+    icount = 0
+    last_block = 0
+    last_size = 0
+    last_count = 0
+    stop_requested = 0
+    stop_at = NEVER
+    misses = 0
+
+
+class NoInstructionCounter:
+    """Stands in for InstructionCounter when the user turned counting off (`--no-count`):
+    no block hook at all, so the monitor runs at close to bare Unicorn speed. Budgets,
+    exact-count interrupts and icount stamps need the real counter."""
+    counting = False
+
+    def __init__(self) -> None:
+        self.state = _NoCount()
+        self.error: BaseException | None = None
+
+    raw = 0
+    stop_requested = False
+
+    def forget_blocks(self) -> None:
+        pass
+
+    def request_stop_at(self, icount: int) -> None:
+        pass
+
+    def adjust(self, delta: int) -> None:
+        pass

@@ -53,13 +53,15 @@ class MachineConfig:
     max_instructions: int | None = None
     boot_time: int = 1_700_000_000
     framebuffer: tuple[int, int] | None = (640, 480)
+    count_instructions: bool = True        # False: no counting hook (fast, no budget/trace)
 
     def describe(self) -> dict:
         """JSON-ready form for trace headers."""
         return {"kernel": self.kernel.name, "memory": self.memory, "memmap": self.memmap,
                 "cmdline": self.cmdline, "modules": [m.name for m in self.modules],
                 "max_instructions": self.max_instructions, "boot_time": self.boot_time,
-                "framebuffer": list(self.framebuffer) if self.framebuffer else None}
+                "framebuffer": list(self.framebuffer) if self.framebuffer else None,
+                "count_instructions": self.count_instructions}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class RunResult:
     exceptions: dict = field(default_factory=dict)
     report: str = ""
     message: str = ""
+    counted: bool = True          # False with --no-count: `instructions` is meaningless
 
     @property
     def mips(self) -> float:
@@ -94,7 +97,10 @@ class Machine:
             self.memory.add(base, length)
         self.guard = HookGuard(self.uc)
         self.events = EventBus(observers)
-        self.cpu = Cpu(self.uc, self.memory, self.events, self.guard)
+        if not config.count_instructions and config.max_instructions:
+            raise ConfigError("--max-instructions needs instruction counting; drop --no-count")
+        self.cpu = Cpu(self.uc, self.memory, self.events, self.guard,
+                       count=config.count_instructions)
         self.bus = Bus(self.uc, self.events, self.guard, read_code=self.cpu.read_virtual)
         self.bus.limit_unbacked_checks(self.memory.ranges())
         self.devices: PcDevices = install_pc_devices(
@@ -156,7 +162,8 @@ class Machine:
         seconds = time.perf_counter() - started
         self.events.emit(GuestExit(self.cpu.icount(), value if reason == "exit" else None, reason))
         return RunResult(reason, status, value, self.cpu.icount(), seconds,
-                         dict(sorted(self.cpu.exceptions_by_vector.items())), text, message)
+                         dict(sorted(self.cpu.exceptions_by_vector.items())), text, message,
+                         self.config.count_instructions)
 
     def _report(self, title: str, rip: int | None = None) -> str:
         return report.render(self.cpu, title, self.symbols, self.devices.com1.tail(10), rip)

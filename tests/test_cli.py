@@ -139,3 +139,14 @@ def test_module_is_listed_by_the_kernel(kernel, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "modules: 1" in out
     assert re.search(r'module 0: \S*hello-module\.bin "hello-module\.bin" 20 bytes at 0x', out), out
+
+
+def test_no_count_runs_without_the_counter_and_refuses_what_needs_it(kernel, capsys):
+    from emu.cli import main
+    assert main(["run", str(kernel), "--quiet", "--no-count"]) == 0
+    err = capsys.readouterr().err
+    assert "instructions not counted" in err and "MIPS" not in err
+    for extra in (["--max-instructions", "1000"], ["--trace", "t.jsonl"]):
+        assert main(["run", str(kernel), "--quiet", "--no-count", *extra]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("emu: error:") and "--no-count" in lines[0]
