@@ -65,6 +65,10 @@ EFER_SCE = 1 << 0
 EFER_NXE = 1 << 11
 CR0_WP = 1 << 16
 SYSCALL_LENGTH = 2
+# Instructions that can set RFLAGS.IF, and how many instructions after their start an
+# interrupt may be taken (sti holds interrupts off for one more instruction: its shadow).
+IF_OPENERS = {"sti": 2, "popfq": 1, "popf": 1, "iretq": 1, "iret": 1, "sysretq": 1, "sysret": 1}
+HELD_INTERRUPT_RETRY = 1000      # retry period when no IF-setting instruction is known
 SYSCALL_VECTOR = 256           # not an IDT vector: how SYSCALL entries are counted and traced
 NOWHERE = (1 << 64) - 1        # emu_start's "until": a non-canonical address is never reached
 
@@ -136,6 +140,9 @@ class Cpu:
         self._last_exception: tuple | None = None
         self._cr2 = 0              # the guest's CR2, which emu_start clobbers on return
         self._scheduled: list[tuple[int, int, int]] = []   # (icount, sequence, vector)
+        self._if_openers: dict[int, int] = {}     # address of sti etc. -> shadow length
+        self._held: list[tuple[int, int]] = []    # (sequence, vector) waiting for IF
+        self._exits_on = False
         self._sequence = 0
         self.exit_status: int | None = None
         self.exit_reason: str | None = None
@@ -173,7 +180,8 @@ class Cpu:
                            nxe=self._nxe())
 
     def _nxe(self) -> bool:
-        return bool(U64.unpack_from(self.context.view, self.layout.efer)[0] & EFER_NXE)
+        """EFER.NXE of the live CPU (the saved context is only current inside a delivery)."""
+        return bool(U64.unpack_from(self.context.save(), self.layout.efer)[0] & EFER_NXE)
 
     def _read_phys_u64(self, paddr: int) -> int:
         return self.memory.read_u64(paddr)
@@ -227,7 +235,43 @@ class Cpu:
                     self.uc.hook_add(UC_HOOK_CODE, self.guard.wrap(self._on_invlpg),
                                      insn.operands[0].mem, insn.address, insn.address)
                     found += 1
+                elif insn.mnemonic in IF_OPENERS:
+                    self._if_openers[insn.address] = IF_OPENERS[insn.mnemonic]
         return found
+
+    # ---- interrupts held while RFLAGS.IF is clear -----------------------------------------
+
+    def _watch_if_openers(self) -> None:
+        """An interrupt came due with IF clear: make the instructions that can set IF (found
+        by watch_privileged) emulation exits, so the run stops right before each; the CPU
+        then steps over it (and sti's one-instruction shadow) exactly and retries, as on
+        hardware. The exits exist only while an interrupt is held."""
+        if self._exits_on or not self._if_openers:
+            return
+        self.uc.ctl_exits_enabled(True)
+        self.uc.ctl_set_exits(list(self._if_openers))
+        self.uc.ctl_flush_tb()         # blocks translated earlier do not know the exits
+        self._exits_on = True
+
+    def _unwatch_if_openers(self) -> None:
+        if self._exits_on:
+            self.uc.ctl_exits_enabled(False)
+            self.uc.ctl_flush_tb()
+            self._exits_on = False
+
+    def _step_over_if_opener(self) -> bool:
+        """If the run stopped at an IF-setting instruction with an interrupt held, retire it
+        (and the shadow) exactly, then let _deliver_due retry. True if it did."""
+        delay = self._if_openers.get(self.uc.reg_read(X.UC_X86_REG_RIP)) \
+            if self._exits_on else None
+        if delay is None:
+            return False
+        self._unwatch_if_openers()
+        self._run_exactly(self.icount() + delay)
+        for sequence, vector in self._held:           # due again, right now
+            heapq.heappush(self._scheduled, (self.icount(), sequence, vector))
+        self._held = []
+        return True
 
     def _on_cr3_write(self, uc: Uc, address: int, size: int, source: int) -> None:
         new = uc.reg_read(source)
@@ -649,6 +693,11 @@ class Cpu:
             self._emulate(self.uc.reg_read(X.UC_X86_REG_RIP))
             if self.exit_status is not None:
                 return "exit"
+            if self._step_over_if_opener():
+                if self.exit_status is not None:
+                    return "exit"
+                self._deliver_due()
+                continue
             if self.counter.stop_requested and self.icount() < stop_at:
                 self._run_exactly(stop_at)
                 if self.exit_status is not None:
@@ -699,11 +748,18 @@ class Cpu:
     def _deliver_due(self) -> None:
         while self._scheduled and self._scheduled[0][0] <= self.icount():
             at, sequence, vector = self._scheduled[0]
-            if not self.raise_interrupt(vector):
-                # IF is clear: try again a little later, deterministically
-                heapq.heapreplace(self._scheduled, (self.icount() + 1000, sequence, vector))
-                return
-            heapq.heappop(self._scheduled)
+            if self.raise_interrupt(vector):
+                heapq.heappop(self._scheduled)
+                continue
+            # IF is clear: held until an instruction that can set IF retires. Without
+            # known ones (code not scanned), try again later, deterministically.
+            self._watch_if_openers()
+            if self._exits_on:
+                heapq.heappop(self._scheduled)
+                self._held.append((sequence, vector))
+            else:
+                heapq.heapreplace(self._scheduled,
+                                  (self.icount() + HELD_INTERRUPT_RETRY, sequence, vector))
 
     def _halted(self) -> bool:
         rip = self.uc.reg_read(X.UC_X86_REG_RIP)

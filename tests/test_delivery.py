@@ -682,6 +682,7 @@ def run_masked(m: BareMachine) -> Record:
     m.load(MASKED, timer=recorder(1, error=False))
     m.gate(0x20, CODE + 0x1000)
     m.boot()
+    m.cpu.watch_privileged([(CODE, CODE + 0x2000)])    # how the monitor finds sti
     m.cpu.schedule_interrupt(PROLOGUE + 100, 0x20)     # inside the IF=0 loop
     assert m.run() == "halt"
     r = record(m, 1)
@@ -696,8 +697,6 @@ def test_external_interrupt_held_while_if_clear(m):
     assert r.rbx <= 3000 + 1000                        # and soon after (retry period)
 
 
-@pytest.mark.xfail(strict=True, reason="known limit: an interrupt that comes due while IF=0 "
-                   "is retried every 1000 instructions, not right after sti's shadow")
 def test_external_interrupt_held_until_exactly_after_sti(m):
     r = run_masked(m)
     assert r.rbx == 3000

@@ -432,3 +432,15 @@ def test_walk_describe_names_each_level():
     for name in paging.LEVEL_NAMES:
         assert name in text
     assert "-> physical 0x5234 (4 KiB page, WUX)" in text
+
+
+def test_cpu_walk_uses_the_live_efer_nxe():
+    """A walk outside any delivery must see EFER.NXE as it is now: NX is a permission then,
+    not a reserved bit."""
+    from bare import BareMachine, PT0, DEMAND, P, W
+    m = BareMachine()
+    m.load("hlt")
+    m.u64(PT0 + 8 * (DEMAND >> 12), DEMAND | P | W | (1 << 63))
+    m.boot(efer=0xD00)                 # NXE on, set after the Cpu was built
+    result = m.cpu.walk(DEMAND)
+    assert result.paddr == DEMAND and not result.reserved and not result.executable
