@@ -14,15 +14,16 @@ exception state in the bytes, and restores them: a handful of microseconds per f
 """
 from __future__ import annotations
 
+import ctypes
 import heapq
 import struct
 from dataclasses import dataclass
-from typing import Callable
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 from unicorn import (UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, Uc,
                      UcError)
 from unicorn import x86_const as X
+from unicorn.unicorn_py3 import unicorn as _binding
 
 from . import paging
 from .context import (CC_OP_EFLAGS, DESC_A, DESC_B, DESC_CODE, DESC_G, DESC_L, DESC_P,
@@ -32,8 +33,6 @@ from .events import Cr3Written, EventBus, ExceptionDelivered, TlbFlush
 from .guard import HookGuard
 from .icount import NEVER, InstructionCounter, NoInstructionCounter
 from .memory import PhysicalMemory, UnbackedAccess
-from unicorn.unicorn_py3 import unicorn as _binding
-import ctypes
 
 U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")
