@@ -150,7 +150,8 @@ class Machine:
             elif outcome == "halt":
                 reason, status = "halt", EXIT_HALTED
                 message = "guest halted with nothing to wake it (hlt without the debug exit)"
-                text = self._report(message)
+                # RIP is past the hlt: show the hlt itself
+                text = self._report(message, rip=self.uc.reg_read(X.UC_X86_REG_RIP) - 1)
             else:
                 raise EmuError(f"the CPU stopped for no known reason ({outcome})")
         except TripleFault as exc:

@@ -346,6 +346,8 @@ def test_halt_without_exit_is_reported_as_halt(boot):
     assert machine.cpu.read_virtual(rip - 1, 1) == b"\xf4"
     assert not machine.cpu.registers()["rflags"] & RFLAGS_IF
     assert result.report.startswith("=== guest crash: guest halted")
+    (instruction,) = section(result.report, "instruction")
+    assert instruction.split()[-1] == "hlt"             # the hlt, not what follows it
 
 
 def test_instruction_line_decodes_like_capstone(boot):
