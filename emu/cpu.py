@@ -129,8 +129,10 @@ class Cpu:
         self._reg_value = ctypes.c_uint64()
         self._reg_read = _binding.uclib.uc_reg_read
         # Translations the CPU itself used for descriptor tables and interrupt stacks:
-        # page -> (CR3, frame, writable). Flushed like a TLB: on CR3 writes and invlpg.
-        self._system_tlb: dict[int, tuple[int, int, bool]] = {}
+        # page -> (CR3, writable, RAM view, offset). Flushed like a TLB: on CR3 writes and
+        # invlpg.
+        self._system_tlb: dict[int, tuple[int, bool, memoryview, int]] = {}
+        self._gates: dict[bytes, tuple] = {}          # raw IDT gate -> decoded fields
         self._rest_of_block: dict[tuple[int, int, int], int] = {}
         self.counter = InstructionCounter(uc, self._instructions_in_block) if count \
             else NoInstructionCounter()
@@ -464,18 +466,17 @@ class Cpu:
         idt_limit = U32.unpack_from(env, lay.idt + 16)[0]
         if vector * 16 + 15 > idt_limit:
             raise _DeliveryFault(13, idt_error)
-        low, high = struct.unpack("<QQ", self._system_read(env, idt_base + vector * 16, 16))
-        gate_type = (low >> 40) & 0xF
-        gate_dpl = (low >> 45) & 3
+        raw = self._system_read(env, idt_base + vector * 16, 16)
+        gate = self._gates.get(raw)
+        if gate is None:
+            gate = self._gates[raw] = _decode_gate(raw)
+        handler, selector, ist, gate_type, gate_dpl, present = gate
         if gate_type not in (0xE, 0xF):
             raise _DeliveryFault(13, idt_error)
         if kind == "software" and gate_dpl < cpl:
             raise _DeliveryFault(13, idt_error)
-        if not (low >> 47) & 1:
+        if not present:
             raise _DeliveryFault(11, idt_error)
-        handler = (low & 0xFFFF) | ((low >> 32) & 0xFFFF0000) | ((high & 0xFFFFFFFF) << 32)
-        selector = (low >> 16) & 0xFFFF
-        ist = (low >> 32) & 7
         descriptor = self._code_descriptor(env, selector, cpl, external)
         conforming = (descriptor >> 42) & 1
         new_cpl = cpl if conforming else (descriptor >> 45) & 3
@@ -550,58 +551,61 @@ class Cpu:
             raise _DeliveryFault(10, selector & ~3)   # a zero RSPn/IST is a broken TSS
         return value
 
-    def _system_translate(self, env: memoryview, vaddr: int, write: bool) -> int:
-        """A supervisor access made by the CPU itself (descriptor tables, the new stack)."""
+    def _system_page(self, env: memoryview, vaddr: int, write: bool) -> tuple[memoryview, int]:
+        """(RAM view, offset) of `vaddr` for an access the CPU itself makes at supervisor
+        level (descriptor tables, the new stack). Translations are cached per page like a
+        TLB (flushed on CR3 writes and invlpg); raises _DeliveryFault as the MMU would."""
         lay = self.layout
         cr0 = U64.unpack_from(env, lay.cr)[0]
-        if not cr0 & (1 << 31):
-            return vaddr
-        cr3 = U64.unpack_from(env, lay.cr + 24)[0]
+        cr3 = U64.unpack_from(env, lay.cr + 24)[0] if cr0 & (1 << 31) else -1
         cached = self._system_tlb.get(vaddr >> 12)
-        if cached is not None and cached[0] == cr3 and (cached[2] or not write):
-            return cached[1] | (vaddr & 0xFFF)
-        nxe = bool(U64.unpack_from(env, lay.efer)[0] & EFER_NXE)
+        if cached is not None and cached[0] == cr3 and (cached[1] or not write):
+            return cached[2], cached[3] + (vaddr & 0xFFF)
+        if cr3 == -1:
+            frame, writable = vaddr & ~0xFFF, True
+        else:
+            nxe = bool(U64.unpack_from(env, lay.efer)[0] & EFER_NXE)
+            wp = bool(cr0 & CR0_WP)
+            try:
+                result = paging.walk(self._read_phys_u64, cr3, vaddr, nxe)
+            except UnbackedAccess:
+                raise _DeliveryFault(PAGE_FAULT, paging.PF_RESERVED | paging.PF_PRESENT, vaddr)
+            code = paging.fault_code(result, write=write, user=False, fetch=False, wp=wp,
+                                     nxe=nxe)
+            if code is not None:
+                raise _DeliveryFault(PAGE_FAULT, code, vaddr)
+            frame = result.paddr & ~0xFFF
+            writable = paging.fault_code(result, write=True, user=False, fetch=False, wp=wp,
+                                         nxe=nxe) is None
         try:
-            result = paging.walk(self._read_phys_u64, cr3, vaddr, nxe)
+            view, offset = self.memory.locate(frame, 0x1000)
         except UnbackedAccess:
-            raise _DeliveryFault(PAGE_FAULT, paging.PF_RESERVED | paging.PF_PRESENT, vaddr)
-        code = paging.fault_code(result, write=write, user=False, fetch=False,
-                                 wp=bool(cr0 & CR0_WP), nxe=nxe)
-        if code is not None:
-            raise _DeliveryFault(PAGE_FAULT, code, vaddr)
+            raise _DeliveryFault(13, 0) from None
         if len(self._system_tlb) > 4096:
             self._system_tlb.clear()
-        writable = paging.fault_code(result, write=True, user=False, fetch=False,
-                                     wp=bool(cr0 & CR0_WP), nxe=nxe) is None
-        self._system_tlb[vaddr >> 12] = (cr3, result.paddr & ~0xFFF, writable)
-        return result.paddr
+        self._system_tlb[vaddr >> 12] = (cr3, writable, view, offset)
+        return view, offset + (vaddr & 0xFFF)
 
     def _system_read(self, env: memoryview, vaddr: int, size: int) -> bytes:
         out = b""
         while size:
             chunk = min(size, 0x1000 - (vaddr & 0xFFF))
-            paddr = self._system_translate(env, vaddr, write=False)
-            try:
-                out += self.memory.read(paddr, chunk)
-            except UnbackedAccess:
-                raise _DeliveryFault(13, 0) from None
+            view, offset = self._system_page(env, vaddr, write=False)
+            out += view[offset:offset + chunk]
             vaddr += chunk
             size -= chunk
         return out
 
     def _system_write(self, env: memoryview, vaddr: int, data: bytes) -> None:
         pieces = []
-        offset = 0
-        while offset < len(data):
-            chunk = min(len(data) - offset, 0x1000 - ((vaddr + offset) & 0xFFF))
-            pieces.append((self._system_translate(env, vaddr + offset, write=True),
-                           data[offset:offset + chunk]))
-            offset += chunk
-        for paddr, piece in pieces:    # translate every page first: no half-pushed frame
-            try:
-                self.memory.write(paddr, piece)
-            except UnbackedAccess:
-                raise _DeliveryFault(13, 0) from None
+        done = 0
+        while done < len(data):
+            chunk = min(len(data) - done, 0x1000 - ((vaddr + done) & 0xFFF))
+            view, offset = self._system_page(env, vaddr + done, write=True)
+            pieces.append((view, offset, data[done:done + chunk]))
+            done += chunk
+        for view, offset, piece in pieces:   # every page translated first: no half frame
+            view[offset:offset + len(piece)] = piece
 
     # ---- SYSCALL ------------------------------------------------------------------------
 
@@ -791,3 +795,11 @@ def _capstone_to_unicorn(register: int) -> int:
 
 
 _CS_NAMES = Cs(CS_ARCH_X86, CS_MODE_64)
+
+
+def _decode_gate(raw: bytes) -> tuple:
+    """(handler, selector, ist, type, dpl, present) of a 16-byte 64-bit IDT gate."""
+    low, high = struct.unpack("<QQ", raw)
+    handler = (low & 0xFFFF) | ((low >> 32) & 0xFFFF0000) | ((high & 0xFFFFFFFF) << 32)
+    return (handler, (low >> 16) & 0xFFFF, (low >> 32) & 7, (low >> 40) & 0xF,
+            (low >> 45) & 3, (low >> 47) & 1)
