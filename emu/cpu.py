@@ -724,8 +724,7 @@ class Cpu:
     def _emulate(self, start: int, count: int = 0) -> None:
         try:
             self.uc.emu_start(start, NOWHERE, 0, count)
-            # Unicorn leaves CR2 = until - 1 when emu_start returns: put the guest's back.
-            self.uc.reg_write(X.UC_X86_REG_CR2, self._cr2)
+            self._repair_after_stop()
         except UcError as exc:
             self.guard.reraise()
             if self.counter.error is not None:
@@ -736,6 +735,15 @@ class Cpu:
             error, self.counter.error = self.counter.error, None
             raise error
         self._settle_count(self.uc.reg_read(X.UC_X86_REG_RIP))
+
+    def _repair_after_stop(self) -> None:
+        """When emu_start returns, Unicorn has probed the `until` address as a page fault:
+        CR2 = until - 1 and QEMU's in-flight exception = #PF, which would turn the guest's
+        next page fault into a #DF. Put back the guest's CR2 and clear that state."""
+        env = self.context.save()
+        U64.pack_into(env, self.layout.cr + 16, self._cr2)
+        I32.pack_into(env, self.layout.old_exception, -1)
+        self.context.restore()
 
     def _run_exactly(self, target: int) -> None:
         """Single-step (Unicorn's exact count) up to `target` retired instructions."""

@@ -1,5 +1,5 @@
-"""Device models for the PC the guest sees: a 16550 UART, QEMU's debug-exit port, and the
-legacy ports a kernel pokes at boot.
+"""Device models for the PC the guest sees: a 16550 UART, QEMU's debug-exit port, the
+checkpoint and marker ports, and the legacy ports a kernel pokes at boot.
 
 Owns: device register behaviour, serial output and input.
 Does not own: which ports or addresses they sit at (the machine, through bus.py) or
@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .bus import Access, Bus, Device, IgnoredPorts, Register
-from .events import EventBus, SerialOutput
+from .events import Checkpoint, EventBus, Marker, SerialOutput
 
 COM1 = 0x3f8
 DEBUG_EXIT_PORT = 0xf4
+CHECKPOINT_PORT = 0xf0
+MARKER_PORT = 0xf1
 
 _DLAB = "DLAB"
 _LCR_DLAB = 0x80
@@ -206,6 +208,56 @@ class DebugExit(Device):
         self.on_exit(value)
 
 
+class CheckpointPort(Device):
+    """The guest says "look now" (guest/checkpoint.h): a write of n, of any size, emits
+    Checkpoint(n), on which the invariant checker checks and `emu pt --at-checkpoint` takes
+    its picture. An emulator-only port (0xf0; on a PC, 0xf0 clears the x87 busy latch).
+    Reads return 0."""
+    registers = (Register(0, "CHECKPOINT", size=4, access=Access.WRITE),)
+    port_count = 1
+
+    def __init__(self, events: EventBus, port: int = CHECKPOINT_PORT,
+                 name: str = "checkpoint") -> None:
+        super().__init__(name)
+        self.events = events
+        self.port = port
+
+    def read(self, offset: int, size: int) -> int:
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if self.events.wants(Checkpoint):
+            self.events.emit(Checkpoint(self.events.now(), value))
+
+
+class MarkerPort(Device):
+    """Brackets a measured region (guest/replay.c): a write of v, of any size, emits
+    Marker(v) (1: start, 2: end) and is kept in `marks` as (icount, v). `clock` gives the
+    exact instruction count at the `out` (the CPU's time stamp at RIP, which is exact in a
+    port hook; the raw block counter already includes the rest of the block), so the
+    instructions between two marks cost no per-instruction hook. An emulator-only port
+    (0xf1; on a PC, 0xf1 resets the x87 coprocessor). Reads return 0."""
+    registers = (Register(0, "MARK", size=4, access=Access.WRITE),)
+    port_count = 1
+
+    def __init__(self, events: EventBus, clock: Callable[[], int] | None = None,
+                 port: int = MARKER_PORT, name: str = "marker") -> None:
+        super().__init__(name)
+        self.events = events
+        self.clock = clock if clock is not None else events.now
+        self.port = port
+        self.marks: list[tuple[int, int]] = []
+
+    def read(self, offset: int, size: int) -> int:
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        icount = self.clock()
+        self.marks.append((icount, value))
+        if self.events.wants(Marker):
+            self.events.emit(Marker(icount, value))
+
+
 # Ports a kernel pokes at boot that this machine does not model. They read 0, not the
 # floating 0xff of a real bus: a PS/2 status of 0xff says "input buffer full" and a driver
 # waiting for it to drain would spin forever.
@@ -224,15 +276,24 @@ class PcDevices:
     com1: Uart16550
     debug_exit: DebugExit
     ignored: tuple[IgnoredPorts, ...]
+    checkpoint: CheckpointPort
+    marker: MarkerPort
 
 
 def install_pc_devices(bus: Bus, uart_on_text: Callable[[str], None] | None = None, *,
-                       on_exit: Callable[[int], None]) -> PcDevices:
-    """Wire COM1, the debug-exit port and the ignored legacy ports onto `bus`."""
+                       on_exit: Callable[[int], None],
+                       clock: Callable[[], int] | None = None) -> PcDevices:
+    """Wire COM1, the debug-exit port, the checkpoint and marker ports and the ignored
+    legacy ports onto `bus`. `clock` stamps markers with the exact instruction count (default: the
+    event bus's clock)."""
     com1 = Uart16550(COM1, events=bus.events, on_text=uart_on_text)
     bus.add_ports(com1.port_base, 8, com1)
     debug_exit = DebugExit(on_exit)
     bus.add_ports(debug_exit.port, DebugExit.port_count, debug_exit)
+    checkpoint = CheckpointPort(bus.events)
+    bus.add_ports(checkpoint.port, CheckpointPort.port_count, checkpoint)
+    marker = MarkerPort(bus.events, clock)
+    bus.add_ports(marker.port, MarkerPort.port_count, marker)
     ignored = tuple(bus.ignore_ports(first, count, fill=0, name=name)
                     for first, count, name in PC_IGNORED_PORTS)
-    return PcDevices(com1, debug_exit, ignored)
+    return PcDevices(com1, debug_exit, ignored, checkpoint, marker)

@@ -91,6 +91,44 @@ class GuestExit(Event):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint(Event):
+    """The guest wrote `number` to the checkpoint port (guest/checkpoint.h): "look now"."""
+    handler: ClassVar[str] = "on_checkpoint"
+    number: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvariantViolation(Event):
+    """The invariant checker (checker.py) found `rule` broken at `address` (virtual or
+    physical, as the rule says); `detail` explains, with the page walk where one applies."""
+    handler: ClassVar[str] = "on_invariant_violation"
+    rule: str
+    address: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Marker(Event):
+    """The guest wrote `value` to the marker port 0xf1 (1: a measured region starts, 2: it
+    ends). `icount` is exact: the instructions retired before the `out` itself."""
+    handler: ClassVar[str] = "on_marker"
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeapFinding(Event):
+    """The outside heap checker (heapcheck.py) saw `rule` broken by a kmalloc-family call:
+    `address` and `size` name the block, `caller` the symbolized return address of the
+    outermost call, `detail` the rest (the block it overlaps, the heap's range...)."""
+    handler: ClassVar[str] = "on_heap_finding"
+    rule: str
+    address: int
+    size: int
+    caller: str
+    detail: str = ""
+
+
 class Observer:
     """Base class for observers; override only the `on_*` methods you need."""
 
@@ -102,6 +140,10 @@ class Observer:
     def on_mmio_access(self, event: MmioAccess) -> None: ...
     def on_serial_output(self, event: SerialOutput) -> None: ...
     def on_guest_exit(self, event: GuestExit) -> None: ...
+    def on_marker(self, event: Marker) -> None: ...
+    def on_heap_finding(self, event: HeapFinding) -> None: ...
+    def on_checkpoint(self, event: Checkpoint) -> None: ...
+    def on_invariant_violation(self, event: InvariantViolation) -> None: ...
 
 
 def _overrides(observer: Observer, method: str) -> bool:

@@ -41,6 +41,7 @@ EXIT_HARNESS_ERROR = 2         # bad input or an emu failure: a one-line message
 EXIT_GUEST_CRASH = 70          # fault the guest could not handle, triple fault, wild access
 EXIT_BUDGET = 71               # --max-instructions reached (a runaway loop?)
 EXIT_HALTED = 72               # hlt with nothing to wake the CPU, without the debug exit
+EXIT_VIOLATION = 73            # --strict: the invariant checker found a violation
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,8 @@ class MachineConfig:
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    reason: str                   # "exit", "halt", "budget", "crash", "triple-fault"
+    reason: str                   # "exit", "halt", "budget", "crash", "triple-fault",
+                                  # "violation"
     exit_status: int              # what `emu run` exits with
     guest_value: int | None       # the value written to the debug-exit port
     instructions: int
@@ -104,7 +106,8 @@ class Machine:
         self.bus = Bus(self.uc, self.events, self.guard, read_code=self.cpu.read_virtual)
         self.bus.limit_unbacked_checks(self.memory.ranges())
         self.devices: PcDevices = install_pc_devices(
-            self.bus, on_serial_text, on_exit=lambda value: self.cpu.request_exit(value))
+            self.bus, on_serial_text, on_exit=lambda value: self.cpu.request_exit(value),
+            clock=lambda: self.cpu.time_stamp(self.uc.reg_read(X.UC_X86_REG_RIP)))
         boot_config = loader.BootConfig(
             cmdline=config.cmdline, modules=tuple((m, m.name) for m in config.modules),
             boot_time=config.boot_time, framebuffer=config.framebuffer)
@@ -112,6 +115,8 @@ class Machine:
         self._enter_kernel()
         self.cpu.watch_privileged(self.boot.executable_segments)
         self.symbols = Symbols.from_elf(config.kernel, slide=self.boot.kernel_slide)
+        self._violation: tuple[str, str] | None = None      # (message, details): stop()
+        self._periodic: tuple[int, Callable[[], None]] | None = None
 
     def _enter_kernel(self) -> None:
         """The register state the Limine protocol promises at the kernel's entry."""
@@ -137,8 +142,13 @@ class Machine:
         started = time.perf_counter()
         value = None
         try:
-            outcome = self.cpu.run(budget)
-            if outcome == "exit":
+            outcome = self._run_cpu(budget)
+            if self._violation is not None:
+                message, details = self._violation
+                reason, status = "violation", EXIT_VIOLATION
+                text = self._report(message).replace("=== guest crash: ", "=== stopped: ", 1)
+                text = text.replace("\n", "\n" + details + "\n", 1) if details else text
+            elif outcome == "exit":
                 value = self.cpu.exit_status
                 reason, status = "exit", min(value, EXIT_GUEST_MAX) if value >= 0 else EXIT_GUEST_MAX
                 message = f"guest exited with {value} (QEMU isa-debug-exit status {qemu_status(value)})"
@@ -165,6 +175,34 @@ class Machine:
         return RunResult(reason, status, value, self.cpu.icount(), seconds,
                          dict(sorted(self.cpu.exceptions_by_vector.items())), text, message,
                          self.config.count_instructions)
+
+    # ---- for observers that need to act on the run (the invariant checker) -------------
+
+    def stop_for_violation(self, message: str, details: str = "") -> None:
+        """End the run after the current instruction: reason "violation", exit status 73,
+        a report titled `message` with `details` under the title (`--strict`)."""
+        if self._violation is None:
+            self._violation = (message, details)
+            self.cpu.request_exit(-1, "violation")
+
+    def every(self, instructions: int, callback: Callable[[], None]) -> None:
+        """Call `callback` between instructions every `instructions` retired (exactly, at
+        the budget stop's cost of single-stepping to the mark; `--check-every`)."""
+        if instructions <= 0:
+            raise ConfigError("the period must be a positive number of instructions")
+        self._periodic = (instructions, callback)
+
+    def _run_cpu(self, budget: int) -> str:
+        if self._periodic is None:
+            return self.cpu.run(budget)
+        period, callback = self._periodic
+        while True:
+            outcome = self.cpu.run(min(budget, self.cpu.icount() + period))
+            if outcome != "budget" or self.cpu.icount() >= budget:
+                return outcome
+            callback()
+            if self._violation is not None:
+                return "exit"
 
     def _report(self, title: str, rip: int | None = None) -> str:
         return report.render(self.cpu, title, self.symbols, self.devices.com1.tail(10), rip)

@@ -16,12 +16,15 @@
  * halts forever with interrupts off.
  */
 #include "boot.h"
+#include "checkpoint.h"
 #include "cmdline.h"
 #include "format.h"
 #include "gdt.h"
+#include "heap.h"
 #include "idt.h"
 #include "paging.h"
 #include "panic.h"
+#include "replay.h"
 #include "selftest.h"
 #include "serial.h"
 #include "string.h"
@@ -302,7 +305,11 @@ NORETURN void kmain(void)
     print_modules();
     print_platform();
 
+    replay_save_module(); /* the module response is reclaimed by mm_init */
     mm_init();
+    checkpoint(CHECKPOINT_MM_INIT);
+    heap_init();
+    replay_main(); /* replay= or heaptest=: runs and exits */
     if (cmdline_get("selftest", test, sizeof(test)) >= 0)
         selftest_run(test);
     if (cmdline_get("test", test, sizeof(test)) >= 0)

@@ -18,6 +18,7 @@
 #include "paging.h"
 
 #include "boot.h"
+#include "checkpoint.h"
 #include "cmdline.h"
 #include "io.h"
 #include "panic.h"
@@ -264,9 +265,14 @@ static void prune(pml4_t *root, vaddr_t va)
         level--;
     }
     for (; level < LEVEL_TOP && table_empty(path[level]); level++) {
+#if PLANT_BUG != 7 /* planted bug 7: the parent keeps pointing at the freed table */
         path[level + 1][index_of(va, level + 1)] = 0;
+#endif
         invlpg(va); /* drops cached paging-structure entries for va, too */
         table_free(path[level]);
+#if PLANT_BUG == 5 /* planted bug 5: the table is freed twice */
+        table_free(path[level]);
+#endif
     }
 }
 
@@ -342,7 +348,9 @@ static void clear_range(pml4_t *root, vaddr_t va, uint64_t bytes)
         vaddr_t next = va + size;
 
         *w.entry = 0;
+#if PLANT_BUG != 3 /* planted bug 3: the TLB keeps the old translation */
         invlpg(va);
+#endif
         bytes -= size;
         /* Prune once per table: when leaving it, or at the end. */
         if (bytes == 0 || (next & (level_bytes(w.level + 1) - 1)) == 0)
@@ -490,6 +498,7 @@ static paddr_t page_up(paddr_t a) { return (a + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1
 enum hhdm_use {
     HHDM_SKIP,
     HHDM_MEMORY,
+    HHDM_FIRMWARE, /* ACPI tables and NVS, reserved-mapped: the kernel only reads them */
     HHDM_FRAMEBUFFER,
 };
 
@@ -499,10 +508,11 @@ static enum hhdm_use hhdm_use(uint64_t type)
     case LIMINE_MEMMAP_USABLE:
     case LIMINE_MEMMAP_BOOTLOADER_RECLAIMABLE:
     case LIMINE_MEMMAP_EXECUTABLE_AND_MODULES:
+        return HHDM_MEMORY;
     case LIMINE_MEMMAP_ACPI_RECLAIMABLE:
     case LIMINE_MEMMAP_ACPI_NVS:
     case LIMINE_MEMMAP_RESERVED_MAPPED:
-        return HHDM_MEMORY;
+        return HHDM_FIRMWARE;
     case LIMINE_MEMMAP_FRAMEBUFFER:
         return HHDM_FRAMEBUFFER;
     default:
@@ -512,6 +522,8 @@ static enum hhdm_use hhdm_use(uint64_t type)
 
 static vm_flags_t hhdm_flags(enum hhdm_use use)
 {
+    if (use == HHDM_FIRMWARE)
+        return VM_READ | VM_GLOBAL;
     return VM_WRITE | VM_GLOBAL | (use == HHDM_FRAMEBUFFER ? VM_WRITE_COMBINE : 0);
 }
 
@@ -568,8 +580,16 @@ static void map_kernel(void)
     if (k == NULL)
         panic("paging_init: the loader gave no executable address");
     map_section(k, __text_start, __text_end, VM_EXEC, "kernel text");
+#if PLANT_BUG == 2 /* planted bug 2: ring 3 can read the kernel's rodata */
+    map_section(k, __rodata_start, __rodata_end, VM_READ | VM_USER, "kernel rodata");
+#else
     map_section(k, __rodata_start, __rodata_end, VM_READ, "kernel rodata");
+#endif
+#if PLANT_BUG == 1 /* planted bug 1: data and bss executable too (W+X) */
+    map_section(k, __data_start, __kernel_end, VM_WRITE | VM_EXEC, "kernel data and bss");
+#else
     map_section(k, __data_start, __kernel_end, VM_WRITE, "kernel data and bss");
+#endif
 }
 
 /* Framebuffers the memory map did not list as FRAMEBUFFER. */

@@ -104,12 +104,12 @@ bool vmm_has_1g_pages(void);
 /*
  * Memory bring-up, once, from kmain: the PMM (pmm=bitmap|buddy on the
  * command line, default bitmap) from the Limine memory map; the kernel's
- * own PML4 with the HHDM at the loader's offset over RAM, ACPI memory,
- * the kernel image and modules and the framebuffer (2 MiB / 1 GiB pages
- * where aligned), the kernel image section by section (text RX, rodata
- * R+NX, data and bss RW+NX, all global); CR0.WP, EFER.NXE, CR4.PGE and
- * the PAT on; CR3 switched; then the BOOTLOADER_RECLAIMABLE memory handed
- * to the PMM.
+ * own PML4 with the HHDM at the loader's offset over RAM, ACPI memory
+ * (read-only), the kernel image and modules and the framebuffer (2 MiB /
+ * 1 GiB pages where aligned), the kernel image section by section (text
+ * RX, rodata R+NX, data and bss RW+NX, all global); CR0.WP, EFER.NXE,
+ * CR4.PGE and the PAT on; CR3 switched; then the BOOTLOADER_RECLAIMABLE
+ * memory handed to the PMM.
  *
  * After mm_init the loader's responses are gone, except what boot.c's
  * accessors still read: boot_cmdline() and boot_hhdm() stay valid (their

@@ -18,6 +18,7 @@
 #include "pmm.h"
 
 #include "boot.h"
+#include "checkpoint.h"
 #include "panic.h"
 #include "string.h"
 
@@ -122,8 +123,12 @@ static void add_managed(pfn_t start, pfn_t end)
     managed_count++;
 }
 
-/* Binary search: is pfn in a managed range? */
-static bool is_managed(pfn_t pfn)
+/* The managed range is_managed found last: managed ranges only ever grow,
+ * so a copy of one stays managed. Frees cluster: most hit it. */
+static struct frame_range last_hit;
+
+/* Binary search: is pfn in a managed range? Records the hit in last_hit. */
+static bool find_managed(pfn_t pfn)
 {
     size_t lo = 0, hi = managed_count;
 
@@ -134,10 +139,17 @@ static bool is_managed(pfn_t pfn)
             hi = mid;
         else if (pfn >= managed[mid].end)
             lo = mid + 1;
-        else
+        else {
+            last_hit = managed[mid];
             return true;
+        }
     }
     return false;
+}
+
+static bool is_managed(pfn_t pfn)
+{
+    return pfn - last_hit.start < last_hit.end - last_hit.start || find_managed(pfn);
 }
 
 /* ---- Metadata placement -------------------------------------------------- */
@@ -339,11 +351,17 @@ paddr_t pmm_alloc_contiguous(size_t frames, size_t align_frames)
 }
 
 /* Panics with fn's name unless pa is a managed, allocated frame. */
-static void check_freeable(const char *fn, paddr_t pa)
+static inline void check_freeable(const char *fn, paddr_t pa)
 {
     pfn_t pfn = paddr_to_pfn(pa);
 
+#if PLANT_BUG == 4 /* planted bug 4: any frame of the span passes, managed or not */
+    (void)is_managed;
+    if ((pa & (PAGE_SIZE - 1)) != 0 || pfn < pmm_descriptor.base_pfn ||
+        pfn - pmm_descriptor.base_pfn >= pmm_descriptor.frames ||
+#else
     if ((pa & (PAGE_SIZE - 1)) != 0 || !is_managed(pfn) ||
+#endif
         (pfn >= metadata.start && pfn < metadata.end))
         panic("%s: 0x%lx is not managed RAM", fn, pa);
     if (backend->state(pfn) == FRAME_FREE)

@@ -71,7 +71,12 @@ static void write_run(uint64_t i, uint64_t count, enum frame_state state)
 
 static void bitmap_release(pfn_t pfn, uint64_t count)
 {
-    write_run(pfn - base, count, FRAME_FREE);
+    uint64_t i = pfn - base;
+
+    if (count == 1) /* the common case, without write_run's masks */
+        words[i / WORD_BITS] &= ~((uint64_t)1 << (i % WORD_BITS));
+    else
+        write_run(i, count, FRAME_FREE);
 }
 
 /* The first bit at or after i that is set (want_set) or clear; nbits if none. */
@@ -92,25 +97,38 @@ static uint64_t find_bit(uint64_t i, enum frame_state want)
     return nbits;
 }
 
+/* The first word after w that is not full, wrapping once; nwords if none. */
+static uint64_t next_free_word(uint64_t w)
+{
+    for (uint64_t n = 1; n < nwords; n++) {
+        if (++w == nwords)
+            w = 0;
+        if (words[w] != FULL)
+            return w;
+    }
+    return nwords;
+}
+
 /* Next-fit: the first clear bit from the hint word on, wrapping once. */
 static pfn_t take_one(void)
 {
-    for (uint64_t n = 0; n < nwords; n++) {
-        uint64_t w = hint + n < nwords ? hint + n : hint + n - nwords;
+    uint64_t w = hint;
+    unsigned bit;
 
-        if (words[w] != FULL) {
-            unsigned bit = (unsigned)__builtin_ctzll(~words[w]);
-
-            words[w] |= (uint64_t)1 << bit;
-            hint = w;
-            return base + w * WORD_BITS + bit;
-        }
+    if (words[w] == FULL) {
+        w = next_free_word(w);
+        if (w == nwords)
+            return PMM_NO_FRAME;
+        hint = w;
     }
-    return PMM_NO_FRAME;
+    bit = (unsigned)__builtin_ctzll(~words[w]);
+    words[w] |= (uint64_t)1 << bit;
+    return base + w * WORD_BITS + bit;
 }
 
-/* First fit: the lowest free run of count bits whose frame is align-aligned. */
-static pfn_t take_run(uint64_t count, uint64_t align)
+/* First fit: the lowest free run of count bits whose frame is align-aligned.
+ * Not inlined, so that take_one's path stays short. */
+static __attribute__((noinline)) pfn_t take_run(uint64_t count, uint64_t align)
 {
     uint64_t i = find_bit(0, FRAME_FREE);
 
@@ -132,7 +150,7 @@ static pfn_t take_run(uint64_t count, uint64_t align)
 
 static pfn_t bitmap_take(uint64_t count, uint64_t align)
 {
-    if (count == 1 && align == 1)
+    if ((count | align) == 1) /* count >= 1, align a power of two */
         return take_one();
     return take_run(count, align);
 }

@@ -124,18 +124,24 @@ static unsigned fitting_order(uint64_t idx, uint64_t end)
     return order;
 }
 
-/* Cuts [pfn, pfn + count) into maximal aligned blocks and frees each. */
-static void buddy_release(pfn_t pfn, uint64_t count)
+/* Cuts [idx, end) into maximal aligned blocks and frees each. Not inlined,
+ * so that the single-frame path of buddy_release stays short. */
+static __attribute__((noinline)) void release_range(uint64_t idx, uint64_t end)
 {
-    uint64_t idx = pfn - base;
-    uint64_t end = idx + count;
-
     while (idx < end) {
         unsigned order = fitting_order(idx, end);
 
         free_block(idx, order);
         idx += (uint64_t)1 << order;
     }
+}
+
+static void buddy_release(pfn_t pfn, uint64_t count)
+{
+    if (count == 1) /* the common case, without fitting_order */
+        free_block(pfn - base, 0);
+    else
+        release_range(pfn - base, pfn - base + count);
 }
 
 /* Takes a block of exactly 2^order frames: split a larger one if needed. */
@@ -165,6 +171,11 @@ static pfn_t buddy_take(uint64_t count, uint64_t align)
     unsigned order = 0;
     pfn_t idx;
 
+    if (need == 1 && free_area[0].head != NIL) { /* the common case: a free single frame */
+        idx = free_area[0].head;
+        list_remove(0, idx);
+        return base + idx;
+    }
     while (((uint64_t)1 << order) < need)
         order++;
     if (order > PMM_BUDDY_MAX_ORDER)

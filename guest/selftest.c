@@ -8,6 +8,7 @@
  */
 #include "selftest.h"
 
+#include "checkpoint.h"
 #include "cmdline.h"
 #include "idt.h"
 #include "io.h"
@@ -345,6 +346,50 @@ static void test_pmm_random(void)
             "%lu freed\n", steps, st.singles, st.runs, st.failures, st.frees);
 }
 
+/* ---- selftest=pmm-bench ---------------------------------------------------- */
+
+#define BENCH_MAX_HELD 1024
+
+/*
+ * selftest-pairs=N allocate+free pairs of blocks of 2^selftest-order frames
+ * (order 0: pmm_alloc/pmm_free; else pmm_alloc_contiguous aligned to the
+ * block size and pmm_free_contiguous), with selftest-held=H blocks held in
+ * a ring: each pair allocates a block and frees the oldest. bench/pmm.py
+ * runs it with two values of N; the difference of the instruction counts
+ * over the difference of N is the cost of one pair, boot excluded.
+ */
+static void test_pmm_bench(void)
+{
+    static paddr_t ring[BENCH_MAX_HELD];
+    uint64_t pairs = option_u64("selftest-pairs", 10000);
+    uint64_t order = option_u64("selftest-order", 0);
+    uint64_t held = option_u64("selftest-held", 100);
+    size_t frames = (size_t)1 << order, free0 = pmm_free_count(), slot = 0;
+
+    CHECK(held >= 1 && held <= BENCH_MAX_HELD && order <= PMM_BUDDY_MAX_ORDER);
+    for (size_t i = 0; i < held; i++) {
+        ring[i] = order == 0 ? pmm_alloc() : pmm_alloc_contiguous(frames, frames);
+        CHECK(ring[i] != 0);
+    }
+    for (uint64_t i = 0; i < pairs; i++) {
+        paddr_t pa = order == 0 ? pmm_alloc() : pmm_alloc_contiguous(frames, frames);
+
+        CHECK(pa != 0);
+        if (order == 0)
+            pmm_free(ring[slot]);
+        else
+            pmm_free_contiguous(ring[slot], frames);
+        ring[slot] = pa;
+        if (++slot == held)
+            slot = 0;
+    }
+    for (size_t i = 0; i < held; i++)
+        pmm_free_contiguous(ring[i], frames);
+    CHECK(pmm_free_count() == free0);
+    kprintf("selftest pmm-bench: ok %lu pairs of %lu-frame blocks, %lu held\n", pairs, frames,
+            held);
+}
+
 /* ---- Probes: touch memory, report a #PF instead of dying ------------------- */
 
 /* int probe_read(va), probe_write(va), probe_exec(va): 0, or 1 after a #PF. */
@@ -630,6 +675,66 @@ static void test_paging(void)
             vmm_has_1g_pages() ? "tested" : "not supported", tables0);
 }
 
+/* ---- selftest=planted (builds with -DPLANT_BUG=N only) ----------------------- */
+
+#if PLANT_BUG
+/* The first whole frame of a RESERVED entry inside the PMM's span, or 0. */
+static paddr_t reserved_frame(void)
+{
+    for (size_t i = 0; i < pmm_region_count(); i++) {
+        const struct pmm_region *r = pmm_region(i);
+        pfn_t pfn = paddr_to_pfn(r->base + PAGE_SIZE - 1);
+
+        if (r->type == LIMINE_MEMMAP_RESERVED && pfn != 0 &&
+            pfn_to_paddr(pfn + 1) <= r->base + r->length &&
+            pfn >= pmm_descriptor.base_pfn &&
+            pfn - pmm_descriptor.base_pfn < pmm_descriptor.frames)
+            return pfn_to_paddr(pfn);
+    }
+    return 0;
+}
+
+/*
+ * Exercises the bug checkpoint.h lists for this build, then checkpoints
+ * so the monitor looks. Bugs 1 and 2 are in the tables mm_init built.
+ */
+static void test_planted(void)
+{
+    pml4_t *k = vmm_kernel_root();
+    paddr_t pa = pmm_alloc(), other = pmm_alloc();
+
+    CHECK(pa != 0 && other != 0);
+    kprintf("selftest planted: bug %d\n", PLANT_BUG);
+    if (PLANT_BUG == 3) {
+        /* A neighbour keeps the page table alive: no prune, no invlpg there. */
+        CHECK(vmm_map(k, SCRATCH, pa, 1, VM_WRITE) == VMM_OK);
+        CHECK(vmm_map(k, SCRATCH + PAGE_SIZE, other, 1, VM_WRITE) == VMM_OK);
+        *(volatile uint64_t *)SCRATCH = tag_of(pa); /* the TLB now holds SCRATCH */
+        checkpoint(CHECKPOINT_PLANTED);
+        CHECK(vmm_unmap(k, SCRATCH, 1) == VMM_OK);
+        kprintf("selftest planted: read 0x%lx from unmapped 0x%lx\n",
+                *(volatile uint64_t *)SCRATCH, (vaddr_t)SCRATCH);
+    } else if (PLANT_BUG == 4) {
+        paddr_t reserved = reserved_frame();
+
+        CHECK(reserved != 0);
+        kprintf("selftest planted: freeing RESERVED frame 0x%lx\n", reserved);
+        pmm_free(reserved);
+    } else if (PLANT_BUG == 5 || PLANT_BUG == 7) {
+        CHECK(vmm_map(k, SCRATCH, pa, 1, VM_WRITE) == VMM_OK);
+        CHECK(vmm_unmap(k, SCRATCH, 1) == VMM_OK); /* frees the emptied tables */
+    } else if (PLANT_BUG == 6) {
+        CHECK(vmm_map(k, SCRATCH, pa, 1, VM_WRITE) == VMM_OK);
+        *(volatile uint64_t *)SCRATCH = tag_of(pa);
+        kprintf("selftest planted: freeing 0x%lx, still mapped at 0x%lx\n", pa,
+                (vaddr_t)SCRATCH);
+        pmm_free(pa);
+    }
+    checkpoint(CHECKPOINT_PLANTED);
+    kprintf("selftest planted: done\n");
+}
+#endif
+
 /* ---- Tests that must panic -------------------------------------------------- */
 
 static void test_double_free(void)
@@ -665,9 +770,13 @@ static const struct {
 } tests[] = {
     {"pmm", test_pmm},
     {"pmm-random", test_pmm_random},
+    {"pmm-bench", test_pmm_bench},
     {"paging", test_paging},
     {"pmm-double-free", test_double_free},
     {"pmm-unmanaged", test_unmanaged},
+#if PLANT_BUG
+    {"planted", test_planted},
+#endif
 };
 
 void selftest_run(const char *name)
@@ -676,6 +785,7 @@ void selftest_run(const char *name)
         if (strcmp(name, tests[i].name) == 0) {
             current = tests[i].name;
             tests[i].run();
+            checkpoint(CHECKPOINT_SELFTEST);
             return;
         }
     }

@@ -16,14 +16,22 @@
  *                    (default 20000) allocations and frees of single frames
  *                    and aligned contiguous runs, checking alignment,
  *                    overlap, contents and counts on every step.
+ *   pmm-bench        selftest-pairs=N (default 10000) allocate+free pairs of
+ *                    blocks of 2^selftest-order frames (default 0), with
+ *                    selftest-held=H (default 100) held in a ring; for
+ *                    bench/pmm.py, which counts the instructions.
  *   paging           map/unmap/protect patterns in a scratch area (4 KiB,
  *                    2 MiB and 1 GiB pages, splits), translations, write
  *                    protection and NX seen through real page faults, the
  *                    kernel's own mappings; empty tables freed at the end.
  *   pmm-double-free  frees a frame twice: must panic in pmm_free.
  *   pmm-unmanaged    frees a frame of the kernel image: must panic.
+ *   planted          only in builds with -DPLANT_BUG=N (checkpoint.h):
+ *                    exercises that deliberate bug for the monitor's
+ *                    invariant checker, then checkpoints.
  * Call after mm_init. The tests leave the PMM and page tables as they
- * found them.
+ * found them (planted excepted). A test that returns is followed by
+ * checkpoint(CHECKPOINT_SELFTEST).
  */
 #ifndef SELFTEST_H
 #define SELFTEST_H

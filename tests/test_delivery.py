@@ -473,6 +473,25 @@ def test_syscall_without_sce_is_ud(m):
     assert m.cpu.exceptions_by_vector == {6: 1}
 
 
+def test_page_fault_after_a_halt_and_a_new_run_is_not_a_double_fault(m):
+    """emu_start's return leaves QEMU's in-flight exception set (it probes the `until`
+    address); the next run's first page fault must still arrive as #PF."""
+    m.load(f"""
+        hlt
+        mov rax, {DEMAND}
+        mov qword ptr [rax], 1
+        mov r15, 0x600d
+        hlt
+    """, pf=recorder(1, error=True, then="map"))
+    m.gate(14, CODE + 0x1000)
+    m.boot()
+    assert m.run() == "halt" and m.cpu.exceptions_by_vector == {}
+    assert m.run() == "halt"
+    assert m.cpu.exceptions_by_vector == {14: 1}
+    assert reg(m, "r15") == 0x600D
+    assert record(m, 1).cr2 == DEMAND
+
+
 # --- 8. 10,000 consecutive page faults --------------------------------------------------------
 
 def test_ten_thousand_page_faults_without_double_fault(m):
