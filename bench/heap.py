@@ -4,14 +4,14 @@
     python bench/heap.py [--quick] [--json PATH] [--traces DIR] [--kernel ELF]
 
 For each allocator (heap=list|buddy|slab|chained) and each trace of
-/work/shared/traces/malloclab, the guest replays the trace with `replay=bare` (the
+traces/malloclab, the guest replays the trace with `replay=bare` (the
 allocator alone: no checking in the guest). Reported per run:
 - utilization: peak live payload / peak heap footprint, as the guest measures them;
 - instructions per operation between the guest's markers (port 0xf1): the replay loop
   included, exact;
 - instructions per call inside the allocator: counted between the entry and the return of
   every outermost kmalloc/krealloc/kfree call by the outside checker's hooks, the figure
-  callgrind gives for the native peers of /work/shared/docs/BENCHMARKS.md;
+  callgrind gives for the native peers of the shared BENCHMARKS.md;
 - the outside checker's verdict (its hooks do not change what the guest executes).
 Then the mean utilization per allocator over the 11 traces of the peer table, and the
 chained allocator's slab path: a synthetic trace of malloc+free pairs of 16, 32, ... 256
@@ -39,12 +39,12 @@ from emu.build import build_guest  # noqa: E402
 from emu.heapreplay import HEAP_KINDS, Trace, TraceOp, parse_trace, replay  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "heap_results.json"
-TRACES = Path("/work/shared/traces/malloclab")
+TRACES = Path(__file__).resolve().parent.parent / "traces" / "malloclab"
 PEER_TRACES = ("amptjp-bal", "binary-bal", "binary2-bal", "cccp-bal", "coalescing-bal",
                "cp-decl-bal", "expr-bal", "random-bal", "random2-bal", "realloc-bal",
                "realloc2-bal")
 QUICK_TRACES = ("short1-bal", "short2-bal")
-# /work/shared/docs/BENCHMARKS.md: natively built peers, callgrind inside the allocator.
+# the shared BENCHMARKS.md: natively built peers, callgrind inside the allocator.
 PEER_UTILIZATION = {
     "TLSF": {"amptjp-bal": 0.905, "binary-bal": 0.547, "binary2-bal": 0.497,
              "cccp-bal": 0.893, "coalescing-bal": 0.500, "cp-decl-bal": 0.901,

@@ -13,7 +13,7 @@
     not-present pages; the guest's #PF handler (reached through the IDT, delivered by the
     monitor) maps the page and iretq retries the store.
 (c) bare Unicorn MIPS on the compute code against the 127 M instructions/s of
-    /work/shared/docs/BENCHMARKS.md (that figure is for fib, not this sieve).
+    the shared BENCHMARKS.md (that figure is for fib, not this sieve).
 
 Diagnostics (same loop): bare Unicorn plus one monitor ingredient at a time (the C
 instruction counter; an unbounded unmapped-memory hook, which emu/bus.py avoids by bounding

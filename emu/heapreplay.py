@@ -8,7 +8,7 @@ the outside heap checker's findings, and the instructions between the guest's ma
 Does not own: the allocators or the replayer (guest/heap*.c, guest/replay.c), the checker's
 rules (heapcheck.py), the table and JSON (cli.py, bench/heap.py).
 
-Trace format (/work/shared/traces/malloclab/README.md): a header of two integers (block ids,
+Trace format (traces/README.md): a header of two integers (block ids,
 operations) or four (suggested heap size, ids, operations, weight), one per line, then one
 operation per line: `a ID SIZE`, `r ID SIZE`, `f ID`. Blank lines are ignored. Besides the
 syntax, a trace must make sense: an id is allocated only when it is not live, and

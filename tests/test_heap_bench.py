@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 HEAP_BENCH = Path(__file__).resolve().parent.parent / "bench" / "heap.py"
-TRACES = Path("/work/shared/traces/malloclab")
+TRACES = Path(__file__).resolve().parent.parent / "traces" / "malloclab"
 HEAPS = ["list", "buddy", "slab", "chained"]
 
 

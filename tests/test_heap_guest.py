@@ -32,7 +32,7 @@ ALL_TRACES = tuple(sorted(p.stem for p in TRACES.glob("*.rep")))
 FAST_TRACES = ("short1-bal", "short2-bal", "amptjp-bal")
 PEER_TRACES = ("amptjp-bal", "binary-bal", "binary2-bal", "cccp-bal", "coalescing-bal",
                "cp-decl-bal", "expr-bal", "random-bal", "random2-bal", "realloc-bal",
-               "realloc2-bal")         # the 11 of /work/shared/docs/BENCHMARKS.md
+               "realloc2-bal")         # the 11 of the shared BENCHMARKS.md
 EXIT_OK, EXIT_PANIC = 0, 1
 BUDGET = 5_000_000_000                 # instructions; the longest run needs under 1 G
 MARKER_PORT = 0xf1

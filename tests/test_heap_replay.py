@@ -418,7 +418,7 @@ def test_synthetic_traces_are_checked_too():
 
 # ---- `emu heap-replay` and `emu run --check heap` on the real kernel ----------------------
 
-TRACES = Path("/work/shared/traces/malloclab")
+TRACES = Path(__file__).resolve().parent.parent / "traces" / "malloclab"
 needs_traces = pytest.mark.skipif(not TRACES.is_dir(), reason=f"no malloc-lab traces in {TRACES}")
 ROW = re.compile(r"^\| (?P<heap>\w+) \| (?P<integrity>[^|]+) \| (?P<utilization>[\d.]+) \| "
                  r"(?P<payload>[\d,]+) \| (?P<footprint>[\d,]+) \| (?P<per_op>[\d.]+) \| "
