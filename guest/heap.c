@@ -140,37 +140,90 @@ static void count_pages(int64_t delta)
         heap_descriptor.peak_pages = heap_descriptor.pages;
 }
 
-/* Unmaps one page and frees its frame. */
-static void unmap_page(vaddr_t va)
-{
-    paddr_t pa = vmm_translate(vmm_kernel_root(), va);
+/* Pages are unmapped in runs of at most HEAP_RUN_PAGES: one vmm_unmap
+ * (which prunes each emptied table once) and the frames freed in
+ * physically contiguous stretches. Mapping goes page by page, so vmm_map
+ * never makes a large entry that a partial unmap would have to split. */
+#define HEAP_RUN_PAGES 64
 
-    if (pa == VMM_NO_TRANSLATION || vmm_unmap(vmm_kernel_root(), va, 1) != VMM_OK)
-        panic("heap_unmap: 0x%lx not mapped (heap=%s)", va, backend->name);
-    pmm_free(pa);
+/* The frames of the run being unmapped (the heap is not reentrant). */
+static paddr_t run_frames[HEAP_RUN_PAGES];
+
+/* Unmaps a run of pages and frees their frames, physically contiguous
+ * stretches at once. */
+static void unmap_run(vaddr_t va, size_t pages)
+{
+    paddr_t *pa = run_frames;
+    size_t start = 0;
+
+    for (size_t i = 0; i < pages; i++) {
+        pa[i] = vmm_translate(vmm_kernel_root(), va + i * PAGE_SIZE);
+        if (pa[i] == VMM_NO_TRANSLATION)
+            panic("heap_unmap: 0x%lx not mapped (heap=%s)", va + i * PAGE_SIZE,
+                  backend->name);
+    }
+    if (vmm_unmap(vmm_kernel_root(), va, pages) != VMM_OK)
+        panic("heap_unmap: cannot unmap 0x%lx (heap=%s)", va, backend->name);
+    for (size_t i = 0; i < pages; i++) {
+        bool run_ends = i + 1 == pages || pa[i + 1] != pa[i] + PAGE_SIZE;
+
+        if (run_ends && i == start)
+            pmm_free(pa[start]);
+        else if (run_ends)
+            pmm_free_contiguous(pa[start], i + 1 - start);
+        if (run_ends)
+            start = i + 1;
+    }
+}
+
+/* Unmaps pages (not counted off the footprint: the callers do). */
+static void unmap_pages(vaddr_t va, size_t pages)
+{
+    for (size_t done = 0; done < pages; done += HEAP_RUN_PAGES)
+        unmap_run(va + done * PAGE_SIZE,
+                  pages - done < HEAP_RUN_PAGES ? pages - done : HEAP_RUN_PAGES);
+}
+
+/* Maps a run of pages, frame by frame (the PMM's single-frame path is
+ * its fastest). HEAP_OK, or HEAP_NO_MEMORY with nothing mapped. */
+static int map_run(vaddr_t va, size_t pages)
+{
+    int status = VMM_OK;
+    size_t i;
+
+    for (i = 0; i < pages && status == VMM_OK; i++) {
+        paddr_t pa = pmm_alloc();
+
+        status = pa == 0 ? VMM_NO_MEMORY
+                         : vmm_map(vmm_kernel_root(), va + i * PAGE_SIZE, pa, 1,
+                                   VM_WRITE | VM_GLOBAL);
+        if (status != VMM_OK && pa != 0)
+            pmm_free(pa);
+    }
+    if (status == VMM_ALREADY_MAPPED)
+        panic("heap_map: 0x%lx already mapped (heap=%s)", va + (i - 1) * PAGE_SIZE,
+              backend->name);
+    if (status != VMM_OK && i > 1)
+        unmap_run(va, i - 1);
+    return status == VMM_OK ? HEAP_OK : HEAP_NO_MEMORY;
 }
 
 int heap_map(vaddr_t va, size_t pages)
 {
-    for (size_t i = 0; i < pages; i++) {
-        vaddr_t page = va + i * PAGE_SIZE;
-        paddr_t pa = pmm_alloc();
-        int status;
+    size_t done = 0;
 
-        if (!in_heap(page) || (page & (PAGE_SIZE - 1)) != 0)
-            panic("heap_map: 0x%lx is not a heap page (heap=%s)", page, backend->name);
-        status = pa == 0 ? VMM_NO_MEMORY
-                         : vmm_map(vmm_kernel_root(), page, pa, 1, VM_WRITE | VM_GLOBAL);
-        if (status == VMM_ALREADY_MAPPED)
-            panic("heap_map: 0x%lx already mapped (heap=%s)", page, backend->name);
-        if (status != VMM_OK) {
-            if (pa != 0)
-                pmm_free(pa);
-            while (i-- > 0)
-                unmap_page(va + i * PAGE_SIZE);
+    if (!in_heap(va) || (va & (PAGE_SIZE - 1)) != 0 || pages > (HEAP_END - va) / PAGE_SIZE)
+        panic("heap_map: 0x%lx + %lu pages is not in the heap (heap=%s)", va, pages,
+              backend->name);
+    while (done < pages) {
+        size_t run = pages - done < HEAP_RUN_PAGES ? pages - done : HEAP_RUN_PAGES;
+
+        if (map_run(va + done * PAGE_SIZE, run) != HEAP_OK) {
+            unmap_pages(va, done);
             return HEAP_NO_MEMORY;
         }
-        heap_poison((void *)page, PAGE_SIZE);
+        heap_poison((void *)(va + done * PAGE_SIZE), run * PAGE_SIZE);
+        done += run;
     }
     count_pages((int64_t)pages);
     return HEAP_OK;
@@ -178,8 +231,7 @@ int heap_map(vaddr_t va, size_t pages)
 
 void heap_unmap(vaddr_t va, size_t pages)
 {
-    for (size_t i = 0; i < pages; i++)
-        unmap_page(va + i * PAGE_SIZE);
+    unmap_pages(va, pages);
     count_pages(-(int64_t)pages);
 }
 

@@ -63,6 +63,10 @@ static vaddr_t list_end;         /* LIST_BASE + the bytes mapped */
 static struct list_block *tail;  /* the last block (relink keeps it) */
 static struct list_block *free_head;
 static enum heap_fit fit;
+/* At least the size of every free block but the last one (an upper bound:
+ * raised when a free block appears or grows, lowered to what a failed
+ * search proved), so a request no hole can hold skips the search. */
+static uint64_t hole_bound;
 
 /* ---- Blocks ----------------------------------------------------------------------- */
 
@@ -135,6 +139,8 @@ static void init_block(struct list_block *b, uint64_t units, enum block_status s
 
 static void free_push(struct list_block *b)
 {
+    if (b->size > hole_bound && !is_last(b))
+        hole_bound = b->size;
     b->status = BLOCK_FREE;
     links(b)->prev_free = NULL;
     links(b)->next_free = free_head;
@@ -180,8 +186,10 @@ static struct list_block *merge_prev(struct list_block *b)
     if (p == NULL || p->status != BLOCK_FREE)
         return b;
     p->size += b->size;
-    heap_poison(b, sizeof(*b) + sizeof(struct list_links));
     relink(p);
+    if (p->size > hole_bound && !is_last(p))
+        hole_bound = p->size;
+    heap_poison(b, sizeof(*b) + sizeof(struct list_links));
     return p;
 }
 
@@ -302,7 +310,8 @@ static struct list_block *find_fit(uint64_t units, size_t align, vaddr_t *spot)
     struct list_block *best = NULL;
     vaddr_t best_spot = 0;
 
-    for (struct list_block *f = free_head; f != NULL; f = links(f)->next_free) {
+    for (struct list_block *f = units <= hole_bound ? free_head : NULL; f != NULL;
+         f = links(f)->next_free) {
         vaddr_t p;
 
         if (f == tail || (best != NULL && f->size >= best->size))
@@ -315,6 +324,8 @@ static struct list_block *find_fit(uint64_t units, size_t align, vaddr_t *spot)
         if (fit == HEAP_FIRST_FIT || f->size == units)
             break;
     }
+    if (best == NULL && align <= UNIT && units - 1 < hole_bound)
+        hole_bound = units - 1; /* no hole holds units */
     if (best == NULL && tail != NULL && tail->status == BLOCK_FREE) {
         best_spot = spot_in(tail, units, align);
         best = best_spot != 0 ? tail : NULL;
@@ -352,6 +363,7 @@ static void list_init(void)
     list_end = LIST_BASE;
     free_head = NULL;
     tail = NULL;
+    hole_bound = 0;
     fit = HEAP_FIRST_FIT;
     if (cmdline_get("heapfit", value, sizeof(value)) < 0 || strcmp(value, "first") == 0)
         return;
@@ -459,6 +471,8 @@ static uint64_t check_block(const struct list_block *b, uint32_t prev_units,
         heap_fail("heap_check", "prev/next links disagree with the sizes at", b);
     if (b->status == BLOCK_FREE && prev_free)
         heap_fail("heap_check", "neighbouring free blocks not coalesced at", b);
+    if (b->status == BLOCK_FREE && !is_last(b) && b->size > hole_bound)
+        heap_fail("heap_check", "free block larger than the search bound at", b);
     if (b->status == BLOCK_USED && fn != NULL)
         fn((void *)(b + 1), list_usable(b + 1));
     return b->status == BLOCK_FREE;
