@@ -24,9 +24,6 @@ note. Prints Markdown tables and writes bench/heap_results.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from emu.build import build_guest  # noqa: E402
 from emu.heapreplay import HEAP_KINDS, Trace, TraceOp, parse_trace, replay  # noqa: E402
+from publish import host, publish  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "heap_results.json"
 TRACES = Path(__file__).resolve().parent.parent / "traces" / "malloclab"
@@ -229,14 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     results.update({
         "quick": args.quick, "kernel": kernel.name,
         "statistic": "exact guest instruction counts (deterministic: one run each)",
-        "host": {"python": platform.python_version(), "machine": platform.machine(),
-                 "cpus": os.cpu_count(), "load_average": list(os.getloadavg())},
+        "host": host(),
         "wall_seconds": time.perf_counter() - started,
     })
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
-    print(f"\nwrote {args.json} in {results['wall_seconds']:.0f} s")
+    publish(args.json, results, table(results))
     return 0
 
 

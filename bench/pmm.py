@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -45,6 +42,7 @@ from unicorn import UC_HOOK_CODE  # noqa: E402
 
 from emu.build import build_guest  # noqa: E402
 from emu.machine import Machine, MachineConfig  # noqa: E402
+from publish import host, publish  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "pmm_results.json"
 PMMS = ("bitmap", "buddy")
@@ -148,8 +146,7 @@ def measure(quick: bool, repeats: int) -> dict:
         "quick": quick,
         "repeats": repeats,
         "statistic": "median",
-        "host": {"python": platform.python_version(), "machine": platform.machine(),
-                 "cpus": os.cpu_count(), "load_average": list(os.getloadavg())},
+        "host": host(),
         "kernel": kernel.name,
         "pairs": {"n1": n1, "n2": n2, "held": HELD, "machine": "pc, 256 MiB",
                   "cmdline": "pmm=bitmap|buddy selftest=pmm-bench selftest-pairs=N "
@@ -209,10 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = measure(args.quick, repeats)
     results["wall_seconds"] = time.perf_counter() - started
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
-    print(f"\nwrote {args.json} in {results['wall_seconds']:.0f} s")
+    publish(args.json, results, table(results))
     return 0
 
 

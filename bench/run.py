@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -54,6 +51,7 @@ from emu.machine import Machine, MachineConfig  # noqa: E402
 from emu.memory import PhysicalMemory  # noqa: E402
 
 from bare import BareMachine, P, W  # noqa: E402
+from publish import host, publish  # noqa: E402
 
 DESCRIPTIONS = {
     "bare+icount": "bare + the C instruction counter (UC_HOOK_BLOCK)",
@@ -291,8 +289,7 @@ def measure(quick: bool, repeats: int, pages: int, diagnostics: bool) -> dict:
         "quick": quick,
         "repeats": repeats,
         "statistic": "median",
-        "host": {"python": platform.python_version(), "machine": platform.machine(),
-                 "cpus": os.cpu_count(), "load_average": list(os.getloadavg())},
+        "host": host(),
         "compute": {
             "kernel": kernel.name,
             "cmdline": CMDLINE,
@@ -402,10 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = measure(args.quick, repeats, pages, diagnostics)
     results["wall_seconds"] = time.perf_counter() - started
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
-    print(f"\nwrote {args.json} in {results['wall_seconds']:.0f} s")
+    publish(args.json, results, table(results))
     return 0
 
 
