@@ -42,7 +42,7 @@ from unicorn import UC_HOOK_CODE  # noqa: E402
 
 from emu.build import build_guest  # noqa: E402
 from emu.machine import Machine, MachineConfig  # noqa: E402
-from publish import host, publish  # noqa: E402
+from common import host, interleaved_rounds, publish  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "pmm_results.json"
 PMMS = ("bitmap", "buddy")
@@ -99,19 +99,14 @@ def measure(quick: bool, repeats: int) -> dict:
                     lambda pmm=pmm, order=order, n=n: _run(kernel, _cmdline(pmm, order, n))
         variants[f"{pmm}/boot64g"] = \
             lambda pmm=pmm: _run(kernel, f"pmm={pmm}", memory=BOOT_MEMORY)
-    names = list(variants)
-    for name in names:                 # warm-up: caches, the counter's .so, first imports
-        variants[name]()
-    seconds: dict[str, list[float]] = {name: [] for name in names}
+    outputs = interleaved_rounds(variants, repeats)
+    seconds = {name: [out[0] for out in runs] for name, runs in outputs.items()}
     counts: dict[str, int] = {}
-    for round_ in range(repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            s, instructions, _ = variants[name]()
-            seconds[name].append(s)
+    for name, runs in outputs.items():
+        for _, instructions, _ in runs:
             if counts.setdefault(name, instructions) != instructions:
-                raise RuntimeError(f"{name}: {instructions} instructions, {counts[name]} in an "
-                                   "earlier round: the run is not deterministic")
+                raise RuntimeError(f"{name}: {instructions} instructions, {counts[name]} in "
+                                   "another round: the run is not deterministic")
     median = {name: statistics.median(values) for name, values in seconds.items()}
 
     n1, n2 = pairs

@@ -51,7 +51,7 @@ from emu.machine import Machine, MachineConfig  # noqa: E402
 from emu.memory import PhysicalMemory  # noqa: E402
 
 from bare import BareMachine, P, W  # noqa: E402
-from publish import host, publish  # noqa: E402
+from common import host, interleaved_rounds, publish  # noqa: E402
 
 DESCRIPTIONS = {
     "bare+icount": "bare + the C instruction counter (UC_HOOK_BLOCK)",
@@ -258,16 +258,9 @@ def measure(quick: bool, repeats: int, pages: int, diagnostics: bool) -> dict:
             "bare+memhook": lambda: bare_run(kernel, ("memhook",)),
         })
     names = list(variants)
-    for name in names:                 # warm-up: caches, the counter's .so, first imports
-        variants[name]()
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    details: dict[str, tuple] = {}
-    for round_ in range(repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            out = variants[name]()
-            samples[name].append(out[0])
-            details[name] = out
+    outputs = interleaved_rounds(variants, repeats)
+    samples = {name: [out[0] for out in runs] for name, runs in outputs.items()}
+    details = {name: runs[-1] for name, runs in outputs.items()}
     median = {name: statistics.median(values) for name, values in samples.items()}
     fastest = {name: min(values) for name, values in samples.items()}
 

@@ -1,0 +1,38 @@
+"""Shared by the benchmark scripts: interleaved timing rounds, host facts, and writing the
+JSON and printing the table at the end."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Callable
+
+
+def host() -> dict:
+    """The machine the figures came from (they are ratios, but the load still matters)."""
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "load_average": list(os.getloadavg())}
+
+
+def publish(path: Path, results: dict, table: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(table)
+    print(f"\nwrote {path} in {results['wall_seconds']:.0f} s")
+
+
+def interleaved_rounds(variants: dict[str, Callable[[], tuple]], repeats: int
+                       ) -> dict[str, list[tuple]]:
+    """Run every variant once to warm up (caches, the counter's .so, first imports), then
+    `repeats` rounds whose order rotates, so a noisy neighbour hurts all variants alike.
+    Returns each variant's outputs in round order; each output's [0] is its seconds."""
+    names = list(variants)
+    for name in names:
+        variants[name]()
+    outputs: dict[str, list[tuple]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            outputs[name].append(variants[name]())
+    return outputs
