@@ -36,7 +36,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator
 
 from elftools.elf.elffile import ELFFile
 from unicorn import UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE
@@ -118,106 +118,11 @@ _RAM_TYPES = frozenset({MemoryType.USABLE, MemoryType.BOOTLOADER_RECLAIMABLE})
 _PROTS = {UC_PROT_READ: "read", UC_PROT_WRITE: "write", UC_PROT_EXEC: "fetch"}
 
 
-# ---- Address spaces --------------------------------------------------------------------------
+# ---- Address spaces: scanned by paging.py --------------------------------------------------
 
-class Leaf(NamedTuple):
-    """One leaf entry, or a run of them (merge): paging.MappedRange's fields in a tuple,
-    which is cheaper to make (a 64 GiB HHDM has tens of thousands of leaves)."""
-    start: int
-    end: int
-    paddr: int
-    writable: bool
-    user: bool
-    executable: bool
-
-    def describe(self) -> str:
-        return paging.MappedRange(*self).describe()
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    """One page-table page of an address space."""
-    paddr: int
-    level: int                  # index into paging.LEVEL_NAMES: 0 = PML4 ... 3 = PT
-    vaddr: int                  # the first virtual address it covers
-    parent: int | None          # physical address of the entry pointing at it; None: root
-
-
-@dataclass(frozen=True, slots=True)
-class BadEntry:
-    """A present entry with reserved bits set (the walk stops there, as the MMU's would)."""
-    vaddr: int
-    level: int
-    entry_address: int
-    entry: int
-
-
-@dataclass(frozen=True, slots=True)
-class AddressSpace:
-    root: int
-    leaves: tuple[Leaf, ...]                      # one per leaf entry, in address order
-    tables: tuple[Table, ...]
-    bad_entries: tuple[BadEntry, ...]
-    unreadable: tuple[Table, ...]                 # tables with no RAM behind them
-
-
-def scan(read_table: Callable[[int], tuple[int, ...]], root: int, nxe: bool) -> AddressSpace:
-    """Every table, leaf and bad entry under `root`; `read_table(paddr)` gives the 512
-    entries of a table page (and raises UnbackedAccess where there is no RAM)."""
-    leaves: list[Leaf] = []
-    tables: list[Table] = []
-    bad: list[BadEntry] = []
-    unreadable: list[Table] = []
-
-    def visit(table: Table, w: bool, u: bool, x: bool) -> None:
-        tables.append(table)
-        try:
-            entries = read_table(table.paddr)
-        except UnbackedAccess:
-            unreadable.append(table)
-            return
-        level, shift = table.level, paging.LEVEL_SHIFTS[table.level]
-        for index, entry in enumerate(entries):
-            if not entry & paging.PRESENT:
-                continue
-            vaddr = paging.sign_extend(table.vaddr + (index << shift))
-            entry_address = table.paddr + 8 * index
-            # paging's own reserved-bit rule, so the checker and the walker never disagree
-            if paging._reserved_bits(level, entry, nxe):
-                bad.append(BadEntry(vaddr, level, entry_address, entry))
-                continue
-            ww = w and bool(entry & paging.WRITABLE)
-            uu = u and bool(entry & paging.USER)
-            xx = x and not (nxe and entry & paging.NO_EXECUTE)
-            if level == 3 or (entry & paging.HUGE and level in (1, 2)):
-                size = 1 << shift
-                frame = entry & paging.ADDRESS_MASK & ~(size - 1)
-                leaves.append(Leaf(vaddr, vaddr + size, frame, ww, uu, xx))
-            else:
-                visit(Table(entry & paging.ADDRESS_MASK, level + 1, vaddr, entry_address),
-                      ww, uu, xx)
-
-    visit(Table(root & paging.ADDRESS_MASK, 0, 0, None), True, True, True)
-    return AddressSpace(root & paging.ADDRESS_MASK, tuple(leaves), tuple(tables), tuple(bad),
-                        tuple(unreadable))
-
-
-def merge(leaves: Iterable[Leaf]) -> list[Leaf]:
-    """Neighbouring leaves with equal permissions and contiguous frames, as one run."""
-    out: list[Leaf] = []
-    run: Leaf | None = None
-    end = 0
-    for leaf in leaves:
-        if run is not None and end == leaf.start and \
-                run.paddr + (end - run.start) == leaf.paddr and run[3:] == leaf[3:]:
-            end = leaf.end
-            continue
-        if run is not None:
-            out.append(run._replace(end=end))
-        run, end = leaf, leaf.end
-    if run is not None:
-        out.append(run._replace(end=end))
-    return out
+Leaf = paging.MappedRange
+AddressSpace, BadEntry, Table = paging.AddressSpace, paging.BadEntry, paging.Table
+scan, merge = paging.scan, paging.merge
 
 
 def table_reader(memory: PhysicalMemory) -> Callable[[int], tuple[int, ...]]:

@@ -2,15 +2,19 @@
 
 Owns: decoding page-table entries, translating one address the way the MMU does (the same
 permission and reserved-bit rules, including the #PF error code it would produce), and
-listing an address space as merged ranges (like QEMU's `info mem`).
+listing an address space: every table, leaf and bad entry (scan), and merged ranges (like
+QEMU's `info mem`).
 Does not own: the TLB (the CPU's), or deciding what a mapping should be (checks, later).
 
-All functions take `read_u64(paddr) -> int`, so they work on RAM, a snapshot or a test dict.
+The functions take `read_u64(paddr) -> int` (`scan`: a whole table at a time), so they work
+on RAM, a snapshot or a test dict.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, NamedTuple
+
+from .memory import UnbackedAccess
 
 PRESENT = 1 << 0
 WRITABLE = 1 << 1
@@ -162,9 +166,9 @@ def fault_code(result: Walk, write: bool, user: bool, fetch: bool, wp: bool = Tr
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class MappedRange:
-    """A run of virtual pages with the same permissions, physically contiguous."""
+class MappedRange(NamedTuple):
+    """A leaf entry, or a run of virtual pages with the same permissions, physically
+    contiguous (a tuple: a 64 GiB HHDM of 4 KiB pages makes tens of thousands)."""
     start: int
     end: int
     paddr: int
@@ -179,35 +183,97 @@ class MappedRange:
                f"{perms} -> {self.paddr:#x}"
 
 
-def _leaves(read_u64: ReadU64, table: int, level: int, base: int, writable: bool,
-            user: bool, executable: bool, nxe: bool) -> Iterator[MappedRange]:
-    shift = LEVEL_SHIFTS[level]
-    for index in range(512):
-        entry = read_u64(table + 8 * index)
-        if not entry & PRESENT or _reserved_bits(level, entry, nxe):
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One page-table page of an address space."""
+    paddr: int
+    level: int                  # index into LEVEL_NAMES: 0 = PML4 ... 3 = PT
+    vaddr: int                  # the first virtual address it covers
+    parent: int | None          # physical address of the entry pointing at it; None: root
+
+
+@dataclass(frozen=True, slots=True)
+class BadEntry:
+    """A present entry with reserved bits set (the walk stops there, as the MMU's would)."""
+    vaddr: int
+    level: int
+    entry_address: int
+    entry: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddressSpace:
+    root: int
+    leaves: tuple[MappedRange, ...]                      # one per leaf entry, in address order
+    tables: tuple[Table, ...]
+    bad_entries: tuple[BadEntry, ...]
+    unreadable: tuple[Table, ...]                 # tables with no RAM behind them
+
+
+def scan(read_table: Callable[[int], tuple[int, ...]], root: int, nxe: bool) -> AddressSpace:
+    """Every table, leaf and bad entry under `root`; `read_table(paddr)` gives the 512
+    entries of a table page (and raises UnbackedAccess where there is no RAM)."""
+    leaves: list[MappedRange] = []
+    tables: list[Table] = []
+    bad: list[BadEntry] = []
+    unreadable: list[Table] = []
+
+    def visit(table: Table, w: bool, u: bool, x: bool) -> None:
+        tables.append(table)
+        try:
+            entries = read_table(table.paddr)
+        except UnbackedAccess:
+            unreadable.append(table)
+            return
+        level, shift = table.level, LEVEL_SHIFTS[table.level]
+        for index, entry in enumerate(entries):
+            if not entry & PRESENT:
+                continue
+            vaddr = sign_extend(table.vaddr + (index << shift))
+            entry_address = table.paddr + 8 * index
+            if _reserved_bits(level, entry, nxe):
+                bad.append(BadEntry(vaddr, level, entry_address, entry))
+                continue
+            ww = w and bool(entry & WRITABLE)
+            uu = u and bool(entry & USER)
+            xx = x and not (nxe and entry & NO_EXECUTE)
+            if level == 3 or (entry & HUGE and level in (1, 2)):
+                size = 1 << shift
+                frame = entry & ADDRESS_MASK & ~(size - 1)
+                leaves.append(MappedRange(vaddr, vaddr + size, frame, ww, uu, xx))
+            else:
+                visit(Table(entry & ADDRESS_MASK, level + 1, vaddr, entry_address),
+                      ww, uu, xx)
+
+    visit(Table(root & ADDRESS_MASK, 0, 0, None), True, True, True)
+    return AddressSpace(root & ADDRESS_MASK, tuple(leaves), tuple(tables), tuple(bad),
+                        tuple(unreadable))
+
+
+def merge(leaves: Iterable[MappedRange]) -> list[MappedRange]:
+    """Neighbouring leaves with equal permissions and contiguous frames, as one run."""
+    out: list[MappedRange] = []
+    run: MappedRange | None = None
+    end = 0
+    for leaf in leaves:
+        if run is not None and end == leaf.start and \
+                run.paddr + (end - run.start) == leaf.paddr and run[3:] == leaf[3:]:
+            end = leaf.end
             continue
-        vaddr = sign_extend(base | (index << shift))
-        w = writable and bool(entry & WRITABLE)
-        u = user and bool(entry & USER)
-        x = executable and not (nxe and entry & NO_EXECUTE)
-        if level == 3 or (entry & HUGE and level in (1, 2)):
-            size = 1 << shift
-            yield MappedRange(vaddr, vaddr + size, entry & ADDRESS_MASK & ~(size - 1), w, u, x)
-        else:
-            yield from _leaves(read_u64, entry & ADDRESS_MASK, level + 1,
-                               base | (index << shift), w, u, x, nxe)
+        if run is not None:
+            out.append(run._replace(end=end))
+        run, end = leaf, leaf.end
+    if run is not None:
+        out.append(run._replace(end=end))
+    return out
 
 
 def mapped_ranges(read_u64: ReadU64, cr3: int, nxe: bool = True) -> list[MappedRange]:
     """Every mapping of the address space, merged where contiguous with equal permissions."""
-    out: list[MappedRange] = []
-    for leaf in _leaves(read_u64, cr3 & ADDRESS_MASK, 0, 0, True, True, True, nxe):
-        last = out[-1] if out else None
-        if last and last.end == leaf.start and last.paddr + (last.end - last.start) == leaf.paddr \
-                and (last.writable, last.user, last.executable) == \
-                (leaf.writable, leaf.user, leaf.executable):
-            out[-1] = MappedRange(last.start, leaf.end, last.paddr, last.writable, last.user,
-                                  last.executable)
-        else:
-            out.append(leaf)
-    return out
+    def read_table(paddr: int) -> tuple[int, ...]:
+        return tuple(read_u64(paddr + 8 * index) for index in range(512))
+
+    space = scan(read_table, cr3, nxe)
+    if space.unreadable:
+        raise UnbackedAccess(space.unreadable[0].paddr, 0x1000)
+    return merge(space.leaves)
