@@ -31,7 +31,8 @@ class _Header(ctypes.Structure):
                 ("last_block", ctypes.c_uint64), ("last_size", ctypes.c_uint32),
                 ("last_count", ctypes.c_uint32), ("stop_requested", ctypes.c_uint32),
                 ("generation", ctypes.c_uint32), ("misses", ctypes.c_uint64),
-                ("stop", ctypes.c_void_p), ("miss", ctypes.c_void_p)]
+                ("stop", ctypes.c_void_p), ("miss", ctypes.c_void_p),
+                ("ctl", ctypes.c_void_p), ("asked_python", ctypes.c_uint64)]
 
 
 def _cache_dir() -> Path:
@@ -54,7 +55,7 @@ def library_path() -> Path:
         env = dict(os.environ, ZIG_GLOBAL_CACHE_DIR=str(Path(tmp) / "zig-global"),
                    ZIG_LOCAL_CACHE_DIR=str(Path(tmp) / "zig-local"))
         result = subprocess.run(
-            [sys.executable, "-m", "ziglang", "cc", "-shared", "-fPIC", "-O2",
+            [sys.executable, "-m", "ziglang", "cc", "-shared", "-fPIC", "-O2", "-fomit-frame-pointer",
              "-o", str(out), str(SOURCE)], capture_output=True, text=True, env=env)
         if result.returncode != 0:
             raise BuildError(f"cannot build the instruction counter: {result.stderr.strip()}")
@@ -78,6 +79,7 @@ class InstructionCounter:
         self._stop = _STOP(lambda handle: _binding.uclib.uc_emu_stop(handle))
         self.state.stop = ctypes.cast(self._stop, ctypes.c_void_p)
         self.state.miss = ctypes.cast(self._miss, ctypes.c_void_p)
+        self.state.ctl = ctypes.cast(_binding.uclib.uc_ctl, ctypes.c_void_p)
         self.state.stop_at = NEVER
         self.state.generation = 1      # slots start at generation 0: all empty
         self.error: BaseException | None = None

@@ -214,3 +214,44 @@ def test_budget_with_faults_in_the_loop(m):
     assert m.run(budget=budget) == "budget"
     assert m.cpu.icount() == budget
     assert m.cpu.exceptions_by_vector == {14: 300}
+
+
+CHAIN = 0x200000           # a chain of one-instruction blocks, entered by `call`
+
+
+def _run_chain(blocks: int, passes: int, ask_unicorn: bool = True) -> BareMachine:
+    """`blocks` distinct translated blocks (`jmp` to the next instruction, each ends its
+    block) then `ret`, called `passes` times."""
+    m = BareMachine()
+    m.load(f"""
+        mov ecx, {passes}
+        mov rax, {CHAIN}
+    again:
+        call rax
+        dec ecx
+        jnz again
+        hlt
+    """)
+    m.memory.write(CHAIN, b"\xeb\x00" * blocks + b"\xc3")
+    m.boot()
+    if not ask_unicorn:
+        m.cpu.counter.state.ctl = None     # every new block decoded by Python instead
+    assert m.run() == "halt"
+    return m
+
+
+@pytest.mark.parametrize("blocks", [3, 20_000, 40_000])
+def test_more_blocks_than_the_caches_hold_are_counted_exactly(blocks):
+    # 20,000 blocks overflow the direct-mapped cache (16,384 entries); 40,000 also pass
+    # the point where the table behind it starts over (32,768 blocks)
+    m = _run_chain(blocks, passes=3)
+    per_pass = 1 + blocks + 1 + 2                   # call, the jmps, ret, dec, jnz
+    assert m.cpu.icount() == PROLOGUE + 2 + 3 * per_pass + 1
+    assert m.cpu.counter.state.asked_python == 0    # Unicorn knew every block
+
+
+def test_unicorn_block_counts_agree_with_the_decoder():
+    with_unicorn = _run_chain(500, passes=2)
+    with_python = _run_chain(500, passes=2, ask_unicorn=False)
+    assert with_python.cpu.counter.state.asked_python >= 500
+    assert with_unicorn.cpu.icount() == with_python.cpu.icount()
