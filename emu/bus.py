@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Flag
 from typing import Callable, ClassVar, Iterable, Literal
 
-from unicorn import (UC_HOOK_INSN, UC_HOOK_MEM_FETCH_PROT, UC_HOOK_MEM_READ,
+from unicorn import (UC_HOOK_MEM_FETCH_PROT, UC_HOOK_MEM_READ,
                      UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE, UC_MEM_FETCH_PROT,
                      UC_MEM_FETCH_UNMAPPED, UC_MEM_READ_UNMAPPED, UC_MEM_WRITE,
                      UC_MEM_WRITE_UNMAPPED, UcError)
@@ -35,7 +35,7 @@ from unicorn.x86_const import UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_RIP
 
 from .errors import ConfigError, GuestCrash
 from .events import EventBus, MmioAccess, PortAccess
-from .guard import HookGuard
+from .guard import PORT_IN, PORT_OUT, HookGuard
 
 PAGE_SIZE = 0x1000
 PHYSICAL_LIMIT = 1 << 52         # the architectural physical address width
@@ -183,8 +183,8 @@ class Bus:
         self._ports: dict[int, tuple[Device, int]] = {}
         self._mmio: list[MmioRegion] = []
         self._window: _Window | None = None
-        uc.hook_add(UC_HOOK_INSN, guard.wrap(self._in, on_error=0), None, 1, 0, UC_X86_INS_IN)
-        uc.hook_add(UC_HOOK_INSN, guard.wrap(self._out), None, 1, 0, UC_X86_INS_OUT)
+        guard.hook_instruction(UC_X86_INS_IN, PORT_IN, self._in, on_error=0)
+        guard.hook_instruction(UC_X86_INS_OUT, PORT_OUT, self._out)
         self._unbacked_hooks = [uc.hook_add(UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_FETCH_PROT,
                                             guard.wrap(self._nothing_there, on_error=False))]
 
@@ -261,7 +261,7 @@ class Bus:
 
     # --- port I/O --------------------------------------------------------------------------
 
-    def _in(self, uc, port: int, size: int, _user_data) -> int:
+    def _in(self, _handle, port: int, size: int, _user_data) -> int:
         owner = self._ports.get(port)
         if owner is not None:
             device, offset = owner
@@ -269,12 +269,13 @@ class Bus:
         elif self.unknown_ports == "float":
             value = _mask(size)
         else:
-            raise GuestCrash(f"in from port {port:#x} with no device behind it{self._at(uc)}")
+            raise GuestCrash(f"in from port {port:#x} with no device behind it"
+                             f"{self._at(self.uc)}")
         if self.events.wants(PortAccess):
             self.events.emit(PortAccess(self.events.now(), port, size, value, False))
         return value
 
-    def _out(self, uc, port: int, size: int, value: int, _user_data) -> None:
+    def _out(self, _handle, port: int, size: int, value: int, _user_data) -> None:
         value &= _mask(size)
         owner = self._ports.get(port)
         if owner is not None:
@@ -282,7 +283,7 @@ class Bus:
             device.write(offset, size, value)
         elif self.unknown_ports == "error":
             raise GuestCrash(f"out of {value:#x} to port {port:#x} with no device behind it"
-                             f"{self._at(uc)}")
+                             f"{self._at(self.uc)}")
         if self.events.wants(PortAccess):
             self.events.emit(PortAccess(self.events.now(), port, size, value, True))
 

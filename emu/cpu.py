@@ -30,14 +30,13 @@ from .context import (CC_OP_EFLAGS, DESC_A, DESC_B, DESC_CODE, DESC_G, DESC_L, D
                       DESC_RW, DESC_S, HF_CPL_MASK, ContextBuffer, layout)
 from .errors import EmuError, TripleFault
 from .events import Cr3Written, EventBus, ExceptionDelivered, TlbFlush
-from .guard import HookGuard
+from .guard import NO_OPERANDS, HookGuard
 from .icount import NEVER, InstructionCounter, NoInstructionCounter
 from .memory import PhysicalMemory, UnbackedAccess
 
 U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")
 I32 = struct.Struct("<i")
-_TSC_HOOK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p)
 SEGMENT_CACHE = struct.Struct("<IxxxxQII")   # QEMU's SegmentCache: selector, base, limit, flags
 
 EXCEPTION_NAMES = {
@@ -649,15 +648,8 @@ class Cpu:
         """RDTSC/RDTSCP read host time in Unicorn, which breaks determinism: answer with the
         instruction count instead (one tick per retired instruction). The Python binding
         does not wrap these hooks; the C API has them."""
-        self._tsc_callback = _TSC_HOOK(self.guard.wrap(self._on_rdtsc, on_error=1))
         for instruction in (X.UC_X86_INS_RDTSC, X.UC_X86_INS_RDTSCP):
-            handle = ctypes.c_size_t()
-            status = _binding.uclib.uc_hook_add(
-                self.uc._uch, ctypes.byref(handle), UC_HOOK_INSN,
-                ctypes.cast(self._tsc_callback, ctypes.c_void_p), None, ctypes.c_uint64(1),
-                ctypes.c_uint64(0), ctypes.c_int(instruction))
-            if status != 0:
-                raise EmuError(f"cannot hook RDTSC (unicorn error {status})")
+            self.guard.hook_instruction(instruction, NO_OPERANDS, self._on_rdtsc, on_error=1)
 
     def time_stamp(self, rip: int) -> int:
         """The virtual TSC as seen by the instruction at rip: instructions retired before it."""

@@ -91,12 +91,16 @@ class Uart16550(Device):
 
     # A wide access to an 8-bit device reaches consecutive registers, one byte each.
     def read(self, offset: int, size: int) -> int:
+        if size == 1:                # the usual case, on every character a kernel prints
+            return self._read_byte(offset)
         value = 0
         for index in range(size):
             value |= self._read_byte(offset + index) << (8 * index)
         return value
 
     def write(self, offset: int, size: int, value: int) -> None:
+        if size == 1:
+            return self._write_byte(offset, value & 0xff)
         for index in range(size):
             self._write_byte(offset + index, (value >> (8 * index)) & 0xff)
 
