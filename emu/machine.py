@@ -19,7 +19,7 @@ from . import loader, memmap as memmaps
 from .bus import Bus
 from .cpu import Cpu
 from .devices import PcDevices, install_pc_devices, qemu_status
-from .errors import BudgetExhausted, ConfigError, EmuError, GuestCrash, GuestError, TripleFault
+from .errors import ConfigError, EmuError, GuestError, TripleFault
 from .events import EventBus, GuestExit, Observer
 from .guard import HookGuard
 from .icount import NEVER

@@ -642,7 +642,7 @@ def test_idt_limit_too_small_is_gp(m):
 
 # --- 12. external interrupts at exact instruction counts -----------------------------------
 
-LOOP = f"""
+LOOP = """
         xor ebx, ebx
         sti
     spin:
