@@ -64,7 +64,10 @@ def library_path() -> Path:
 
 
 class InstructionCounter:
-    """Counts retired instructions. `count_block(address, size)` decodes a block (Python)."""
+    """Counts retired instructions. `count_block(address, size)` decodes a block (Python),
+    the fallback when Unicorn cannot say. A REP string instruction counts once per
+    iteration plus once for the pass that finds RCX = 0: QEMU runs each iteration as a
+    block of its own (tests/test_icount.py pins this)."""
     counting = True
 
     def __init__(self, uc, count_block: Callable[[int, int], int]) -> None:

@@ -255,3 +255,21 @@ def test_unicorn_block_counts_agree_with_the_decoder():
     with_python = _run_chain(500, passes=2, ask_unicorn=False)
     assert with_python.cpu.counter.state.asked_python >= 500
     assert with_unicorn.cpu.icount() == with_python.cpu.icount()
+
+
+@pytest.mark.parametrize("iterations, counted", [(0, 1), (1, 2), (100, 101)])
+def test_rep_string_instruction_counts_each_iteration(m, iterations, counted):
+    # QEMU runs each iteration of a REP string instruction as a block of its own, so the
+    # counter sees it once per iteration plus the pass that finds RCX = 0 (a hardware
+    # retired-instruction count would say 1, callgrind's Ir the number of iterations)
+    m.load(f"""
+        mov rdi, 0x300000
+        mov rcx, {iterations}
+        mov eax, 0xab
+        rep stosb
+        hlt
+    """)
+    m.boot()
+    assert m.run() == "halt"
+    assert m.cpu.icount() == PROLOGUE + 3 + counted + 1
+    assert m.memory.read(0x300000, iterations + 1) == b"\xab" * iterations + b"\x00"
