@@ -9,11 +9,13 @@
  * page tables (paging.c).
  *
  * Managed frames are a sorted table of disjoint ranges: the USABLE entries
- * without frame 0, plus what pmm_reclaim_bootloader adds later. The
- * backend describes one span [base_pfn, base_pfn + frames) that covers
- * every USABLE and BOOTLOADER_RECLAIMABLE frame, so reclaiming needs no
- * resizing; base_pfn is aligned to 2^PMM_BUDDY_MAX_ORDER so that frame
- * alignment inside the span is the same as physical alignment.
+ * without frame 0, plus what pmm_reclaim_bootloader adds later. The table
+ * leaves out the metadata frames (counted as used, never freeable), so it
+ * is all pmm_free has to look up. The backend describes one span
+ * [base_pfn, base_pfn + frames) that covers every USABLE and
+ * BOOTLOADER_RECLAIMABLE frame, so reclaiming needs no resizing; base_pfn
+ * is aligned to 2^PMM_BUDDY_MAX_ORDER so that frame alignment inside the
+ * span is the same as physical alignment.
  */
 #include "pmm.h"
 
@@ -35,7 +37,9 @@ static size_t region_count;
 static struct frame_range managed[MAX_RANGES];
 static size_t managed_count;
 
-static const struct pmm_backend *backend;
+/* A copy of the chosen backend, not a pointer to it: a call through it
+ * needs one load less. Its name is NULL until pmm_init. */
+static struct pmm_backend backend;
 static struct frame_range metadata;
 static size_t reclaimed;
 static bool reclaim_done;
@@ -124,8 +128,12 @@ static void add_managed(pfn_t start, pfn_t end)
 }
 
 /* The managed range is_managed found last: managed ranges only ever grow,
- * so a copy of one stays managed. Frees cluster: most hit it. */
-static struct frame_range last_hit;
+ * so a copy of one stays managed. Frees cluster: most hit it. Kept as a
+ * start and a length, so the hit test is one subtraction and a compare. */
+static struct {
+    pfn_t start;
+    uint64_t frames;
+} last_hit;
 
 /* Binary search: is pfn in a managed range? Records the hit in last_hit. */
 static bool find_managed(pfn_t pfn)
@@ -140,7 +148,8 @@ static bool find_managed(pfn_t pfn)
         else if (pfn >= managed[mid].end)
             lo = mid + 1;
         else {
-            last_hit = managed[mid];
+            last_hit.start = managed[mid].start;
+            last_hit.frames = managed[mid].end - managed[mid].start;
             return true;
         }
     }
@@ -149,7 +158,7 @@ static bool find_managed(pfn_t pfn)
 
 static bool is_managed(pfn_t pfn)
 {
-    return pfn - last_hit.start < last_hit.end - last_hit.start || find_managed(pfn);
+    return pfn - last_hit.start < last_hit.frames || find_managed(pfn);
 }
 
 /* ---- Metadata placement -------------------------------------------------- */
@@ -185,7 +194,7 @@ static struct frame_range place_metadata(uint64_t count)
             return (struct frame_range){.start = f.start, .end = f.start + count};
     }
     panic("pmm_init: no USABLE region holds the %lu frames of %s metadata", count,
-          backend->name);
+          backend.name);
 }
 
 static void fill_descriptor(struct frame_range span, uint64_t meta_bytes)
@@ -193,14 +202,14 @@ static void fill_descriptor(struct frame_range span, uint64_t meta_bytes)
     struct pmm_descriptor *d = &pmm_descriptor;
 
     d->version = PMM_DESCRIPTOR_VERSION;
-    d->kind = backend->kind;
+    d->kind = backend.kind;
     d->map_bytes = meta_bytes;
     d->base_pfn = span.start;
     d->frames = span.end - span.start;
     d->hhdm_offset = hhdm_base;
     d->meta_base = pfn_to_paddr(metadata.start);
     d->meta_frames = metadata.end - metadata.start;
-    backend->describe(d);
+    backend.describe(d);
     d->magic = PMM_DESCRIPTOR_MAGIC;
 }
 
@@ -217,27 +226,27 @@ static void poison(pfn_t start, pfn_t end)
     }
 }
 
-/* Makes [start, end) managed and free, minus the metadata frames. */
+/* Makes [start, end) managed and free; nothing if it is empty. */
+static void adopt_piece(pfn_t start, pfn_t end)
+{
+    if (start >= end)
+        return;
+    add_managed(start, end);
+    backend.release(start, end - start);
+    pmm_descriptor.free_frames += end - start;
+}
+
+/* Counts [start, end) and adopts it, minus the metadata frames. */
 static void adopt_free(pfn_t start, pfn_t end)
 {
     pfn_t cut_start = start > metadata.start ? start : metadata.start;
     pfn_t cut_end = end < metadata.end ? end : metadata.end;
 
-    add_managed(start, end);
     pmm_descriptor.total_frames += end - start;
-    if (cut_start >= cut_end) {
-        backend->release(start, end - start);
-        pmm_descriptor.free_frames += end - start;
-        return;
-    }
-    if (start < cut_start) {
-        backend->release(start, cut_start - start);
-        pmm_descriptor.free_frames += cut_start - start;
-    }
-    if (cut_end < end) {
-        backend->release(cut_end, end - cut_end);
-        pmm_descriptor.free_frames += end - cut_end;
-    }
+    if (cut_start >= cut_end)
+        cut_start = cut_end = end;
+    adopt_piece(start, cut_start);
+    adopt_piece(cut_end, end);
 }
 
 void pmm_init(enum pmm_kind kind)
@@ -245,14 +254,14 @@ void pmm_init(enum pmm_kind kind)
     struct frame_range span;
     uint64_t bytes;
 
-    if (backend != NULL)
+    if (backend.name != NULL)
         panic("pmm_init: called twice");
-    backend = kind == PMM_BUDDY ? &pmm_buddy_backend : &pmm_bitmap_backend;
+    backend = kind == PMM_BUDDY ? pmm_buddy_backend : pmm_bitmap_backend;
     copy_memmap();
     span = ram_span();
-    bytes = backend->metadata_bytes(span.end - span.start);
+    bytes = backend.metadata_bytes(span.end - span.start);
     metadata = place_metadata((bytes + PAGE_SIZE - 1) / PAGE_SIZE);
-    backend->init(phys_to_virt(pfn_to_paddr(metadata.start)), span.start,
+    backend.init(phys_to_virt(pfn_to_paddr(metadata.start)), span.start,
                   span.end - span.start);
     for (size_t i = 0; i < region_count; i++) {
         struct frame_range f = region_frames(&regions[i]);
@@ -303,8 +312,9 @@ size_t pmm_reclaim_bootloader(const struct frame_range *keep, size_t nkeep)
 {
     size_t added = 0;
 
-    if (backend == NULL || reclaim_done)
-        panic("pmm_reclaim_bootloader: %s", backend == NULL ? "before pmm_init" : "called twice");
+    if (backend.name == NULL || reclaim_done)
+        panic("pmm_reclaim_bootloader: %s",
+              backend.name == NULL ? "before pmm_init" : "called twice");
     reclaim_done = true;
     for (size_t i = 0; i < region_count; i++) {
         struct frame_range f = region_frames(&regions[i]);
@@ -324,10 +334,10 @@ paddr_t pmm_alloc(void)
 
     if (pmm_descriptor.free_frames == 0)
         return 0;
-    pfn = backend->take(1, 1);
+    pfn = backend.take(1, 1);
     if (pfn == PMM_NO_FRAME)
-        panic("pmm_alloc: %lu frames counted free but the %s found none",
-              pmm_descriptor.free_frames, backend->name);
+        panic("pmm_alloc: the %s found no frame of the %lu counted free", backend.name,
+              pmm_descriptor.free_frames);
     pmm_descriptor.free_frames--;
     return pfn_to_paddr(pfn);
 }
@@ -343,49 +353,52 @@ paddr_t pmm_alloc_contiguous(size_t frames, size_t align_frames)
               "power-of-two alignment", frames, align_frames);
     if (frames > pmm_descriptor.free_frames)
         return 0;
-    pfn = backend->take(frames, align_frames);
+    pfn = backend.take(frames, align_frames);
     if (pfn == PMM_NO_FRAME)
         return 0;
     pmm_descriptor.free_frames -= frames;
     return pfn_to_paddr(pfn);
 }
 
-/* Panics with fn's name unless pa is a managed, allocated frame. */
-static inline void check_freeable(const char *fn, paddr_t pa)
+/* Panics with fn's name unless pa, the address of frame pfn, is a managed,
+ * allocated frame. */
+static inline void check_freeable(const char *fn, paddr_t pa, pfn_t pfn)
 {
-    pfn_t pfn = paddr_to_pfn(pa);
-
 #if PLANT_BUG == 4 /* planted bug 4: any frame of the span passes, managed or not */
     (void)is_managed;
     if ((pa & (PAGE_SIZE - 1)) != 0 || pfn < pmm_descriptor.base_pfn ||
         pfn - pmm_descriptor.base_pfn >= pmm_descriptor.frames ||
-#else
-    if ((pa & (PAGE_SIZE - 1)) != 0 || !is_managed(pfn) ||
-#endif
         (pfn >= metadata.start && pfn < metadata.end))
+#else
+    if ((pa & (PAGE_SIZE - 1)) != 0 || !is_managed(pfn)) /* the metadata is not in the table */
+#endif
         panic("%s: 0x%lx is not managed RAM", fn, pa);
-    if (backend->state(pfn) == FRAME_FREE)
+    if (backend.state(pfn) == FRAME_FREE)
         panic("%s: double free of 0x%lx", fn, pa);
 }
 
 void pmm_free(paddr_t pa)
 {
-    check_freeable("pmm_free", pa);
+    check_freeable("pmm_free", pa, paddr_to_pfn(pa));
     if (MM_DEBUG)
         poison(paddr_to_pfn(pa), paddr_to_pfn(pa) + 1);
-    backend->release(paddr_to_pfn(pa), 1);
+    backend.release(paddr_to_pfn(pa), 1);
     pmm_descriptor.free_frames++;
 }
 
 void pmm_free_contiguous(paddr_t pa, size_t frames)
 {
+    pfn_t pfn = paddr_to_pfn(pa);
+
     if (frames == 0)
         panic("pmm_free_contiguous: 0 frames at 0x%lx", pa);
-    for (size_t i = 0; i < frames; i++)
-        check_freeable("pmm_free_contiguous", pa + i * PAGE_SIZE);
+    /* pa's offset in its page is every frame's: the first frame checks it. */
+    check_freeable("pmm_free_contiguous", pa, pfn);
+    for (size_t i = 1; i < frames; i++)
+        check_freeable("pmm_free_contiguous", pfn_to_paddr(pfn + i), pfn + i);
     if (MM_DEBUG)
-        poison(paddr_to_pfn(pa), paddr_to_pfn(pa) + frames);
-    backend->release(paddr_to_pfn(pa), frames);
+        poison(pfn, pfn + frames);
+    backend.release(pfn, frames);
     pmm_descriptor.free_frames += frames;
 }
 
@@ -418,7 +431,7 @@ size_t pmm_reclaimed_frames(void)
 
 enum pmm_kind pmm_kind(void)
 {
-    return backend != NULL ? backend->kind : PMM_BITMAP;
+    return backend.name != NULL ? backend.kind : PMM_BITMAP;
 }
 
 const char *pmm_kind_name(enum pmm_kind kind)

@@ -139,7 +139,7 @@ static inline paddr_t virt_to_phys(const void *hhdm_va)
  *     8  kind          enum pmm_kind: 1 bitmap, 2 buddy
  *    12  max_order     buddy: highest order; bitmap: 0
  *    16  map           physical address of the state map (below)
- *    24  map_bytes     its size in bytes
+ *    24  map_bytes     bytes of metadata from map on (buddy: map, links, bitmap)
  *    32  links         buddy: physical address of the free-list links; else 0
  *    40  base_pfn      frame number that map entry 0 describes
  *    48  frames        number of frames the map describes
@@ -147,7 +147,7 @@ static inline paddr_t virt_to_phys(const void *hhdm_va)
  *    64  free_frames   = pmm_free_count(), kept current
  *    72  hhdm_offset   virtual = physical + hhdm_offset
  *    80  meta_base     physical address of the PMM's own frames
- *    88  meta_frames   how many (map and links live in them)
+ *    88  meta_frames   how many (everything from map on lives in them)
  *
  * Bitmap (kind 1): bit i (bit i % 64 of the little-endian 64-bit word
  * i / 64) is 0 iff frame base_pfn + i is free. Bits of frames the PMM
@@ -157,6 +157,8 @@ static inline paddr_t virt_to_phys(const void *hhdm_va)
  * every other byte is 0. Frame base_pfn + i is free iff some free block
  * contains it. links holds {uint32_t next, prev} per frame (indices
  * relative to base_pfn, 0xffffffff = none) for the free blocks' heads.
+ * After the links the buddy keeps a private bitmap (one bit per frame,
+ * set iff free) for its own O(1) lookups; a checker need not read it.
  */
 #define PMM_DESCRIPTOR_MAGIC 0x444d4d50u /* "PMMD" */
 #define PMM_DESCRIPTOR_VERSION 1u

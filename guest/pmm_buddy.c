@@ -1,9 +1,9 @@
 /*
  * pmm_buddy.c - the buddy backend of the physical memory manager.
  *
- * Owns: the free lists (one free_area per order), the per-frame state
- * bytes and the per-frame free-list links, all in the metadata pmm.c
- * places for it.
+ * Owns: the free lists (one per order), the per-frame state bytes, the
+ * per-frame free-list links and a private per-frame free bitmap, all in
+ * the metadata pmm.c places for it.
  * Does not own: argument checks, counts or poisoning (pmm.c).
  *
  * The idea, once: free memory is kept as blocks of 2^order frames, each
@@ -20,6 +20,12 @@
  * the first frame of a free block has a nonzero state byte (FREE_HEAD |
  * order); links are meaningful only there. Nothing is written into free
  * frames themselves, so untouched RAM stays untouched.
+ *
+ * The state bytes tell whether a frame is free only through its block's
+ * head, one candidate per order. The private free bitmap (bit i set iff
+ * frame i is free) tells it in one bit test: pmm.c's double-free check
+ * (state) and the single-frame free path use it. Its bits change only
+ * where whole blocks are taken or freed, not on splits or merges.
  */
 #include "pmm.h"
 
@@ -34,25 +40,32 @@ struct buddy_link {
     uint32_t prev;
 };
 
-struct free_area {
-    uint32_t head;    /* first free block of this order, NIL if none */
-    uint64_t nr_free; /* blocks on the list */
-};
-
 static uint8_t *state;
 static struct buddy_link *links;
-static struct free_area free_area[PMM_BUDDY_MAX_ORDER + 1];
+static uint64_t *free_bits;
+static uint32_t free_head[PMM_BUDDY_MAX_ORDER + 1]; /* first free block per order, or NIL */
 static uint64_t nframes;
 static pfn_t base;
 
+/* The metadata: state bytes, then links, then the free bitmap. */
 static uint64_t links_offset(uint64_t frames)
 {
     return (frames + 7) & ~(uint64_t)7;
 }
 
-static uint64_t buddy_metadata_bytes(uint64_t frames)
+static uint64_t bits_offset(uint64_t frames)
 {
     return links_offset(frames) + frames * sizeof(struct buddy_link);
+}
+
+static uint64_t bits_bytes(uint64_t frames)
+{
+    return (frames + 63) / 64 * sizeof(uint64_t);
+}
+
+static uint64_t buddy_metadata_bytes(uint64_t frames)
+{
+    return bits_offset(frames) + bits_bytes(frames);
 }
 
 static void buddy_init(void *meta, pfn_t base_pfn, uint64_t frames)
@@ -61,67 +74,125 @@ static void buddy_init(void *meta, pfn_t base_pfn, uint64_t frames)
         panic("buddy_init: %lu frames do not fit 32-bit links", frames);
     state = meta;
     links = (struct buddy_link *)((uint8_t *)meta + links_offset(frames));
+    free_bits = (uint64_t *)((uint8_t *)meta + bits_offset(frames));
     nframes = frames;
     base = base_pfn;
     memset(state, 0, frames);
-    for (int order = 0; order <= PMM_BUDDY_MAX_ORDER; order++) {
-        free_area[order].head = NIL;
-        free_area[order].nr_free = 0;
+    memset(free_bits, 0, bits_bytes(frames));
+    for (int order = 0; order <= PMM_BUDDY_MAX_ORDER; order++)
+        free_head[order] = NIL;
+}
+
+/* Bit i of free_bits. bt, bts and btr address a bit string at any offset,
+ * so each is one instruction (as Linux's x86 bitops are). */
+static bool bit_test(uint64_t i)
+{
+    bool set;
+
+    __asm__("btq %2, %1" : "=@ccc"(set) : "m"(*free_bits), "r"(i) : "memory");
+    return set;
+}
+
+static void bit_set(uint64_t i)
+{
+    __asm__ volatile("btsq %1, %0" : "+m"(*free_bits) : "r"(i) : "memory");
+}
+
+static void bit_clear(uint64_t i)
+{
+    __asm__ volatile("btrq %1, %0" : "+m"(*free_bits) : "r"(i) : "memory");
+}
+
+/* Sets (free) or clears the bits of the aligned block at idx. */
+static void mark_block(uint64_t idx, unsigned order, bool free)
+{
+    uint64_t *w = &free_bits[idx / 64];
+
+    if (order == 0) {
+        if (free)
+            bit_set(idx);
+        else
+            bit_clear(idx);
+        return;
     }
+    if (order < 6) { /* within one word */
+        uint64_t mask = (((uint64_t)2 << ((1u << order) - 1)) - 1) << (idx % 64);
+
+        *w = free ? *w | mask : *w & ~mask;
+        return;
+    }
+    for (uint64_t n = (uint64_t)1 << (order - 6); n > 0; n--)
+        *w++ = free ? ~(uint64_t)0 : 0;
 }
 
 static void list_push(unsigned order, uint64_t idx)
 {
-    struct free_area *area = &free_area[order];
+    uint32_t head = free_head[order];
 
-    links[idx].next = area->head;
+    links[idx].next = head;
     links[idx].prev = NIL;
-    if (area->head != NIL)
-        links[area->head].prev = (uint32_t)idx;
-    area->head = (uint32_t)idx;
-    area->nr_free++;
+    if (head != NIL)
+        links[head].prev = (uint32_t)idx;
+    free_head[order] = (uint32_t)idx;
     state[idx] = FREE_HEAD(order);
+}
+
+/* Takes the first block off order's list, which must not be empty. */
+static uint64_t list_pop(unsigned order)
+{
+    uint64_t idx = free_head[order];
+    uint32_t next = links[idx].next;
+
+    free_head[order] = next;
+    if (next != NIL)
+        links[next].prev = NIL;
+    state[idx] = 0;
+    return idx;
 }
 
 static void list_remove(unsigned order, uint64_t idx)
 {
-    struct free_area *area = &free_area[order];
     struct buddy_link *l = &links[idx];
 
     if (l->prev != NIL)
         links[l->prev].next = l->next;
     else
-        area->head = l->next;
+        free_head[order] = l->next;
     if (l->next != NIL)
         links[l->next].prev = l->prev;
-    area->nr_free--;
     state[idx] = 0;
+}
+
+/* Is the buddy of the block at idx a free block of the same order? A free
+ * head inside the span starts a free block inside the span, so the head
+ * is all that needs bounds checking. */
+static bool buddy_free(uint64_t idx, unsigned order)
+{
+    uint64_t buddy = idx ^ ((uint64_t)1 << order);
+
+    return buddy < nframes && state[buddy] == FREE_HEAD(order);
 }
 
 /* Frees the aligned block at idx, merging with free buddies upwards. */
 static void free_block(uint64_t idx, unsigned order)
 {
-    while (order < PMM_BUDDY_MAX_ORDER) {
-        uint64_t buddy = idx ^ ((uint64_t)1 << order);
-
-        if (buddy + ((uint64_t)1 << order) > nframes || state[buddy] != FREE_HEAD(order))
-            break;
-        list_remove(order, buddy);
+    mark_block(idx, order, true);
+    while (order < PMM_BUDDY_MAX_ORDER && buddy_free(idx, order)) {
+        list_remove(order, idx ^ ((uint64_t)1 << order));
         idx &= ~((uint64_t)1 << order);
         order++;
     }
     list_push(order, idx);
 }
 
-/* The largest order a block at idx may have without passing end. */
+/* The largest order a block at idx may have without passing end (> idx):
+ * the lesser of idx's alignment and the floor of log2 of the length. */
 static unsigned fitting_order(uint64_t idx, uint64_t end)
 {
-    unsigned order = 0;
+    unsigned align = (unsigned)__builtin_ctzll(idx | ((uint64_t)1 << PMM_BUDDY_MAX_ORDER));
+    unsigned fit = 63 - (unsigned)__builtin_clzll(end - idx);
 
-    while (order < PMM_BUDDY_MAX_ORDER && (idx & ((uint64_t)1 << order)) == 0 &&
-           idx + ((uint64_t)2 << order) <= end)
-        order++;
-    return order;
+    return align < fit ? align : fit;
 }
 
 /* Cuts [idx, end) into maximal aligned blocks and frees each. Not inlined,
@@ -138,10 +209,16 @@ static __attribute__((noinline)) void release_range(uint64_t idx, uint64_t end)
 
 static void buddy_release(pfn_t pfn, uint64_t count)
 {
-    if (count == 1) /* the common case, without fitting_order */
-        free_block(pfn - base, 0);
-    else
-        release_range(pfn - base, pfn - base + count);
+    uint64_t idx = pfn - base;
+
+    /* The common case: free_block without a merge. The buddy of a used
+     * frame is a free block of order 0 iff it is a free frame. */
+    if (count == 1 && !bit_test(idx ^ 1)) {
+        mark_block(idx, 0, true);
+        list_push(0, idx);
+        return;
+    }
+    release_range(idx, idx + count);
 }
 
 /* Takes a block of exactly 2^order frames: split a larger one if needed. */
@@ -150,56 +227,58 @@ static pfn_t take_block(unsigned order)
     unsigned k = order;
     uint64_t idx;
 
-    while (k <= PMM_BUDDY_MAX_ORDER && free_area[k].head == NIL)
+    while (k <= PMM_BUDDY_MAX_ORDER && free_head[k] == NIL)
         k++;
     if (k > PMM_BUDDY_MAX_ORDER)
         return PMM_NO_FRAME;
-    idx = free_area[k].head;
-    list_remove(k, idx);
+    idx = list_pop(k);
     while (k > order) {
         k--;
         list_push(k, idx + ((uint64_t)1 << k)); /* split: the upper half stays free */
     }
+    mark_block(idx, order, false);
     return idx;
 }
 
 /* The block of the smallest order holding count frames aligned to align;
- * the frames past count go straight back to the free lists. */
-static pfn_t buddy_take(uint64_t count, uint64_t align)
+ * the frames past count go straight back to the free lists. Not inlined,
+ * so that the single-frame path of buddy_take stays short. */
+static __attribute__((noinline)) pfn_t take_run(uint64_t count, uint64_t align)
 {
     uint64_t need = count > align ? count : align;
-    unsigned order = 0;
+    unsigned order = need == 1 ? 0 : 64 - (unsigned)__builtin_clzll(need - 1);
     pfn_t idx;
 
-    if (need == 1 && free_area[0].head != NIL) { /* the common case: a free single frame */
-        idx = free_area[0].head;
-        list_remove(0, idx);
-        return base + idx;
-    }
-    while (((uint64_t)1 << order) < need)
-        order++;
     if (order > PMM_BUDDY_MAX_ORDER)
         return PMM_NO_FRAME;
     idx = take_block(order);
     if (idx == PMM_NO_FRAME)
         return PMM_NO_FRAME;
     if (count < ((uint64_t)1 << order))
-        buddy_release(base + idx + count, ((uint64_t)1 << order) - count);
+        release_range(idx + count, idx + ((uint64_t)1 << order));
     return base + idx;
 }
 
-/* Free iff some free block's head covers it: one candidate per order. */
+static pfn_t buddy_take(uint64_t count, uint64_t align)
+{
+    uint64_t idx;
+
+    /* The common case is a single frame off the order-0 list: count >= 1
+     * and align is a power of two, so (count | align) == 1 means both are 1.
+     * Two separate unlikely tests stay two plain branches (one combined
+     * test compiles to flag arithmetic). */
+    if (__builtin_expect((count | align) != 1, 0))
+        return take_run(count, align);
+    if (__builtin_expect(free_head[0] == NIL, 0))
+        return take_run(count, align);
+    idx = list_pop(0);
+    mark_block(idx, 0, false);
+    return base + idx;
+}
+
 static enum frame_state buddy_state(pfn_t pfn)
 {
-    uint64_t idx = pfn - base;
-
-    for (unsigned order = 0; order <= PMM_BUDDY_MAX_ORDER; order++) {
-        uint64_t head = idx & ~(((uint64_t)1 << order) - 1);
-
-        if (state[head] == FREE_HEAD(order))
-            return FRAME_FREE;
-    }
-    return FRAME_USED;
+    return bit_test(pfn - base) ? FRAME_FREE : FRAME_USED;
 }
 
 static void buddy_describe(struct pmm_descriptor *d)

@@ -143,7 +143,9 @@ class Model:
         if kind == "bitmap":
             self.meta_bytes = -(-self.span_frames // 64) * 8
         else:
-            self.meta_bytes = (self.span_frames + 7) // 8 * 8 + 8 * self.span_frames
+            # state bytes (to a multiple of 8), links, then the buddy's private free bitmap
+            self.meta_bytes = (self.span_frames + 7) // 8 * 8 + 8 * self.span_frames + \
+                -(-self.span_frames // 64) * 8
         count = -(-self.meta_bytes // PAGE)
         start = next(s for t, s, e in ranges if t == USABLE and e - s >= count)
         self.meta_start, self.meta_count = start, count
