@@ -66,6 +66,7 @@ class Uart16550(Device):
         self.lines: deque[str] = deque(maxlen=keep_lines)
         self._partial: list[str] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._utf8_pending = False     # the decoder holds part of a multi-byte character
         self._rx: deque[int] = deque()
         self.divisor = 1
         self.ier = self.fcr = self.lcr = self.mcr = self.scr = 0
@@ -105,6 +106,8 @@ class Uart16550(Device):
             self._write_byte(offset + index, (value >> (8 * index)) & 0xff)
 
     def _read_byte(self, offset: int) -> int:
+        if offset == 5:              # LSR, polled before every character sent
+            return _LSR_IDLE | (_LSR_DATA_READY if self._rx else 0)
         dlab = self.lcr & _LCR_DLAB
         if offset == 0:
             return self.divisor & 0xff if dlab else self._receive()
@@ -112,8 +115,6 @@ class Uart16550(Device):
             return self.divisor >> 8 if dlab else self.ier
         if offset == 2:
             return self._iir()
-        if offset == 5:
-            return _LSR_IDLE | (_LSR_DATA_READY if self._rx else 0)
         if offset == 6:
             return self._msr()
         return {3: self.lcr, 4: self.mcr, 7: self.scr}.get(offset, 0xff)
@@ -164,9 +165,15 @@ class Uart16550(Device):
         if self.mcr & _MCR_LOOP:
             self._rx.append(byte)
             return
-        text = self._decoder.decode(bytes((byte,))).replace("\r", "")
-        if not text:
-            return
+        if byte < 0x80 and not self._utf8_pending:     # ASCII: no decoder call
+            if byte == 0x0d:
+                return
+            text = chr(byte)
+        else:
+            text = self._decoder.decode(bytes((byte,))).replace("\r", "")
+            self._utf8_pending = bool(self._decoder.getstate()[0])
+            if not text:
+                return
         if self.on_text is not None:
             self.on_text(text)
         for char in text:

@@ -73,9 +73,9 @@ class Rig:
 _REGISTERS = {"rax": UC_X86_REG_RAX, "rbx": UC_X86_REG_RBX}
 
 
-def _puts(text: str, port: int = COM1) -> str:
+def _puts(text: str | bytes, port: int = COM1) -> str:
     lines = [f"mov dx, {port:#x}"]
-    for char in text.encode():
+    for char in text.encode() if isinstance(text, str) else text:
         lines += [f"mov al, {char:#x}", "out dx, al"]
     return "; ".join(lines)
 
@@ -100,6 +100,13 @@ def test_uart_line_becomes_serial_output_and_streams(rig):
 def test_uart_decodes_utf8_split_across_writes(rig):
     rig.run(_puts("é€\n"))
     assert rig.pc.com1.lines[-1] == "é€"
+
+
+def test_uart_ascii_after_a_broken_utf8_sequence_goes_through_the_decoder(rig):
+    # 0xc3 opens a two-byte character; "A" cannot continue it: a replacement character,
+    # then the A (the ASCII fast path must not skip the decoder's pending byte)
+    rig.run(_puts(b"\xc3A\xffB\n"))
+    assert rig.pc.com1.lines[-1] == "\ufffdA\ufffdB"
 
 
 def test_uart_lsr_idle(rig):
