@@ -16,7 +16,8 @@
     the shared BENCHMARKS.md (that figure is for fib, not this sieve).
 
 Diagnostics (same loop): bare Unicorn plus one monitor ingredient at a time (the C
-instruction counter; an unbounded unmapped-memory hook, which emu/bus.py avoids by bounding
+instruction counter; a C block hook that only counts blocks, the floor any per-block counter
+pays in Unicorn 2.1; an unbounded unmapped-memory hook, which emu/bus.py avoids by bounding
 its hooks to the holes), to show where the monitor's time goes.
 
 Machines are shared and noisy: variants are interleaved (the order rotates every round),
@@ -26,6 +27,7 @@ bench/results.json.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import statistics
 import sys
@@ -38,11 +40,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs  # noqa: E402
-from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_PROT,  # noqa: E402
-                     UC_HOOK_MEM_UNMAPPED, UC_MODE_64, Uc)
+from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR,  # noqa: E402
+                     UC_HOOK_MEM_FETCH_PROT, UC_HOOK_MEM_UNMAPPED, UC_MODE_64, Uc)
+from unicorn.unicorn_py3 import unicorn as _binding  # noqa: E402
 from unicorn import x86_const as X  # noqa: E402
 
-from emu import loader, memmap as memmaps, paging  # noqa: E402
+from emu import icount, loader, memmap as memmaps, paging  # noqa: E402
 from emu.build import build_guest  # noqa: E402
 from emu.cpu import NOWHERE  # noqa: E402
 from emu.devices import COM1, DEBUG_EXIT_PORT, Uart16550  # noqa: E402
@@ -54,6 +57,7 @@ from bare import BareMachine, P, W  # noqa: E402
 from common import host, interleaved_rounds, publish  # noqa: E402
 
 DESCRIPTIONS = {
+    "bare+blockhook": "bare + a C block hook that only counts blocks (the floor of any counter)",
     "bare+icount": "bare + the C instruction counter (UC_HOOK_BLOCK)",
     "bare+memhook": "bare + an unbounded UNMAPPED\\|FETCH_PROT hook (what emu/bus.py avoids)",
 }
@@ -72,9 +76,9 @@ MEMORY_HOOK = UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_FETCH_PROT   # what emu/bus.py 
 class BareKernel:
     """The kernel booted exactly as Machine boots it (same memory map, RAM, loader, boot
     registers), on a Unicorn with none of the monitor's hooks. `extras` adds one monitor
-    ingredient for the diagnostics: "icount" (the C block counter), "memhook" (an
-    unbounded UNMAPPED|FETCH_PROT hook, as the bus installs), "memhook-bounded" (the same
-    hook bounded to the physical ranges that are not RAM)."""
+    ingredient for the diagnostics: "icount" (the C block counter), "blockhook" (a C block
+    hook that only counts blocks), "memhook" (an unbounded UNMAPPED|FETCH_PROT hook, which
+    the bus avoids by bounding its hooks to the physical ranges that are not RAM)."""
 
     def __init__(self, kernel: Path, extras: tuple[str, ...] = ()) -> None:
         config = MachineConfig(kernel, cmdline=CMDLINE)
@@ -99,6 +103,8 @@ class BareKernel:
             self.counter = InstructionCounter(uc, self._count_block)
         if "memhook" in extras:
             uc.hook_add(MEMORY_HOOK, _no_memory)
+        if "blockhook" in extras:
+            self._blocks = _install_block_floor(uc)
 
     def _out(self, uc, port, size, value, _data) -> None:
         if port == DEBUG_EXIT_PORT:
@@ -144,6 +150,22 @@ def _no_memory(uc, access, address, size, value, _data) -> bool:
     return False
 
 
+def _install_block_floor(uc) -> ctypes.Array:
+    """icount.c's block-counting hook: the least a UC_HOOK_BLOCK costs. Returns the
+    counter's memory (first field: blocks executed), which must outlive the hook."""
+    library = ctypes.CDLL(str(icount.library_path()))
+    library.icount_struct_size.restype = ctypes.c_uint64
+    memory = ctypes.create_string_buffer(library.icount_struct_size())
+    handle = ctypes.c_size_t()
+    status = _binding.uclib.uc_hook_add(
+        uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
+        ctypes.cast(library.icount_block_floor, ctypes.c_void_p),
+        ctypes.c_void_p(ctypes.addressof(memory)), ctypes.c_uint64(1), ctypes.c_uint64(0))
+    if status != 0:
+        raise RuntimeError(f"cannot install the block hook (unicorn error {status})")
+    return memory
+
+
 def monitor_run(kernel: Path, count: bool = True) -> tuple[float, int, str]:
     """Machine.run() timed alone (construction excluded); `count=False` is `--no-count`."""
     machine = Machine(MachineConfig(kernel, cmdline=CMDLINE, count_instructions=count))
@@ -161,6 +183,8 @@ def bare_run(kernel: Path, extras: tuple[str, ...] = ()) -> tuple[float, int | N
     gc.collect()
     seconds = bare.run()
     count = bare.counter.raw if bare.counter is not None else None
+    if "blockhook" in extras:       # blocks, not instructions
+        count = ctypes.c_uint64.from_buffer(bare._blocks).value
     return seconds, count, bare.serial()
 
 
@@ -254,6 +278,7 @@ def measure(quick: bool, repeats: int, pages: int, diagnostics: bool) -> dict:
     }
     if diagnostics:
         variants.update({
+            "bare+blockhook": lambda: bare_run(kernel, ("blockhook",)),
             "bare+icount": lambda: bare_run(kernel, ("icount",)),
             "bare+memhook": lambda: bare_run(kernel, ("memhook",)),
         })
@@ -323,9 +348,12 @@ def measure(quick: bool, repeats: int, pages: int, diagnostics: bool) -> dict:
         counted = details["bare+icount"][1]     # the counter does not change what runs
         results["compute"]["bare_instructions_counted"] = counted
         results["compute"]["same_instruction_count"] = counted == instructions
+        blocks = details["bare+blockhook"][1]
+        results["compute"]["blocks_executed"] = blocks
         results["diagnostics"] = {
             name: {"seconds": median[name], "ratio_bare_over_this": bare_s / median[name],
                    "fastest_seconds": fastest[name],
+                   "ns_per_block_over_bare": (median[name] - bare_s) / blocks * 1e9,
                    "ratio_of_fastest_runs": fastest["bare"] / fastest[name],
                    "instructions_counted": details[name][1]}
             for name in names if name not in ("monitor", "monitor_no_count", "bare",
@@ -356,17 +384,23 @@ def table(results: dict) -> str:
     ]
     if "diagnostics" in results:
         fastest = results["fastest_seconds"]
-        lines += ["", "| compute kernel variant | median s | bare / this | fastest s | "
-                  "bare / this (fastest) |", "| --- | --- | --- | --- | --- |",
+        per_block = 1e9 / c["blocks_executed"]
+        lines += ["", f"| compute kernel variant ({c['blocks_executed'] / 1e6:.1f} M blocks) | "
+                  "median s | bare / this | fastest s | bare / this (fastest) | ns per block "
+                  "over bare |", "| --- | --- | --- | --- | --- | --- |",
                   f"| bare Unicorn | {c['bare_seconds']:.3f} | 1.00 | {fastest['bare']:.3f} "
-                  "| 1.00 |"]
+                  "| 1.00 | 0 |"]
         for name, d in results["diagnostics"].items():
             lines.append(f"| {DESCRIPTIONS.get(name, name)} | {d['seconds']:.3f} | "
                          f"{d['ratio_bare_over_this']:.2f} | {d['fastest_seconds']:.3f} | "
-                         f"{d['ratio_of_fastest_runs']:.2f} |")
-        lines.append(f"| monitor (`Machine.run()`) | {c['monitor_seconds']:.3f} | "
-                     f"{c['ratio']:.2f} | {fastest['monitor']:.3f} | "
-                     f"{c['ratio_of_fastest_runs']:.2f} |")
+                         f"{d['ratio_of_fastest_runs']:.2f} | {d['ns_per_block_over_bare']:.2f} |")
+        for label, seconds, ratio, fast, fast_ratio in (
+                ("monitor (`Machine.run()`)", c["monitor_seconds"], c["ratio"],
+                 fastest["monitor"], c["ratio_of_fastest_runs"]),
+                ("monitor with `--no-count`", c["no_count_seconds"], c["no_count_ratio"],
+                 fastest["monitor_no_count"], fastest["bare"] / fastest["monitor_no_count"])):
+            lines.append(f"| {label} | {seconds:.3f} | {ratio:.2f} | {fast:.3f} | "
+                         f"{fast_ratio:.2f} | {(seconds - c['bare_seconds']) * per_block:.2f} |")
     note = (f"\nMedians of {results['repeats']} interleaved runs on {results['host']['cpus']} "
             f"CPUs (load average {results['host']['load_average'][0]:.2f}); guest printed "
             f"\"{c['guest_result']}\".")
