@@ -654,8 +654,11 @@ class Cpu:
 
     def _hook_time_stamp_counter(self) -> None:
         """RDTSC/RDTSCP read host time in Unicorn, which breaks determinism: answer with the
-        instruction count instead (one tick per retired instruction). The Python binding
-        does not wrap these hooks; the C API has them."""
+        instruction count instead (one tick per retired instruction), or, when nothing is
+        counted, with the number of reads so far (time still moves: a calibration loop
+        waiting for the TSC ends). The Python binding does not wrap these hooks; the C API
+        has them."""
+        self._tsc_reads = 0
         for instruction in (X.UC_X86_INS_RDTSC, X.UC_X86_INS_RDTSCP):
             self.guard.hook_instruction(instruction, NO_OPERANDS, self._on_rdtsc, on_error=1)
 
@@ -665,7 +668,8 @@ class Cpu:
 
     def _on_rdtsc(self, handle, _data) -> int:
         rip = self._fast_reg(X.UC_X86_REG_RIP)
-        tsc = self.time_stamp(rip)
+        self._tsc_reads += 1
+        tsc = self.time_stamp(rip) if self.counter.counting else self._tsc_reads
         self.uc.reg_write(X.UC_X86_REG_RAX, tsc & 0xFFFFFFFF)
         self.uc.reg_write(X.UC_X86_REG_RDX, tsc >> 32)
         if self.read_virtual(rip, 3) == b"\x0f\x01\xf9":     # RDTSCP also loads TSC_AUX

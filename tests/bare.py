@@ -38,14 +38,14 @@ def assemble(source: str, address: int) -> bytes:
 
 
 class BareMachine:
-    def __init__(self, user_pages: bool = True, observers=()):
+    def __init__(self, user_pages: bool = True, observers=(), count: bool = True):
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.memory = PhysicalMemory(self.uc)
         self.memory.add(0, RAM)
         self.guard = HookGuard(self.uc)
         self.events = EventBus(observers)
         self._tables(user_pages)
-        self.cpu = Cpu(self.uc, self.memory, self.events, self.guard)
+        self.cpu = Cpu(self.uc, self.memory, self.events, self.guard, count=count)
         self.gates: dict[int, tuple[int, int, int]] = {}
 
     def u64(self, paddr: int, value: int) -> None:

@@ -6,6 +6,7 @@ import pytest
 from unicorn import x86_const as X
 
 from bare import CODE, DEMAND, PT0, UCODE, UDATA, BareMachine
+from emu.icount import NEVER
 
 PROLOGUE = 11              # BareMachine.load's prologue: lgdt lidt mov ltr mov mov mov push
                            # lea push retfq
@@ -273,3 +274,40 @@ def test_rep_string_instruction_counts_each_iteration(m, iterations, counted):
     assert m.run() == "halt"
     assert m.cpu.icount() == PROLOGUE + 3 + counted + 1
     assert m.memory.read(0x300000, iterations + 1) == b"\xab" * iterations + b"\x00"
+
+
+def test_rdtsc_reads_the_instructions_retired_before_it(m):
+    m.load("""
+        nop
+        nop
+        rdtsc
+        mov rbx, rax
+        rdtscp
+        hlt
+    """)
+    m.boot()
+    m.uc.reg_write(X.UC_X86_REG_RCX, 0x1234)
+    assert m.run() == "halt"
+    assert m.reg(X.UC_X86_REG_RBX) == PROLOGUE + 2
+    assert m.reg(X.UC_X86_REG_RAX) == PROLOGUE + 4      # nop nop rdtsc mov
+    assert m.reg(X.UC_X86_REG_RDX) == 0
+    assert m.reg(X.UC_X86_REG_RCX) == 0                 # RDTSCP loads TSC_AUX (0)
+
+
+def test_without_counting_the_tsc_still_moves():
+    # a calibration loop waiting for the TSC to advance by 5 must end
+    m = BareMachine(count=False)
+    m.load("""
+        rdtsc
+        mov rbx, rax
+    wait:
+        rdtsc
+        sub rax, rbx
+        cmp rax, 5
+        jb wait
+        hlt
+    """)
+    m.boot()
+    assert m.run(budget=NEVER) == "halt"
+    assert m.reg(X.UC_X86_REG_RBX) == 1                 # one tick per read
+    assert m.reg(X.UC_X86_REG_RAX) == 5
