@@ -98,7 +98,7 @@ def _machine_options(command: argparse.ArgumentParser) -> None:
                          help="date at boot given to the kernel, UNIX seconds (fixed: "
                               "deterministic)")
     command.add_argument("--no-count", action="store_true",
-                         help="do not count instructions: about 2x faster on tight loops, but "
+                         help="do not count instructions: about 1.3x faster on tight loops, but "
                               "no --max-instructions, --trace or instruction figures")
 
 
