@@ -3,7 +3,8 @@
 Owns: which device answers which port or physical range, the `Device` protocol, and turning
 an access to a port or physical address with nothing behind it into GuestCrash.
 Does not own: what devices do (devices.py), RAM (memory.py), the I/O permission check of
-user-mode IN/OUT (the CPU layer), the crash report (the machine layer).
+user-mode IN/OUT (the CPU layer, asked through `IoGate`), the crash report (the machine
+layer).
 
 Unicorn 2.1 facts this relies on (tests/test_devices.py checks them):
 - IN/OUT reach `UC_HOOK_INSN` callbacks `in(uc, port, size, ud) -> value` and
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Flag
-from typing import Callable, ClassVar, Iterable, Literal
+from typing import Callable, ClassVar, Iterable, Literal, Protocol
 
 from unicorn import (UC_HOOK_MEM_FETCH_PROT, UC_HOOK_MEM_READ,
                      UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE, UC_MEM_FETCH_PROT,
@@ -38,6 +39,16 @@ from .events import EventBus, MmioAccess, PortAccess
 from .guard import PORT_IN, PORT_OUT, HookGuard
 
 PAGE_SIZE = 0x1000
+
+
+class IoGate(Protocol):
+    """The CPU's I/O permission check (emu/cpu.py), asked before a port access is made
+    while `io_checks` is on; `deny_io` returns what a refused IN hands back."""
+    io_checks: bool
+
+    def permits_io(self, port: int, size: int) -> bool: ...
+
+    def deny_io(self, port: int, size: int, is_in: bool) -> int: ...
 PHYSICAL_LIMIT = 1 << 52         # the architectural physical address width
 PORT_COUNT = 0x10000
 
@@ -172,7 +183,7 @@ class Bus:
 
     def __init__(self, uc, events: EventBus, guard: HookGuard,
                  read_code: Callable[[int, int], bytes] | None = None,
-                 unknown_ports: UnknownPorts = "error") -> None:
+                 unknown_ports: UnknownPorts = "error", io_gate: IoGate | None = None) -> None:
         if unknown_ports not in ("error", "float"):
             raise ConfigError(f"unknown_ports must be 'error' or 'float', not {unknown_ports!r}")
         self.uc = uc
@@ -180,6 +191,7 @@ class Bus:
         self.guard = guard
         self.read_code = read_code
         self.unknown_ports = unknown_ports
+        self.io_gate = io_gate
         self._ports: dict[int, tuple[Device, int]] = {}
         self._mmio: list[MmioRegion] = []
         self._window: _Window | None = None
@@ -262,6 +274,9 @@ class Bus:
     # --- port I/O --------------------------------------------------------------------------
 
     def _in(self, _handle, port: int, size: int, _user_data) -> int:
+        gate = self.io_gate
+        if gate is not None and gate.io_checks and not gate.permits_io(port, size):
+            return gate.deny_io(port, size, True)
         owner = self._ports.get(port)
         if owner is not None:
             device, offset = owner
@@ -276,6 +291,10 @@ class Bus:
         return value
 
     def _out(self, _handle, port: int, size: int, value: int, _user_data) -> None:
+        gate = self.io_gate
+        if gate is not None and gate.io_checks and not gate.permits_io(port, size):
+            gate.deny_io(port, size, False)
+            return
         value &= _mask(size)
         owner = self._ports.get(port)
         if owner is not None:

@@ -99,7 +99,8 @@ def _machine_options(command: argparse.ArgumentParser) -> None:
                               "deterministic)")
     command.add_argument("--no-count", action="store_true",
                          help="do not count instructions: about 1.3x faster on tight loops, but "
-                              "no --max-instructions, --trace or instruction figures")
+                              "no --max-instructions, --trace, instruction figures or "
+                              "user-mode I/O permission check")
 
 
 def _machine_config(args) -> MachineConfig:

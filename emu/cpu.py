@@ -65,10 +65,21 @@ CR0_WP = 1 << 16
 SYSCALL_LENGTH = 2
 # Instructions that can set RFLAGS.IF, and how many instructions after their start an
 # interrupt may be taken (sti holds interrupts off for one more instruction: its shadow).
+IO_INSTRUCTIONS = frozenset({"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"})
+IOPL_SHIFT = 12
+TSS_IO_MAP_BASE = 0x66
+TSS_MIN_LIMIT = 0x67
+DESC_TYPE_SHIFT = 8
+TSS_TYPES = (9, 11)                 # 64-bit TSS, available or busy
+GENERAL_PROTECTION = 13
 IF_OPENERS = {"sti": 2, "popfq": 1, "popf": 1, "iretq": 1, "iret": 1, "sysretq": 1, "sysret": 1}
 HELD_INTERRUPT_RETRY = 1000      # retry period when no IF-setting instruction is known
 SYSCALL_VECTOR = 256           # not an IDT vector: how SYSCALL entries are counted and traced
 NOWHERE = (1 << 64) - 1        # emu_start's "until": a non-canonical address is never reached
+
+
+def _nothing(*_args) -> None:
+    """A code hook that only makes Unicorn check for a stop request at its address."""
 
 
 class _DeliveryFault(Exception):
@@ -143,6 +154,13 @@ class Cpu:
         self._if_openers: dict[int, int] = {}     # address of sti etc. -> shadow length
         self._held: list[tuple[int, int]] = []    # (sequence, vector) waiting for IF
         self._exits_on = False
+        # User-mode port I/O (see "user-mode port I/O" below).
+        self.io_checks = False            # on once a block runs at CPL 3 (counted runs only)
+        self._io_guards: dict[int, int] = {}      # address after an I/O instruction -> hook
+        self._stale_blocks: list[tuple[int, int]] = []    # to translate again, with guards
+        self._denied_io: tuple[int, ...] | None = None    # rip, port, rsi, rdi, rcx
+        if count:
+            self.counter.watch_user_blocks(self._on_user_block)
         self._sequence = 0
         self.exit_status: int | None = None
         self.exit_reason: str | None = None
@@ -344,6 +362,9 @@ class Cpu:
     # ---- exception delivery -------------------------------------------------------------
 
     def _on_interrupt(self, uc: Uc, vector: int, _data) -> None:
+        if self._denied_io is not None:     # hardware checks I/O permission first
+            self._deliver_denied_io()
+            return
         env = self.context.save()
         lay = self.layout
         rip = U64.unpack_from(env, lay.eip)[0]
@@ -650,6 +671,110 @@ class Cpu:
         self.context.restore()
         self._record(SYSCALL_VECTOR, "syscall", None, rip, None, cpl, lstar)
 
+    # ---- user-mode port I/O -------------------------------------------------------------
+
+    # Unicorn runs IN/OUT/INS/OUTS at any CPL without the I/O permission check (SDM vol. 1,
+    # 19.5), and an I/O hook cannot raise #GP: the rest of its translated block would run
+    # first. So each new block that runs at CPL 3 is scanned (the counter shows it once);
+    # an I/O instruction with more of the block after it gets a code hook on the next
+    # instruction, whose exit check ends the block there, and the block is translated again.
+    # A denied access then stops the run right after the instruction, which is undone and
+    # turned into #GP(0). Without the counter (--no-count) nothing shows the blocks, and the
+    # check is off: asking for the CPL on every port access would cost the kernel's serial
+    # output more than the speed --no-count is for.
+
+    def _on_user_block(self, address: int, size: int) -> bool:
+        """A new block at CPL 3. True: stop before it runs (it gained guards)."""
+        self.io_checks = True
+        try:
+            code = self.read_virtual(address, size)
+        except (LookupError, UnbackedAccess):
+            return False
+        end, added = address + size, False
+        for at, length, mnemonic, _ in self._disasm.disasm_lite(code, address):
+            after = at + length
+            if mnemonic.rsplit(" ", 1)[-1] in IO_INSTRUCTIONS and after < end and \
+                    after not in self._io_guards:
+                self._io_guards[after] = self.uc.hook_add(UC_HOOK_CODE, _nothing, None,
+                                                          after, after)
+                added = True
+        if added:
+            self._stale_blocks.append((address, end))
+        return added
+
+    def permits_io(self, port: int, size: int) -> bool:
+        """The I/O permission check of IN/OUT/INS/OUTS by the current instruction: CPL <=
+        IOPL, or every bit of the accessed ports clear in the TSS I/O permission bitmap."""
+        cpl = self._fast_reg(X.UC_X86_REG_CS) & 3
+        if cpl == 0 or cpl <= (self._fast_reg(X.UC_X86_REG_EFLAGS) >> IOPL_SHIFT) & 3:
+            return True
+        env = self.context.save()
+        lay = self.layout
+        base = U64.unpack_from(env, lay.tr + 8)[0]
+        limit, flags = struct.unpack_from("<II", env, lay.tr + 16)
+        if not flags & DESC_P or (flags >> DESC_TYPE_SHIFT) & 0xF not in TSS_TYPES or \
+                limit < TSS_MIN_LIMIT:
+            return False
+        try:
+            io_map = int.from_bytes(self._system_read(env, base + TSS_IO_MAP_BASE, 2), "little")
+            offset = io_map + port // 8
+            if offset + 1 > limit:          # both bytes must lie inside the TSS
+                return False
+            bits = int.from_bytes(self._system_read(env, base + offset, 2), "little")
+        except _DeliveryFault:
+            return False
+        return not bits & (((1 << size) - 1) << (port & 7))
+
+    def deny_io(self, port: int, size: int, is_in: bool) -> int:
+        """Called from the I/O hook for an access permits_io refused: remember the
+        instruction, stop after it, and return what an IN hands Unicorn (the destination's
+        current contents, so that the undone instruction changed nothing)."""
+        rip = self._fast_reg(X.UC_X86_REG_RIP)
+        rsi, rdi, rcx = (self._fast_reg(r) for r in (X.UC_X86_REG_RSI, X.UC_X86_REG_RDI,
+                                                      X.UC_X86_REG_RCX))
+        self._denied_io = (rip, port, rsi, rdi, rcx)
+        self.uc.emu_stop()
+        if not is_in:
+            return 0
+        mask = (1 << (8 * size)) - 1
+        if self._is_string_io(rip):          # INS stores at [RDI]: store what is there
+            try:
+                return int.from_bytes(self.read_virtual(rdi, size), "little")
+            except (LookupError, UnbackedAccess):
+                return 0
+        return self._fast_reg(X.UC_X86_REG_RAX) & mask
+
+    def _is_string_io(self, rip: int) -> bool:
+        try:
+            code = self.read_virtual(rip, 15)
+        except (LookupError, UnbackedAccess):
+            return False
+        return any(mnemonic.rsplit(" ", 1)[-1].startswith(("ins", "outs"))
+                   for _, _, mnemonic, _ in self._disasm.disasm_lite(code, rip, 1))
+
+    def _finish_user_io_stop(self) -> bool:
+        """After emu_start returned: translate guarded blocks again, deliver a pending #GP.
+        True if the run stopped for one of these."""
+        handled = bool(self._stale_blocks)
+        for start, end in self._stale_blocks:
+            self.uc.ctl_remove_cache(start, end)
+        self._stale_blocks.clear()
+        if self._denied_io is not None:
+            self._settle_count(self._denied_io[0])      # the denied instruction did not retire
+            self._deliver_denied_io()
+            handled = True
+        return handled
+
+    def _deliver_denied_io(self) -> None:
+        rip, _port, rsi, rdi, rcx = self._denied_io
+        self._denied_io = None
+        env = self.context.save()
+        lay = self.layout
+        for name, value in (("rsi", rsi), ("rdi", rdi), ("rcx", rcx)):   # string I/O moved them
+            U64.pack_into(env, lay.reg(name), value)
+        U64.pack_into(env, lay.eip, rip)
+        self._deliver(env, GENERAL_PROTECTION, "fault", 0, rip, source=rip)
+
     # ---- time -------------------------------------------------------------------------
 
     def _hook_time_stamp_counter(self) -> None:
@@ -700,6 +825,8 @@ class Cpu:
             self._emulate(self.uc.reg_read(X.UC_X86_REG_RIP))
             if self.exit_status is not None:
                 return "exit"
+            if self._finish_user_io_stop():
+                continue
             if self._step_over_if_opener():
                 if self.exit_status is not None:
                     return "exit"

@@ -22,6 +22,8 @@
 typedef int (*stop_fn)(void *uc);
 typedef uint32_t (*miss_fn)(uint64_t address, uint32_t size);
 typedef int (*ctl_fn)(void *uc, uint32_t control, ...);
+typedef int (*reg_read_fn)(void *uc, int regid, void *value);
+typedef int (*user_block_fn)(uint64_t address, uint32_t size);
 
 /* uc_ctl(UC_CTL_TB_REQUEST_CACHE): (3 << 30) read-write, (2 << 26) two arguments, 8. */
 #define TB_REQUEST_CACHE ((3u << 30) | (2u << 26) | 8u)
@@ -53,6 +55,10 @@ struct counter {
     miss_fn miss;
     ctl_fn ctl;
     uint64_t asked_python;
+    reg_read_fn reg_read;
+    user_block_fn user_block;     /* NULL: nobody wants to see user-mode blocks */
+    int32_t cs_register;          /* UC_X86_REG_CS */
+    uint32_t user_blocks;
     uint32_t used;
     uint32_t reserved;
     struct entry cache[CACHE_SLOTS];
@@ -90,11 +96,24 @@ static uint32_t block_instructions(void *uc, struct counter *c, uint64_t address
     return c->miss(address, size);
 }
 
+/* A new block at CPL 3 goes to Python once (the monitor looks for I/O instructions in it,
+ * whose permission it checks); a nonzero answer stops Unicorn before the block runs. */
+static void show_user_block(void *uc, struct counter *c, uint64_t address, uint32_t size) {
+    uint64_t cs = 0;
+    if (c->reg_read(uc, c->cs_register, &cs) != 0 || (cs & 3) != 3)
+        return;
+    c->user_blocks++;
+    if (c->user_block(address, size))
+        c->stop(uc);
+}
+
 static uint32_t fill(void *uc, struct counter *c, uint64_t address, uint32_t size) {
     struct entry *first = &c->entries[slot_of(address)];
     if (c->used >= SLOTS / 2)             /* keep the table sparse: start over */
         icount_forget(c);
     uint32_t count = block_instructions(uc, c, address, size);
+    if (c->user_block)
+        show_user_block(uc, c, address, size);
     c->misses++;
     c->used++;
     struct entry *victim = first;         /* a free probe slot, else the first one */

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from unicorn import UC_HOOK_BLOCK
+from unicorn.x86_const import UC_X86_REG_CS
 from unicorn.unicorn_py3 import unicorn as _binding
 
 from .errors import BuildError
@@ -23,6 +24,7 @@ SOURCE = Path(__file__).with_name("icount.c")
 NEVER = (1 << 64) - 1
 
 _MISS = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32)
+_USER_BLOCK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64, ctypes.c_uint32)
 _STOP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 
 
@@ -32,7 +34,9 @@ class _Header(ctypes.Structure):
                 ("last_count", ctypes.c_uint32), ("stop_requested", ctypes.c_uint32),
                 ("generation", ctypes.c_uint32), ("misses", ctypes.c_uint64),
                 ("stop", ctypes.c_void_p), ("miss", ctypes.c_void_p),
-                ("ctl", ctypes.c_void_p), ("asked_python", ctypes.c_uint64)]
+                ("ctl", ctypes.c_void_p), ("asked_python", ctypes.c_uint64),
+                ("reg_read", ctypes.c_void_p), ("user_block", ctypes.c_void_p),
+                ("cs_register", ctypes.c_int32), ("user_blocks", ctypes.c_uint32)]
 
 
 def _cache_dir() -> Path:
@@ -55,8 +59,9 @@ def library_path() -> Path:
         env = dict(os.environ, ZIG_GLOBAL_CACHE_DIR=str(Path(tmp) / "zig-global"),
                    ZIG_LOCAL_CACHE_DIR=str(Path(tmp) / "zig-local"))
         result = subprocess.run(
-            [sys.executable, "-m", "ziglang", "cc", "-shared", "-fPIC", "-O2", "-fomit-frame-pointer",
-             "-o", str(out), str(SOURCE)], capture_output=True, text=True, env=env)
+            [sys.executable, "-m", "ziglang", "cc", "-shared", "-fPIC", "-O2",
+             "-fomit-frame-pointer", "-o", str(out), str(SOURCE)],
+            capture_output=True, text=True, env=env)
         if result.returncode != 0:
             raise BuildError(f"cannot build the instruction counter: {result.stderr.strip()}")
         os.replace(out, target)
@@ -93,7 +98,22 @@ class InstructionCounter:
             ctypes.c_void_p(ctypes.addressof(self._memory)), ctypes.c_uint64(1),
             ctypes.c_uint64(0))
         if status != 0:
-            raise BuildError(f"cannot install the instruction counter hook (unicorn error {status})")
+            raise BuildError("cannot install the instruction counter hook "
+                             f"(unicorn error {status})")
+
+    def watch_user_blocks(self, callback: Callable[[int, int], bool]) -> None:
+        """Call `callback(address, size)` once for each new block that runs at CPL 3 (again
+        after forget_blocks); if it returns True, Unicorn stops before that block runs."""
+        def on_user_block(address: int, size: int) -> int:
+            try:
+                return int(bool(callback(address, size)))
+            except BaseException as exc:  # noqa: BLE001 - kept and re-raised by the CPU loop
+                self.error = exc
+                return 1
+        self._user_block = _USER_BLOCK(on_user_block)
+        self.state.reg_read = ctypes.cast(_binding.uclib.uc_reg_read, ctypes.c_void_p)
+        self.state.cs_register = UC_X86_REG_CS
+        self.state.user_block = ctypes.cast(self._user_block, ctypes.c_void_p)
 
     def _on_miss(self, address: int, size: int) -> int:
         try:

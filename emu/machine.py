@@ -103,7 +103,8 @@ class Machine:
             raise ConfigError("--max-instructions needs instruction counting; drop --no-count")
         self.cpu = Cpu(self.uc, self.memory, self.events, self.guard,
                        count=config.count_instructions)
-        self.bus = Bus(self.uc, self.events, self.guard, read_code=self.cpu.read_virtual)
+        self.bus = Bus(self.uc, self.events, self.guard, read_code=self.cpu.read_virtual,
+                       io_gate=self.cpu)
         self.bus.limit_unbacked_checks(self.memory.ranges())
         self.devices: PcDevices = install_pc_devices(
             self.bus, on_serial_text, on_exit=lambda value: self.cpu.request_exit(value),

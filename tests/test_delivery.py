@@ -784,3 +784,171 @@ def test_observer_receives_exception_delivered(m):
         (0x80, "software", reg(m, "r8"), None, None, 3, CODE + 0x3000)
     assert 0 < pf.icount < syscall.icount
     assert m.cpu.last_exception == syscall
+
+
+# --- 13. user-mode port I/O: the I/O permission check (SDM vol. 1, 19.5) -------------------
+
+IO_MAP = 0x68              # the I/O permission bitmap starts right after the 64-bit TSS
+IO_MAP_BYTES = 0x80        # ports 0-0x3ff; higher ports lie past the TSS limit
+
+
+def io_machine(count: bool = True, allowed: tuple[int, ...] | None = None
+               ) -> tuple[BareMachine, list[str]]:
+    """BareMachine with the PC devices on a bus that asks the CPU for I/O permission.
+    `allowed`: give the TSS an I/O bitmap permitting just those ports (None: the bare TSS,
+    whose limit leaves no room for a bitmap: every port denied at CPL 3 with IOPL 0)."""
+    from emu.bus import Bus
+    from emu.devices import install_pc_devices
+    m = BareMachine(count=count)
+    bus = Bus(m.uc, m.events, m.guard, read_code=m.cpu.read_virtual, io_gate=m.cpu)
+    text: list[str] = []
+    install_pc_devices(bus, text.append, on_exit=lambda value: m.cpu.request_exit(value))
+    if allowed is not None:
+        limit = IO_MAP + IO_MAP_BYTES          # the byte after the bitmap, all ones, inside
+        low = (limit & 0xFFFF) | ((TSS & 0xFFFFFF) << 16) | (0x89 << 40) | \
+            (((limit >> 16) & 0xF) << 48) | (((TSS >> 24) & 0xFF) << 56)
+        m.u64(0x1000 + 5 * 8, low)             # GDT entry 5: the TSS (selector 0x28)
+        m.memory.write(TSS + 0x66, IO_MAP.to_bytes(2, "little"))
+        bitmap = bytearray(b"\xff" * (IO_MAP_BYTES + 1))
+        for port in allowed:
+            bitmap[port // 8] &= ~(1 << (port % 8))
+        m.memory.write(TSS + IO_MAP, bytes(bitmap))
+    return m, text
+
+
+def user_io(m: BareMachine, code: str, rflags: int = 0x202) -> None:
+    m.load(to_ring3(rflags=rflags), user=code, gp=recorder(1, error=True, then="hlt"),
+           sys=recorder(2, error=False, then="hlt"))
+    m.gate(13, CODE + 0x2000)
+    m.gate(0x80, CODE + 0x3000, dpl=3)
+    m.boot()
+
+
+@pytest.mark.parametrize("access", ["out dx, al", "in al, dx", "out dx, ax", "in eax, dx"])
+def test_user_io_without_permission_raises_gp_before_the_next_instruction(access):
+    m, text = io_machine()
+    user_io(m, f"""
+        mov dx, 0x3f8
+        mov eax, 0x12345641
+        mov r12, 1
+        lea r13, [rip + io]
+    io:
+        {access}
+        mov r12, 2
+        int 0x80
+    """)
+    assert m.run() == "halt"
+    assert m.cpu.exceptions_by_vector == {13: 1}
+    r = record(m, 1)
+    assert (r.error, r.rip, r.cs) == (0, reg(m, "r13"), UCODE)
+    assert reg(m, "r12") == 1                  # nothing after the I/O instruction ran
+    assert reg(m, "rax") == 0x12345641         # a refused IN leaves its destination alone
+    assert text == []                          # and a refused OUT reaches no device
+
+
+def test_the_tss_io_bitmap_permits_single_ports():
+    m, text = io_machine(allowed=(0x3f8, 0x3fd))
+    user_io(m, """
+        mov dx, 0x3fd
+        in al, dx                  # LSR: permitted
+        mov bl, al
+        mov dx, 0x3f8
+        mov al, 0x41
+        out dx, al                 # THR: permitted
+        mov al, 0x0a
+        out dx, al
+        lea r13, [rip + io]
+        mov dx, 0x3f9
+    io:
+        in al, dx                  # IER: denied
+        int 0x80
+    """)
+    assert m.run() == "halt"
+    assert reg(m, "rbx") & 0xFF == 0x60        # the LSR answered the permitted IN
+    assert "".join(text) == "A\n"
+    assert m.cpu.exceptions_by_vector == {13: 1}
+    assert record(m, 1).rip == reg(m, "r13")
+
+
+def test_a_wide_access_needs_the_bit_of_every_port_it_touches():
+    m, _ = io_machine(allowed=(0x3f8,))        # 0x3f9 denied
+    user_io(m, """
+        lea r13, [rip + io]
+        mov dx, 0x3f8
+    io:
+        in ax, dx
+        int 0x80
+    """)
+    assert m.run() == "halt"
+    assert m.cpu.exceptions_by_vector == {13: 1}
+    assert record(m, 1).rip == reg(m, "r13")
+
+
+def test_iopl_3_permits_every_port():
+    m, text = io_machine()
+    user_io(m, """
+        mov dx, 0x3f8
+        mov al, 0x42
+        out dx, al
+        mov al, 0x0a
+        out dx, al
+        int 0x80
+    """, rflags=0x3202)
+    assert m.run() == "halt"
+    assert "".join(text) == "B\n"
+    assert m.cpu.exceptions_by_vector == {0x80: 1}
+
+
+def test_a_refused_rep_outs_is_undone():
+    m, _ = io_machine()
+    user_io(m, f"""
+        mov dx, 0x3f8
+        mov rsi, {USER_RSP - 0x100}
+        mov rcx, 3
+        lea r13, [rip + io]
+    io:
+        rep outsb
+        int 0x80
+    """)
+    assert m.run() == "halt"
+    assert m.cpu.exceptions_by_vector == {13: 1}
+    assert record(m, 1).rip == reg(m, "r13")
+    assert (reg(m, "rsi"), reg(m, "rcx")) == (USER_RSP - 0x100, 3)
+
+
+def test_the_refused_instruction_does_not_retire():
+    stamps = []
+    for access in ("nop", "out dx, al"):
+        m, _ = io_machine()
+        seen: list[ExceptionDelivered] = []
+
+        class Watch(Observer):
+            def on_exception(self, event):
+                seen.append(event)
+
+        m.events.subscribe(Watch())
+        user_io(m, f"""
+            mov dx, 0x3f8
+            {access}
+            int 0x80
+        """)
+        assert m.run() == "halt"
+        stamps.append(seen[0].icount)
+    # with the nop, int 0x80 is delivered after mov, nop and int retired; the refused out
+    # is delivered after the mov alone
+    assert stamps[1] == stamps[0] - 2
+
+
+def test_without_counting_user_io_is_not_checked():
+    # documented (README, --no-count): no block hook shows the user-mode blocks
+    from emu.icount import NEVER
+    m, text = io_machine(count=False)
+    user_io(m, """
+        mov dx, 0x3f8
+        mov al, 0x43
+        out dx, al
+        int 0x80
+    """)
+    assert m.run(budget=NEVER) == "halt"
+    assert text == ["C"]
+    assert m.cpu.exceptions_by_vector == {0x80: 1}
