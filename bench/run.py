@@ -40,9 +40,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs  # noqa: E402
-from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR,  # noqa: E402
-                     UC_HOOK_MEM_FETCH_PROT, UC_HOOK_MEM_UNMAPPED, UC_MODE_64, Uc)
-from unicorn.unicorn_py3 import unicorn as _binding  # noqa: E402
+from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_PROT,  # noqa: E402
+                     UC_HOOK_MEM_UNMAPPED, UC_MODE_64, Uc)
 from unicorn import x86_const as X  # noqa: E402
 
 from emu import icount, loader, memmap as memmaps, paging  # noqa: E402
@@ -153,16 +152,8 @@ def _no_memory(uc, access, address, size, value, _data) -> bool:
 def _install_block_floor(uc) -> ctypes.Array:
     """icount.c's block-counting hook: the least a UC_HOOK_BLOCK costs. Returns the
     counter's memory (first field: blocks executed), which must outlive the hook."""
-    library = ctypes.CDLL(str(icount.library_path()))
-    library.icount_struct_size.restype = ctypes.c_uint64
-    memory = ctypes.create_string_buffer(library.icount_struct_size())
-    handle = ctypes.c_size_t()
-    status = _binding.uclib.uc_hook_add(
-        uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
-        ctypes.cast(library.icount_block_floor, ctypes.c_void_p),
-        ctypes.c_void_p(ctypes.addressof(memory)), ctypes.c_uint64(1), ctypes.c_uint64(0))
-    if status != 0:
-        raise RuntimeError(f"cannot install the block hook (unicorn error {status})")
+    memory = icount.new_counter_memory()
+    icount.hook_blocks(uc, "icount_block_floor", memory)
     return memory
 
 

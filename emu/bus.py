@@ -39,6 +39,8 @@ from .events import EventBus, MmioAccess, PortAccess
 from .guard import PORT_IN, PORT_OUT, HookGuard
 
 PAGE_SIZE = 0x1000
+PHYSICAL_LIMIT = 1 << 52         # the architectural physical address width
+PORT_COUNT = 0x10000
 
 
 class IoGate(Protocol):
@@ -48,9 +50,7 @@ class IoGate(Protocol):
 
     def permits_io(self, port: int, size: int) -> bool: ...
 
-    def deny_io(self, port: int, size: int, is_in: bool) -> int: ...
-PHYSICAL_LIMIT = 1 << 52         # the architectural physical address width
-PORT_COUNT = 0x10000
+    def deny_io(self, size: int, is_in: bool) -> int: ...
 
 
 class Access(Flag):
@@ -276,7 +276,7 @@ class Bus:
     def _in(self, _handle, port: int, size: int, _user_data) -> int:
         gate = self.io_gate
         if gate is not None and gate.io_checks and not gate.permits_io(port, size):
-            return gate.deny_io(port, size, True)
+            return gate.deny_io(size, True)
         owner = self._ports.get(port)
         if owner is not None:
             device, offset = owner
@@ -293,7 +293,7 @@ class Bus:
     def _out(self, _handle, port: int, size: int, value: int, _user_data) -> None:
         gate = self.io_gate
         if gate is not None and gate.io_checks and not gate.permits_io(port, size):
-            gate.deny_io(port, size, False)
+            gate.deny_io(size, False)
             return
         value &= _mask(size)
         owner = self._ports.get(port)

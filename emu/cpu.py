@@ -725,7 +725,7 @@ class Cpu:
             return False
         return not bits & (((1 << size) - 1) << (port & 7))
 
-    def deny_io(self, port: int, size: int, is_in: bool) -> int:
+    def deny_io(self, size: int, is_in: bool) -> int:
         """Called from the I/O hook for an access permits_io refused: remember the
         instruction, stop after it, and return what an IN hands Unicorn (the destination's
         current contents, so that the undone instruction changed nothing)."""

@@ -4,9 +4,10 @@
  * 2 ns a block, of which Unicorn's own helper call is about 1. Each block's instruction
  * count is found in a direct-mapped cache of 16-byte entries (one load, a predictable
  * branch: nothing else is on the chain of dependent loads from one block to the next),
- * behind it a table with short linear probes; a miss in both asks Python once (it
- * decodes the block with capstone). The count is added when the block starts, so the monitor subtracts the part
- * of the last block that did not run when it stops mid-block (exception, exit, exact stop).
+ * behind it a table with short linear probes; a miss in both asks Unicorn's block cache
+ * once (Python, which decodes the block with capstone, only if Unicorn cannot say). The
+ * count is added when the block starts, so the monitor subtracts the part of the last
+ * block that did not run when it stops mid-block (exception, exit, exact stop).
  *
  * `stop_at`: when the block about to run would bring the count to it, ask Unicorn to
  * stop; Unicorn 2.1.4 then leaves before that block runs, and the monitor single-steps the
@@ -58,7 +59,6 @@ struct counter {
     reg_read_fn reg_read;
     user_block_fn user_block;     /* NULL: nobody wants to see user-mode blocks */
     int32_t cs_register;          /* UC_X86_REG_CS */
-    uint32_t user_blocks;
     uint32_t used;
     uint32_t reserved;
     struct entry cache[CACHE_SLOTS];
@@ -102,7 +102,6 @@ static void show_user_block(void *uc, struct counter *c, uint64_t address, uint3
     uint64_t cs = 0;
     if (c->reg_read(uc, c->cs_register, &cs) != 0 || (cs & 3) != 3)
         return;
-    c->user_blocks++;
     if (c->user_block(address, size))
         c->stop(uc);
 }

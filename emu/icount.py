@@ -6,6 +6,7 @@ mid-block stop, and the stop request used for budgets and exact-count interrupts
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import subprocess
@@ -36,7 +37,7 @@ class _Header(ctypes.Structure):
                 ("stop", ctypes.c_void_p), ("miss", ctypes.c_void_p),
                 ("ctl", ctypes.c_void_p), ("asked_python", ctypes.c_uint64),
                 ("reg_read", ctypes.c_void_p), ("user_block", ctypes.c_void_p),
-                ("cs_register", ctypes.c_int32), ("user_blocks", ctypes.c_uint32)]
+                ("cs_register", ctypes.c_int32)]
 
 
 def _cache_dir() -> Path:
@@ -68,6 +69,32 @@ def library_path() -> Path:
     return target
 
 
+@functools.lru_cache(maxsize=1)
+def load_library() -> ctypes.CDLL:
+    """The counter library (built on first use), its argument and result types declared."""
+    library = ctypes.CDLL(str(library_path()))
+    library.icount_struct_size.restype = ctypes.c_uint64
+    library.icount_forget.argtypes = [ctypes.c_void_p]
+    return library
+
+
+def new_counter_memory() -> ctypes.Array:
+    """Zeroed memory for one `struct counter` of icount.c."""
+    return ctypes.create_string_buffer(load_library().icount_struct_size())
+
+
+def hook_blocks(uc, function: str, memory: ctypes.Array) -> None:
+    """Install the library's `function` as a UC_HOOK_BLOCK on all code, with `memory` (a
+    struct counter, which must outlive the hook) as its user data."""
+    handle = ctypes.c_size_t()
+    status = _binding.uclib.uc_hook_add(
+        uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
+        ctypes.cast(getattr(load_library(), function), ctypes.c_void_p),
+        ctypes.c_void_p(ctypes.addressof(memory)), ctypes.c_uint64(1), ctypes.c_uint64(0))
+    if status != 0:
+        raise BuildError(f"cannot install the block hook {function} (unicorn error {status})")
+
+
 class InstructionCounter:
     """Counts retired instructions. `count_block(address, size)` decodes a block (Python),
     the fallback when Unicorn cannot say. A REP string instruction counts once per
@@ -76,11 +103,7 @@ class InstructionCounter:
     counting = True
 
     def __init__(self, uc, count_block: Callable[[int, int], int]) -> None:
-        self._lib = ctypes.CDLL(str(library_path()))
-        self._lib.icount_struct_size.restype = ctypes.c_uint64
-        self._lib.icount_forget.argtypes = [ctypes.c_void_p]
-        size = self._lib.icount_struct_size()
-        self._memory = ctypes.create_string_buffer(size)
+        self._memory = new_counter_memory()
         self.state = _Header.from_buffer(self._memory)
         self._count_block = count_block
         self._miss = _MISS(self._on_miss)
@@ -91,15 +114,7 @@ class InstructionCounter:
         self.state.stop_at = NEVER
         self.state.generation = 1      # slots start at generation 0: all empty
         self.error: BaseException | None = None
-        handle = ctypes.c_size_t()
-        callback = ctypes.cast(self._lib.icount_block, ctypes.c_void_p)
-        status = _binding.uclib.uc_hook_add(
-            uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK, callback,
-            ctypes.c_void_p(ctypes.addressof(self._memory)), ctypes.c_uint64(1),
-            ctypes.c_uint64(0))
-        if status != 0:
-            raise BuildError("cannot install the instruction counter hook "
-                             f"(unicorn error {status})")
+        hook_blocks(uc, "icount_block", self._memory)
 
     def watch_user_blocks(self, callback: Callable[[int, int], bool]) -> None:
         """Call `callback(address, size)` once for each new block that runs at CPL 3 (again
@@ -128,7 +143,7 @@ class InstructionCounter:
         return self.state.icount
 
     def forget_blocks(self) -> None:
-        self._lib.icount_forget(ctypes.c_void_p(ctypes.addressof(self._memory)))
+        load_library().icount_forget(ctypes.c_void_p(ctypes.addressof(self._memory)))
 
     def request_stop_at(self, icount: int) -> None:
         self.state.stop_at = icount
