@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from emu.build import build_guest  # noqa: E402
-from emu.heapreplay import HEAP_KINDS, Trace, TraceOp, parse_trace, replay  # noqa: E402
+from emu.workloads.heap_replay import HEAP_KINDS, Trace, TraceOp, parse_trace, replay  # noqa: E402
 from common import host, publish  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "heap_results.json"

@@ -44,13 +44,16 @@ from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_
                      UC_HOOK_MEM_UNMAPPED, UC_MODE_64, Uc)
 from unicorn import x86_const as X  # noqa: E402
 
-from emu import icount, loader, memmap as memmaps, paging  # noqa: E402
+from emu.arch import paging  # noqa: E402
+from emu.boot import loader  # noqa: E402
+from emu.engine import icount  # noqa: E402
+from emu.hw import memmap as memmaps  # noqa: E402
 from emu.build import build_guest  # noqa: E402
 from emu.cpu import NOWHERE  # noqa: E402
-from emu.devices import COM1, DEBUG_EXIT_PORT, Uart16550  # noqa: E402
-from emu.icount import InstructionCounter  # noqa: E402
+from emu.hw.devices.pc import COM1, DEBUG_EXIT_PORT, Uart16550  # noqa: E402
+from emu.engine.icount import InstructionCounter  # noqa: E402
 from emu.machine import Machine, MachineConfig  # noqa: E402
-from emu.memory import PhysicalMemory  # noqa: E402
+from emu.hw.memory import PhysicalMemory  # noqa: E402
 
 from bare import BareMachine, P, W  # noqa: E402
 from common import host, interleaved_rounds, publish  # noqa: E402
@@ -198,7 +201,7 @@ class BigBareMachine(BareMachine):
             raise ValueError(f"{pages} demand pages do not fit in {BIG_RAM >> 20} MiB")
         from emu.cpu import Cpu
         from emu.events import EventBus
-        from emu.guard import HookGuard
+        from emu.engine.guard import HookGuard
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.memory = PhysicalMemory(self.uc)
         self.memory.add(0, BIG_RAM)

@@ -21,10 +21,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import ConfigError, EmuError
-from .machine import EXIT_HARNESS_ERROR, Machine, MachineConfig, RunResult
-from .memmap import parse_memory_size
+from emu import __version__
+from emu.errors import ConfigError, EmuError
+from emu.machine import EXIT_HARNESS_ERROR, Machine, MachineConfig, RunResult
+from emu.hw.memmap import parse_memory_size
 
 MSR_EFER, EFER_NXE = 0xC0000080, 1 << 11
 CHECKS = ("pt", "heap")        # --check pt,heap: emu/checker.py, emu/heapcheck.py
@@ -106,7 +106,7 @@ def _machine_options(command: argparse.ArgumentParser) -> None:
 def _machine_config(args) -> MachineConfig:
     kernel = args.kernel
     if kernel is None:
-        from .build import build_guest
+        from emu.build import build_guest
         kernel = build_guest()
     return MachineConfig(
         kernel=kernel, memory=parse_memory_size(args.memory) if args.memory else None,
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "build":
-            from .build import build_guest
+            from emu.build import build_guest
             print(build_guest())
             return 0
         if args.command == "pt":
@@ -177,7 +177,7 @@ def _run(args) -> int:
     observers = []
     recorder = None
     if args.trace:
-        from .trace import TraceRecorder
+        from emu.monitor.trace import TraceRecorder
         import hashlib
         digest = hashlib.sha256(kernel.read_bytes()).hexdigest() if kernel.is_file() else ""
         recorder = TraceRecorder(args.trace, digest, config.describe())
@@ -187,18 +187,18 @@ def _run(args) -> int:
         machine = Machine(config, observers, on_serial_text=live)
         checker = heap_checker = None
         if "pt" in checks:
-            from .checker import attach
+            from emu.monitor.checker import attach
             checker = attach(machine, strict=args.strict, every=args.check_every,
                              on_violation=None if args.strict else _print_violation)
         if "heap" in checks:
-            from . import heapcheck
+            from emu.monitor import heapcheck
             heap_checker = heapcheck.attach(machine, _heap_finding(machine, args.strict))
         result = machine.run()
     finally:
         if recorder:
             recorder.close()
     if args.screenshot:
-        from .screenshot import save_framebuffer
+        from emu.monitor.screenshot import save_framebuffer
         save_framebuffer(machine, args.screenshot)
     _summary(result)
     if checker is not None:
@@ -209,7 +209,7 @@ def _run(args) -> int:
 
 
 def _heap_finding(machine, strict: bool):
-    from .heapcheck import describe
+    from emu.monitor.heapcheck import describe
 
     def found(event) -> None:
         if strict:
@@ -232,12 +232,12 @@ def _heap_summary(checker) -> None:
 
 def _heap_replay(args) -> int:
     """`emu heap-replay`: the trace is read and checked before anything boots."""
-    from . import heapreplay
+    from emu.workloads import heap_replay as heapreplay
 
     trace = heapreplay.parse_trace(args.trace)
     kernel = args.kernel
     if kernel is None:
-        from .build import build_guest
+        from emu.build import build_guest
         kernel = build_guest()
     heaps = heapreplay.HEAP_KINDS if args.heap == "all" else (args.heap,)
     outcomes = heapreplay.replay_all(
@@ -267,9 +267,9 @@ def _pt(args) -> int:
     """`emu pt`: run, then list the address space at the end, at --cr3 or at a checkpoint."""
     from unicorn.x86_const import UC_X86_REG_MSR
 
-    from .events import Checkpoint, Observer
-    from .memory import UnbackedAccess
-    from .paging import mapped_ranges
+    from emu.events import Checkpoint, Observer
+    from emu.hw.memory import UnbackedAccess
+    from emu.arch.paging import mapped_ranges
 
     machine = Machine(_machine_config(args))
 
@@ -342,7 +342,7 @@ def _live_printer():
 
 
 def _summary(result: RunResult) -> None:
-    from .report import exception_name
+    from emu.monitor.report import exception_name
     err = sys.stderr
     if result.report:
         print(result.report, file=err)

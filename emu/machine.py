@@ -15,17 +15,19 @@ from typing import Callable, Iterable
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 from unicorn import x86_const as X
 
-from . import loader, memmap as memmaps
-from .bus import Bus
-from .cpu import Cpu
-from .devices import PcDevices, install_pc_devices, qemu_status
-from .errors import ConfigError, EmuError, GuestError, TripleFault
-from .events import EventBus, GuestExit, Observer
-from .guard import HookGuard
-from .icount import NEVER
-from .memory import PhysicalMemory
-from .symbols import Symbols
-from . import report
+from emu.boot import loader
+
+from emu.hw import memmap as memmaps
+from emu.hw.bus import Bus
+from emu.cpu import Cpu
+from emu.hw.devices.pc import PcDevices, install_pc_devices, qemu_status
+from emu.errors import ConfigError, EmuError, GuestError, TripleFault
+from emu.events import EventBus, GuestExit, Observer
+from emu.engine.guard import HookGuard
+from emu.engine.icount import NEVER
+from emu.hw.memory import PhysicalMemory
+from emu.monitor.symbols import Symbols
+from emu.monitor import report
 
 # Limine's machine state at entry (LIMINE.md)
 BOOT_CR0 = 0x80010011          # PE | ET | WP | PG

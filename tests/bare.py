@@ -12,8 +12,8 @@ from unicorn import x86_const as X
 
 from emu.cpu import Cpu
 from emu.events import EventBus
-from emu.guard import HookGuard
-from emu.memory import PhysicalMemory
+from emu.engine.guard import HookGuard
+from emu.hw.memory import PhysicalMemory
 
 GDT, TSS, IDT = 0x1000, 0x2000, 0x3000
 PML4, PDPT, PD, PT0 = 0x10000, 0x11000, 0x12000, 0x13000   # PT0..: 4 page tables (8 MiB)

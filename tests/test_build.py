@@ -17,7 +17,7 @@ import pytest
 from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
 
-import emu.build
+import emu.build.kernel
 from emu.build import DEFAULT_SOURCE_DIR, build_guest
 from emu.errors import BuildError, ConfigError
 
@@ -92,7 +92,7 @@ def test_second_build_does_not_run_the_compiler(
     def no_compiler(*args: object, **kwargs: object) -> None:
         raise AssertionError("the compiler ran although the ELF was up to date")
 
-    monkeypatch.setattr(emu.build.subprocess, "run", no_compiler)
+    monkeypatch.setattr(emu.build.kernel.subprocess, "run", no_compiler)
     assert build_guest(build_dir=kernel.parent) == kernel
 
 

@@ -16,15 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from unicorn import x86_const as X
 
-from emu import checker, paging
+from emu.monitor import checker
+
+from emu.arch import paging
 from emu.build import build_guest
-from emu.checker import (DESCRIPTOR, DESCRIPTOR_MAGIC, PMM_BITMAP, PMM_BUDDY, RULES,
+from emu.monitor.checker import (DESCRIPTOR, DESCRIPTOR_MAGIC, PMM_BITMAP, PMM_BUDDY, RULES,
                          InvariantChecker, Platform, PmmDescriptor, PmmState)
 from emu.cli import main
 from emu.events import EventBus, InvariantViolation, Observer
 from emu.machine import EXIT_VIOLATION, Machine, MachineConfig
-from emu.memmap import MemoryType, Region
-from emu.trace import read_trace
+from emu.hw.memmap import MemoryType, Region
+from emu.monitor.trace import read_trace
 
 from bare import CODE, DEMAND, PML4, PT0, BareMachine
 from conftest import deadline

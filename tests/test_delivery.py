@@ -797,8 +797,8 @@ def io_machine(count: bool = True, allowed: tuple[int, ...] | None = None
     """BareMachine with the PC devices on a bus that asks the CPU for I/O permission.
     `allowed`: give the TSS an I/O bitmap permitting just those ports (None: the bare TSS,
     whose limit leaves no room for a bitmap: every port denied at CPL 3 with IOPL 0)."""
-    from emu.bus import Bus
-    from emu.devices import install_pc_devices
+    from emu.hw.bus import Bus
+    from emu.hw.devices.pc import install_pc_devices
     m = BareMachine(count=count)
     bus = Bus(m.uc, m.events, m.guard, read_code=m.cpu.read_virtual, io_gate=m.cpu)
     text: list[str] = []
@@ -941,7 +941,7 @@ def test_the_refused_instruction_does_not_retire():
 
 def test_without_counting_user_io_is_not_checked():
     # documented (README, --no-count): no block hook shows the user-mode blocks
-    from emu.icount import NEVER
+    from emu.engine.icount import NEVER
     m, text = io_machine(count=False)
     user_io(m, """
         mov dx, 0x3f8

@@ -10,11 +10,11 @@ from unicorn import UC_ARCH_X86, UC_MODE_64, Uc, UcError
 from unicorn.x86_const import (UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_RAX,
                                UC_X86_REG_RBX, UC_X86_REG_RSP)
 
-from emu.bus import Access, Bus, Device, Register
-from emu.devices import (COM1, DebugExit, Uart16550, install_pc_devices, qemu_status)
+from emu.hw.bus import Access, Bus, Device, Register
+from emu.hw.devices.pc import (COM1, DebugExit, Uart16550, install_pc_devices, qemu_status)
 from emu.errors import ConfigError, GuestCrash
 from emu.events import EventBus, MmioAccess, Observer, PortAccess, SerialOutput
-from emu.guard import HookGuard
+from emu.engine.guard import HookGuard
 
 CODE = 0x1000
 STACK_TOP = 0x9000

@@ -22,7 +22,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from unicorn import x86_const as X
 
-from emu import paging
+from emu.arch import paging
 from emu.build import build_guest
 from emu.machine import Machine, MachineConfig, RunResult
 

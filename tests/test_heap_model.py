@@ -29,7 +29,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, precondition
                                  run_state_machine_as_test)
 
 from conftest import deadline
-from emu.heapreplay import HEAP_KINDS, Trace, TraceOp, heaptest, replay
+from emu.workloads.heap_replay import HEAP_KINDS, Trace, TraceOp, heaptest, replay
 
 MAX_OPS = 200
 EXAMPLES = 15

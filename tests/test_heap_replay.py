@@ -17,14 +17,14 @@ import pytest
 
 from bare import CODE, DEMAND, BareMachine
 from emu.build import build_guest
-from emu.bus import Bus
+from emu.hw.bus import Bus
 from emu.cli import main
-from emu.devices import MARKER_PORT, install_pc_devices
+from emu.hw.devices.pc import MARKER_PORT, install_pc_devices
 from emu.errors import ConfigError
 from emu.events import HeapFinding, Marker, Observer
-from emu.heapcheck import HeapChecker, describe
-from emu.heapreplay import Trace, TraceOp, parse_trace, parse_trace_text, replay
-from emu.symbols import Symbol, Symbols
+from emu.monitor.heapcheck import HeapChecker, describe
+from emu.workloads.heap_replay import Trace, TraceOp, parse_trace, parse_trace_text, replay
+from emu.monitor.symbols import Symbol, Symbols
 from unicorn import x86_const as X
 
 HEAP, HEAP_END = 0x200000, 0x280000

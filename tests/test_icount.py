@@ -6,7 +6,7 @@ import pytest
 from unicorn import x86_const as X
 
 from bare import CODE, DEMAND, PT0, UCODE, UDATA, BareMachine
-from emu.icount import NEVER
+from emu.engine.icount import NEVER
 
 PROLOGUE = 11              # BareMachine.load's prologue: lgdt lidt mov ltr mov mov mov push
                            # lea push retfq

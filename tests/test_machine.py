@@ -10,7 +10,7 @@ from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
 from emu.errors import ConfigError
 from emu.machine import (EXIT_BUDGET, EXIT_GUEST_CRASH, EXIT_HALTED, Machine, MachineConfig)
-from emu.memmap import GIB, MIB, MemoryType
+from emu.hw.memmap import GIB, MIB, MemoryType
 
 # "  [0x0000000000000000-0x000000000009efff]      636 KiB USABLE", as main.c prints it
 ENTRY = re.compile(r"^  \[0x(?P<base>[0-9a-f]{16})-0x(?P<last>[0-9a-f]{16})\]\s+"

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emu.errors import ConfigError
-from emu.memmap import (GIB, KIB, MIB, PAGE_SIZE, PRESET_NAMES, TIB, MemoryMap, MemoryType,
+from emu.hw.memmap import (GIB, KIB, MIB, PAGE_SIZE, PRESET_NAMES, TIB, MemoryMap, MemoryType,
                         Region, format_size, load_memmap_file, parse_memory_size, parse_size,
                         preset, resolve_memmap, validate)
 

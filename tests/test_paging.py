@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from unicorn import x86_const as X
 
 from bare import CODE, PML4, UCODE, UDATA, BareMachine
-from emu import paging
+from emu.arch import paging
 
 PDPT_AT, PD_AT, PT_AT = 0x30000, 0x31000, 0x32000     # the generated tables (identity RAM)
 SCRATCH = 0x600000         # every generated leaf points into 0x600000-0x7fffff

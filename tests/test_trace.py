@@ -12,7 +12,7 @@ import pytest
 from emu.cli import main
 from emu.errors import TraceError
 from emu.machine import MachineConfig
-from emu.trace import read_trace
+from emu.monitor.trace import read_trace
 
 
 def traced_run(kernel, tmp_path, capsys, *args: str) -> tuple[int, dict, list[dict], str]:

@@ -17,7 +17,7 @@ from elftools.common.exceptions import DWARFError, ELFError
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
-from .errors import ConfigError, LoaderError
+from emu.errors import ConfigError, LoaderError
 
 _BIND_RANK = {"STB_GLOBAL": 0, "STB_WEAK": 1, "STB_LOCAL": 2}
 

@@ -12,8 +12,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from .bus import Access, Bus, Device, IgnoredPorts, Register
-from .events import Checkpoint, EventBus, Marker, SerialOutput
+from emu.hw.bus import Access, Bus, Device, IgnoredPorts, Register
+from emu.events import Checkpoint, EventBus, Marker, SerialOutput
 
 COM1 = 0x3f8
 DEBUG_EXIT_PORT = 0xf4

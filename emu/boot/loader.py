@@ -34,9 +34,9 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from .errors import ConfigError, LoaderError
-from .memmap import PAGE_SIZE, MemoryMap, MemoryType, Region
-from .memory import PhysicalMemory
+from emu.errors import ConfigError, LoaderError
+from emu.hw.memmap import PAGE_SIZE, MemoryMap, MemoryType, Region
+from emu.hw.memory import PhysicalMemory
 
 
 def _default_version() -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple
 
-from .memory import UnbackedAccess
+from emu.hw.memory import UnbackedAccess
 
 PRESENT = 1 << 0
 WRITABLE = 1 << 1

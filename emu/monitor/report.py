@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
-from .cpu import EXCEPTION_NAMES, Cpu
-from .memory import UnbackedAccess
-from .symbols import Symbols
+from emu.cpu import EXCEPTION_NAMES, Cpu
+from emu.hw.memory import UnbackedAccess
+from emu.monitor.symbols import Symbols
 
 MAX_FRAMES = 32
 

@@ -47,8 +47,8 @@ from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as X
 from unicorn.unicorn_py3 import unicorn as _binding
 
-from .errors import ConfigError
-from .events import Cr3Written, EventBus, HeapFinding, Observer, TlbFlush
+from emu.errors import ConfigError
+from emu.events import Cr3Written, EventBus, HeapFinding, Observer, TlbFlush
 
 ALIGNMENT = 16
 U64 = struct.Struct("<Q")

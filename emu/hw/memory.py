@@ -15,7 +15,7 @@ import sys
 
 from unicorn import UC_PROT_ALL
 
-from .errors import ConfigError
+from emu.errors import ConfigError
 
 _U64 = struct.Struct("<Q")
 # Not exported by every Python's mmap module; the Linux value is stable ABI.

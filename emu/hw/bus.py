@@ -34,9 +34,9 @@ from unicorn import (UC_HOOK_MEM_FETCH_PROT, UC_HOOK_MEM_READ,
                      UC_MEM_WRITE_UNMAPPED, UcError)
 from unicorn.x86_const import UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_RIP
 
-from .errors import ConfigError, GuestCrash
-from .events import EventBus, MmioAccess, PortAccess
-from .guard import PORT_IN, PORT_OUT, HookGuard
+from emu.errors import ConfigError, GuestCrash
+from emu.events import EventBus, MmioAccess, PortAccess
+from emu.engine.guard import PORT_IN, PORT_OUT, HookGuard
 
 PAGE_SIZE = 0x1000
 PHYSICAL_LIMIT = 1 << 52         # the architectural physical address width

@@ -5,7 +5,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from .errors import ConfigError
+from emu.errors import ConfigError
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -43,11 +43,11 @@ from unicorn import UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE
 from unicorn import x86_const as X
 from unicorn.unicorn_py3 import unicorn as _binding
 
-from . import paging
-from .events import Checkpoint, Cr3Written, EventBus, ExceptionDelivered, InvariantViolation, \
+from emu.arch import paging
+from emu.events import Checkpoint, Cr3Written, EventBus, ExceptionDelivered, InvariantViolation, \
     Observer, TlbFlush
-from .memmap import PAGE_SIZE, MemoryType, Region
-from .memory import PhysicalMemory, UnbackedAccess
+from emu.hw.memmap import PAGE_SIZE, MemoryType, Region
+from emu.hw.memory import PhysicalMemory, UnbackedAccess
 
 __all__ = ["RULES", "Rule", "InvariantChecker", "Platform", "attach", "scan", "merge",
            "AddressSpace", "Leaf", "PmmState", "read_pmm"]

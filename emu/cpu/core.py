@@ -25,14 +25,14 @@ from unicorn import (UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_I
 from unicorn import x86_const as X
 from unicorn.unicorn_py3 import unicorn as _binding
 
-from . import paging
-from .context import (CC_OP_EFLAGS, DESC_A, DESC_B, DESC_CODE, DESC_G, DESC_L, DESC_P,
+from emu.arch import paging
+from emu.engine.context import (CC_OP_EFLAGS, DESC_A, DESC_B, DESC_CODE, DESC_G, DESC_L, DESC_P,
                       DESC_RW, DESC_S, HF_CPL_MASK, ContextBuffer, layout)
-from .errors import EmuError, TripleFault
-from .events import Cr3Written, EventBus, ExceptionDelivered, TlbFlush
-from .guard import NO_OPERANDS, HookGuard
-from .icount import NEVER, InstructionCounter, NoInstructionCounter
-from .memory import PhysicalMemory, UnbackedAccess
+from emu.errors import EmuError, TripleFault
+from emu.events import Cr3Written, EventBus, ExceptionDelivered, TlbFlush
+from emu.engine.guard import NO_OPERANDS, HookGuard
+from emu.engine.icount import NEVER, InstructionCounter, NoInstructionCounter
+from emu.hw.memory import PhysicalMemory, UnbackedAccess
 
 U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .errors import ConfigError
-from .events import HeapFinding, Marker, Observer
-from .heapcheck import HeapCall, HeapChecker, data_symbol, heap_bounds
+from emu.errors import ConfigError
+from emu.events import HeapFinding, Marker, Observer
+from emu.monitor.heapcheck import HeapCall, HeapChecker, data_symbol, heap_bounds
 
 HEAP_KINDS = ("list", "buddy", "slab", "chained")
 MARK_START, MARK_END = 1, 2
@@ -371,7 +371,7 @@ def _boot_and_replay(kernel: Path, name: str, text: str, cmdline: str, *, heap: 
                      expected_payload: int | None, bare: bool, debug: bool, check: bool,
                      memory: int | None, max_instructions: int | None,
                      observers) -> ReplayRun:
-    from .machine import Machine, MachineConfig    # a higher layer: imported when used
+    from emu.machine import Machine, MachineConfig    # a higher layer: imported when used
 
     with tempfile.TemporaryDirectory(prefix="emu-replay-") as tmp:
         module = Path(tmp) / name
@@ -486,7 +486,7 @@ MAX_FINDINGS_SHOWN = 10
 
 def render_table(trace: Trace, outcomes: list[ReplayOutcome]) -> str:
     """A Markdown table, one row per allocator, then the findings (a few per allocator)."""
-    from .heapcheck import describe
+    from emu.monitor.heapcheck import describe
 
     bare = any(outcome.bare for outcome in outcomes)
     lines = [f"{trace.name}: {len(trace.ops):,} operations on {trace.blocks:,} block ids, "

@@ -18,7 +18,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from .errors import ConfigError
+from emu.errors import ConfigError
 
 PAGE_SIZE = 0x1000
 

@@ -43,7 +43,7 @@ from emu.errors import BuildError, ConfigError
 
 __all__ = ["build_guest", "DEFAULT_SOURCE_DIR", "DEFAULT_BUILD_DIR"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE_DIR = REPO_ROOT / "guest"
 DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "guest"
 

@@ -19,7 +19,7 @@ from unicorn import UC_HOOK_BLOCK
 from unicorn.x86_const import UC_X86_REG_CS
 from unicorn.unicorn_py3 import unicorn as _binding
 
-from .errors import BuildError
+from emu.errors import BuildError
 
 SOURCE = Path(__file__).with_name("icount.c")
 NEVER = (1 << 64) - 1

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import IO, Iterator
 
-from .errors import ConfigError, TraceError
-from .events import Event, Observer
+from emu.errors import ConfigError, TraceError
+from emu.events import Event, Observer
 
 FORMAT = "emu-trace"
 VERSION = 1

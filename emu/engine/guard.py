@@ -17,7 +17,7 @@ from typing import Any, Callable
 from unicorn import UC_HOOK_INSN
 from unicorn.unicorn_py3 import unicorn as _binding
 
-from .errors import EmuError
+from emu.errors import EmuError
 
 # C signatures of UC_HOOK_INSN callbacks; the first argument is the raw engine handle.
 PORT_IN = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,

@@ -20,7 +20,7 @@ from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, Uc
 from unicorn import x86_const as X
 from unicorn.unicorn_py3 import unicorn as _binding
 
-from .errors import EmuError
+from emu.errors import EmuError
 
 # QEMU's register order in env->regs[]
 REG_INDEX = {"rax": 0, "rcx": 1, "rdx": 2, "rbx": 3, "rsp": 4, "rbp": 5, "rsi": 6, "rdi": 7,

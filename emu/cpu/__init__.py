@@ -1,0 +1,3 @@
+"""TODO"""
+from emu.cpu.core import *  # noqa
+from emu.cpu.core import NOWHERE, EXCEPTION_NAMES, Cpu  # noqa
