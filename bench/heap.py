@@ -29,12 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from emu.build import build_guest  # noqa: E402
-from emu.workloads.heap_replay import HEAP_KINDS, Trace, TraceOp, parse_trace, replay  # noqa: E402
-from common import host, publish  # noqa: E402
+from emu.build import build_guest
+from emu.workloads.heap_replay import HEAP_KINDS, Trace, TraceOp, parse_trace, replay
+from common import host, publish
 
 RESULTS = Path(__file__).resolve().parent / "heap_results.json"
 TRACES = Path(__file__).resolve().parent.parent / "traces" / "malloclab"

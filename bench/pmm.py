@@ -35,14 +35,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from unicorn import UC_HOOK_CODE  # noqa: E402
-
-from emu.build import build_guest  # noqa: E402
-from emu.machine import Machine, MachineConfig  # noqa: E402
-from common import host, interleaved_rounds, publish  # noqa: E402
+from emu.build import build_guest
+from emu.machine import Machine, MachineConfig
+from common import host, interleaved_rounds, publish
 
 RESULTS = Path(__file__).resolve().parent / "pmm_results.json"
 PMMS = ("bitmap", "buddy")
@@ -76,7 +71,7 @@ def _run(kernel: Path, cmdline: str, memory: int | None = None,
 
         def count(uc, address, size, data) -> None:
             inside[0] += 1
-        machine.uc.hook_add(UC_HOOK_CODE, count, None, start, start + size - 1)
+        machine.hooks.on_execute_range(start, start + size - 1, count)
     gc.collect()
     result = machine.run()
     output = machine.serial_output()

@@ -33,30 +33,26 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from capstone import CS_ARCH_X86, CS_MODE_64, Cs  # noqa: E402
-from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_PROT,  # noqa: E402
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_PROT,
                      UC_HOOK_MEM_UNMAPPED, UC_MODE_64, Uc)
-from unicorn import x86_const as X  # noqa: E402
+from unicorn import x86_const as X
 
-from emu.arch import paging  # noqa: E402
-from emu.boot import loader  # noqa: E402
-from emu.engine import icount  # noqa: E402
-from emu.hw import memmap as memmaps  # noqa: E402
-from emu.build import build_guest  # noqa: E402
-from emu.cpu import NOWHERE  # noqa: E402
-from emu.hw.devices.pc import COM1, DEBUG_EXIT_PORT, Uart16550  # noqa: E402
-from emu.engine.icount import InstructionCounter  # noqa: E402
-from emu.machine import Machine, MachineConfig  # noqa: E402
-from emu.hw.memory import PhysicalMemory  # noqa: E402
+from emu.arch import paging
+from emu.bare import PD, BareMachine, P, W
+from emu.boot import limine, loader
+from emu.build import build_guest
+from emu.cpu import NOWHERE
+from emu.engine import icount
+from emu.engine.icount import InstructionCounter
+from emu.hw import memmap as memmaps
+from emu.hw.devices.pc import COM1, DEBUG_EXIT_PORT, Uart16550
+from emu.hw.memory import PhysicalMemory
+from emu.machine import Machine, MachineConfig
 
-from bare import BareMachine, P, W  # noqa: E402
-from common import host, interleaved_rounds, publish  # noqa: E402
+from common import host, interleaved_rounds, publish
 
 DESCRIPTIONS = {
     "bare+blockhook": "bare + a C block hook that only counts blocks (the floor of any counter)",
@@ -92,7 +88,7 @@ class BareKernel:
         boot_config = loader.BootConfig(cmdline=config.cmdline, boot_time=config.boot_time,
                                         framebuffer=config.framebuffer)
         self.boot = loader.boot(kernel, self.memory, memmap, boot_config)
-        Machine._enter_kernel(SimpleNamespace(uc=uc, boot=self.boot))   # uses uc and boot only
+        limine.enter_kernel(uc, self.boot)
         self.uart = Uart16550()
         self.exit_value: int | None = None
         self.interrupt: int | None = None
@@ -187,7 +183,6 @@ def bare_run(kernel: Path, extras: tuple[str, ...] = ()) -> tuple[float, int | N
 BIG_RAM = 128 << 20
 DEMAND_BASE = 16 << 20           # first demand-paged virtual (= physical) page
 DEMAND_TABLES = 0x600000         # their page tables: inside the identity-mapped first 8 MiB
-PD = 0x12000                     # BareMachine's page directory
 
 
 class BigBareMachine(BareMachine):
@@ -199,20 +194,10 @@ class BigBareMachine(BareMachine):
         tables = -(-pages // 512)
         if DEMAND_BASE + pages * 4096 > BIG_RAM or DEMAND_TABLES + tables * 4096 > 8 << 20:
             raise ValueError(f"{pages} demand pages do not fit in {BIG_RAM >> 20} MiB")
-        from emu.cpu import Cpu
-        from emu.events import EventBus
-        from emu.engine.guard import HookGuard
-        self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
-        self.memory = PhysicalMemory(self.uc)
-        self.memory.add(0, BIG_RAM)
-        self.guard = HookGuard(self.uc)
-        self.events = EventBus(())
-        self._tables(True)
+        super().__init__(ram=BIG_RAM)
         first_pde = DEMAND_BASE >> 21
         for i in range(tables):      # PTEs start zero: not present
             self.u64(PD + 8 * (first_pde + i), (DEMAND_TABLES + 0x1000 * i) | P | W)
-        self.cpu = Cpu(self.uc, self.memory, self.events, self.guard)
-        self.gates = {}
 
 
 def page_fault_run(pages: int) -> tuple[float, int, int]:

@@ -1,15 +1,28 @@
-"""The exceptions `emu` raises. Every error a user can cause or meet is one of these.
+"""The exceptions `emu` raises. Every error a user can cause or meet is one of these; nothing
+the package raises on purpose is outside this tree.
 
-EmuError                 base of everything below; the CLI prints it as one line
-├── ConfigError          bad user input: memory map, sizes, options, missing files
-├── BuildError           the guest did not compile or link
-├── LoaderError          the kernel image cannot be booted (bad ELF, bad requests)
-├── TraceError           a trace file is corrupt or of an unknown version
-└── GuestError           the guest misbehaved; carries a crash report
-    ├── GuestCrash       an exception the guest could not handle, a bad access
-    ├── TripleFault      delivery of a double fault itself faulted
-    └── BudgetExhausted  the instruction budget ran out (a runaway loop)
+EmuError                   base of everything below; the CLI prints it as one line (exit 2)
+├── ConfigError            bad user input: memory map, sizes, options, missing files
+├── BuildError             the guest (or the instruction counter) did not compile or link
+├── LoaderError            the kernel image cannot be booted (bad ELF, bad requests)
+├── TraceError             a trace file is corrupt or of an unknown version
+├── EngineError            the Unicorn build is not the one emu is calibrated for, or it
+│                          stopped for a reason emu does not know (a harness bug)
+├── GuestMemoryError       the monitor could not read or write guest memory
+│   ├── UnbackedAccess     a physical address with no RAM behind it
+│   └── NotMapped          a virtual address the page tables do not translate
+├── CpuFault               an architectural fault met while the monitor acts as the CPU
+│                          (delivering an event, the I/O permission check); always caught
+│                          inside emu.cpu and turned into what the SDM says happens
+└── GuestError             the guest misbehaved; carries a crash report
+    ├── GuestCrash         an exception the guest could not handle, a bad access
+    └── TripleFault        delivery of a double fault itself faulted
+
+A run that ends (the guest exits, halts, runs out of budget, crashes) is not an error: it is
+a `RunResult` with a `RunEnd` (emu/result.py). GuestError is raised inside the run and turned
+into such a result by the machine.
 """
+from __future__ import annotations
 
 
 class EmuError(Exception):
@@ -21,7 +34,7 @@ class ConfigError(EmuError):
 
 
 class BuildError(EmuError):
-    """The guest sources did not build."""
+    """The guest sources (or the instruction counter's C source) did not build."""
 
 
 class LoaderError(EmuError):
@@ -30,6 +43,43 @@ class LoaderError(EmuError):
 
 class TraceError(EmuError):
     """A trace file cannot be read."""
+
+
+class EngineError(EmuError):
+    """Unicorn is not the calibrated build, or stopped for a reason emu does not know."""
+
+
+class GuestMemoryError(EmuError):
+    """The monitor could not access guest memory at an address."""
+
+
+class UnbackedAccess(GuestMemoryError):
+    """A physical access that no RAM range covers."""
+
+    def __init__(self, paddr: int, size: int) -> None:
+        super().__init__(f"physical {paddr:#x} (+{size}) has no RAM behind it")
+        self.paddr = paddr
+        self.size = size
+
+
+class NotMapped(GuestMemoryError):
+    """A virtual address that the page tables (at `cr3`) do not translate."""
+
+    def __init__(self, vaddr: int, cr3: int | None = None) -> None:
+        super().__init__(f"virtual {vaddr:#x} is not mapped")
+        self.vaddr = vaddr
+        self.cr3 = cr3
+
+
+class CpuFault(EmuError):
+    """A fault (vector, error code, and CR2 for #PF) raised while delivering another event
+    or checking I/O permission. Never leaves emu.cpu."""
+
+    def __init__(self, vector: int, error_code: int, cr2: int | None = None) -> None:
+        super().__init__(f"vector {vector} error code {error_code:#x}")
+        self.vector = vector
+        self.error_code = error_code
+        self.cr2 = cr2
 
 
 class GuestError(EmuError):
@@ -52,7 +102,3 @@ class TripleFault(GuestError):
         super().__init__(message)
         self.rip = rip
         self.chain = chain
-
-
-class BudgetExhausted(GuestError):
-    """The run hit --max-instructions before the guest exited."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, Iterable
 
+SYSCALL_VECTOR = 256           # ExceptionDelivered.vector of a SYSCALL entry (not an IDT vector)
+
 
 @dataclass(frozen=True, slots=True)
 class Event:

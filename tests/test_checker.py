@@ -16,19 +16,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from unicorn import x86_const as X
 
-from emu.monitor import checker
+from emu import x86
+from emu.monitor import checks as checker
 
 from emu.arch import paging
 from emu.build import build_guest
-from emu.monitor.checker import (DESCRIPTOR, DESCRIPTOR_MAGIC, PMM_BITMAP, PMM_BUDDY, RULES,
+from emu.monitor.checks import (DESCRIPTOR, DESCRIPTOR_MAGIC, PMM_BITMAP, PMM_BUDDY, RULES,
                          InvariantChecker, Platform, PmmDescriptor, PmmState)
 from emu.cli import main
 from emu.events import EventBus, InvariantViolation, Observer
-from emu.machine import EXIT_VIOLATION, Machine, MachineConfig
+from emu.machine import Machine, MachineConfig
+from emu.result import EXIT_STATUS, RunEnd
 from emu.hw.memmap import MemoryType, Region
 from emu.monitor.trace import read_trace
 
-from bare import CODE, DEMAND, PML4, PT0, BareMachine
+from emu.bare import CODE, DEMAND, PML4, PT0, BareMachine
 from conftest import deadline
 
 GIB = 1 << 30
@@ -37,7 +39,7 @@ PMMS = ("bitmap", "buddy")
 PRESETS = ("pc", "tiny", "fragmented")
 SELFTESTS = ("pmm", "pmm-random", "paging")
 SCRATCH = 0xFFFF_C000_0000_0000          # guest/selftest.c: PML4 slot 384
-P, W, U, PS, NX = paging.PRESENT, paging.WRITABLE, paging.USER, paging.HUGE, paging.NO_EXECUTE
+P, W, U, PS, NX = x86.PTE_PRESENT, x86.PTE_WRITABLE, x86.PTE_USER, x86.PTE_HUGE, x86.PTE_NO_EXECUTE
 REQUIRED = ("MAP_OUTSIDE_RAM", "RESERVED_WRITABLE", "USER_KERNEL_HALF", "WRITE_EXEC",
             "RESERVED_BITS", "TABLE_PAGE_FREE", "MAPPED_FREE_FRAME", "PMM_NOT_USABLE",
             "KERNEL_HALF_DIFFERS", "STALE_TLB")
@@ -123,7 +125,7 @@ def test_checks_see_the_pmm(kernel):
     """The descriptor is found and decoded on the real kernel (or the PMM rules would be
     silent for the wrong reason)."""
     machine, result, found = checked_run(kernel, "pmm=buddy", memmap="tiny")
-    pmm = found._pmm(machine.cpu.cr3() & paging.ADDRESS_MASK)
+    pmm = found.pmm_state(machine.cpu.cr3() & x86.PTE_ADDRESS_MASK)
     assert pmm is not None and pmm.descriptor.kind == PMM_BUDDY
     free = sum(1 for pfn in range(pmm.descriptor.base_pfn,
                                   pmm.descriptor.base_pfn + pmm.descriptor.frames)
@@ -158,7 +160,7 @@ def test_planted_bug_is_caught_by_its_rule(pmm, bug, rule):
         expected = int(re.search(r"freeing RESERVED frame (0x[0-9a-f]+)", output)[1], 16)
     else:
         pd_entry = paging.walk(machine.memory.read_u64, machine.cpu.cr3(), SCRATCH).steps[2]
-        expected = pd_entry.entry & paging.ADDRESS_MASK      # the freed page table
+        expected = pd_entry.entry & x86.PTE_ADDRESS_MASK      # the freed page table
     assert violation.address == expected, describe(found)
     if bug == 6:
         frame = int(re.search(r"freeing (0x[0-9a-f]+), still mapped", output)[1], 16)
@@ -181,7 +183,7 @@ def test_strict_ends_the_run_with_status_73(capsys):
     status = main(["run", "--quiet", "--strict", str(planted(3)), "--cmdline",
                    "selftest=planted"])
     out, err = capsys.readouterr()
-    assert status == EXIT_VIOLATION == 73
+    assert status == EXIT_STATUS[RunEnd.VIOLATION] == 73
     assert "=== stopped: invariant violation STALE_TLB at 0xffffc00000000000" in err
     assert "page walk of 0xffffc00000000000:" in err and "backtrace:" in err
     assert "--- invariant checks: " in err and "violations: STALE_TLB x1" in err
@@ -314,13 +316,13 @@ class Space:
         """The entry at `level` (0 = PML4 ... 3 = PT) for vaddr, making tables above it."""
         table = self.root
         for depth in range(level):
-            address = table + 8 * ((vaddr >> paging.LEVEL_SHIFTS[depth]) & 0x1FF)
+            address = table + 8 * ((vaddr >> x86.LEVEL_SHIFTS[depth]) & 0x1FF)
             entry = self.m.memory.read_u64(address)
             if not entry & P:
                 entry = self.table() | P | W | U
                 self.m.memory.write_u64(address, entry)
-            table = entry & paging.ADDRESS_MASK
-        return table + 8 * ((vaddr >> paging.LEVEL_SHIFTS[level]) & 0x1FF)
+            table = entry & x86.PTE_ADDRESS_MASK
+        return table + 8 * ((vaddr >> x86.LEVEL_SHIFTS[level]) & 0x1FF)
 
     def map(self, vaddr: int, paddr: int, flags: int = P | W | NX, size: int = PAGE) -> int:
         level = {PAGE: 3, 1 << 21: 2, 1 << 30: 1}[size]
@@ -348,7 +350,7 @@ def make_bare(free_frames=(), **platform) -> tuple[BareMachine, Space, Invariant
     fields = dict(regions=REGIONS, kernel_offset=KERNEL_VA - KERNEL_PA,
                   pmm_descriptor=KERNEL_VA)
     fields.update(platform)
-    return m, space, InvariantChecker(m.memory, m.uc, m.events, Platform(**fields))
+    return m, space, InvariantChecker(m.memory, m.cpu, m.events, Platform(**fields))
 
 
 def free(m: BareMachine, *pfns: int) -> None:
@@ -480,7 +482,7 @@ def stale_machine(after: str, handler: str = "iretq", first: str = "mov rbx, qwo
     `after` and halts."""
     m = BareMachine()
     regions = (Region(0, 8 << 20, MemoryType.USABLE),)
-    check = InvariantChecker(m.memory, m.uc, m.events, Platform(regions))
+    check = InvariantChecker(m.memory, m.cpu, m.events, Platform(regions))
     m.events.subscribe(check)
     m.load(f"""
         mov rax, {PML4}
@@ -500,7 +502,7 @@ def stale_machine(after: str, handler: str = "iretq", first: str = "mov rbx, qwo
     m.boot()
     m.cpu.watch_privileged([(CODE, CODE + 0x2000)])
     assert m.run() == "halt"
-    assert check._shadow_root == PML4
+    assert check.rule("STALE_TLB").shadow_root == PML4
     return m, check
 
 

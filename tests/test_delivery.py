@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import pytest
 from unicorn import x86_const as X
 
-from bare import (CODE, DEMAND, IST1_TOP, IST2_TOP, KCODE, KERNEL_STACK_TOP, PT0, TSS, UCODE,
+from emu.bare import (CODE, DEMAND, IST1_TOP, IST2_TOP, KCODE, KERNEL_STACK_TOP, PT0, TSS, UCODE,
                   UDATA, BareMachine)
 from emu.errors import TripleFault
+from emu.result import RunEnd
 from emu.events import ExceptionDelivered, Observer
 
 RESULT = 0x60000           # handlers' records: one 0x100-byte slot per handler (user page)
@@ -800,9 +801,9 @@ def io_machine(count: bool = True, allowed: tuple[int, ...] | None = None
     from emu.hw.bus import Bus
     from emu.hw.devices.pc import install_pc_devices
     m = BareMachine(count=count)
-    bus = Bus(m.uc, m.events, m.guard, read_code=m.cpu.read_virtual, io_gate=m.cpu)
+    bus = Bus(m.uc, m.events, m.hooks, read_code=m.cpu.read_virtual, io_gate=m.cpu.io)
     text: list[str] = []
-    install_pc_devices(bus, text.append, on_exit=lambda value: m.cpu.request_exit(value))
+    install_pc_devices(bus, text.append, on_exit=lambda value: m.cpu.request_stop(RunEnd.EXIT, value))
     if allowed is not None:
         limit = IO_MAP + IO_MAP_BYTES          # the byte after the bitmap, all ones, inside
         low = (limit & 0xFFFF) | ((TSS & 0xFFFFFF) << 16) | (0x89 << 40) | \

@@ -22,6 +22,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from unicorn import x86_const as X
 
+from emu import x86
 from emu.arch import paging
 from emu.build import build_guest
 from emu.machine import Machine, MachineConfig, RunResult
@@ -254,7 +255,7 @@ def test_kernel_page_tables_from_the_outside(kernel):
         (False, False)
     for name in ("__data_start", "pmm_descriptor"):
         assert (walks[name].writable, walks[name].executable) == (True, False)
-    assert all(w.steps[-1].entry & paging.GLOBAL for w in walks.values())
+    assert all(w.steps[-1].entry & x86.PTE_GLOBAL for w in walks.values())
     assert walk(run, 0x1000).paddr is None
     for region in run.machine.boot.memmap.regions:
         for paddr in (region.base, region.base + region.length - 1):

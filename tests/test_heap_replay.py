@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bare import CODE, DEMAND, BareMachine
+from emu.bare import CODE, DEMAND, BareMachine
 from emu.build import build_guest
 from emu.hw.bus import Bus
 from emu.cli import main
@@ -96,7 +96,7 @@ def run_fake_heap(main_code: str, bounds=((HEAP, HEAP_END),), heap=(), pending=0
                       [(CODE, CODE + 0x1000 * (len(labels) + 1))])
     checker = HeapChecker(bounds=(lambda: list(bounds)) if bounds is not None else None,
                           record_calls=True)
-    checker.install(machine.uc, machine.guard, machine.cpu, symbols, machine.events)
+    checker.install(machine.hooks, machine.cpu, symbols, machine.events)
     machine.boot()
     assert machine.run() == "halt"
     assert checker.pending_calls() == pending
@@ -347,7 +347,7 @@ def test_install_needs_the_kmalloc_family():
     machine = BareMachine()
     symbols = Symbols([Symbol("main", CODE, 0x100)], [(CODE, CODE + 0x100)])
     with pytest.raises(ConfigError, match="kmalloc and kfree"):
-        HeapChecker().install(machine.uc, machine.guard, machine.cpu, symbols, machine.events)
+        HeapChecker().install(machine.hooks, machine.cpu, symbols, machine.events)
 
 
 # ---- the marker port ----------------------------------------------------------------------
@@ -355,7 +355,7 @@ def test_install_needs_the_kmalloc_family():
 def test_marker_port_stamps_exact_instruction_counts():
     collect = Collect()
     machine = BareMachine(observers=[collect])
-    bus = Bus(machine.uc, machine.events, machine.guard)
+    bus = Bus(machine.uc, machine.events, machine.hooks)
     devices = install_pc_devices(
         bus, on_exit=lambda value: None,
         clock=lambda: machine.cpu.time_stamp(machine.uc.reg_read(X.UC_X86_REG_RIP)))

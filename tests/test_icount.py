@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from unicorn import x86_const as X
 
-from bare import CODE, DEMAND, PT0, UCODE, UDATA, BareMachine
+from emu.bare import CODE, DEMAND, PT0, UCODE, UDATA, BareMachine
 from emu.engine.icount import NEVER
 
 PROLOGUE = 11              # BareMachine.load's prologue: lgdt lidt mov ltr mov mov mov push

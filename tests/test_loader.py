@@ -23,7 +23,9 @@ from unicorn.x86_const import (UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_CR4, U
                                UC_X86_REG_RSP, UC_X86_REG_SS)
 
 from emu.errors import ConfigError, LoaderError
-from emu.boot.loader import HHDM_OFFSET, BootConfig, BootInfo, boot, relr_offsets
+from emu.boot.elf import relr_offsets
+from emu.boot.limine import HHDM_OFFSET
+from emu.boot.loader import BootConfig, BootInfo, boot
 from emu.hw.memmap import MemoryMap, MemoryType, Region
 from emu.hw.memory import PhysicalMemory
 from emu.monitor.symbols import Symbols

@@ -9,7 +9,11 @@ import pytest
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
 from emu.errors import ConfigError
-from emu.machine import (EXIT_BUDGET, EXIT_GUEST_CRASH, EXIT_HALTED, Machine, MachineConfig)
+from emu.machine import Machine, MachineConfig
+from emu.result import EXIT_STATUS, RunEnd
+
+EXIT_BUDGET, EXIT_GUEST_CRASH, EXIT_HALTED = (EXIT_STATUS[RunEnd.BUDGET], EXIT_STATUS[RunEnd.CRASH],
+                                            EXIT_STATUS[RunEnd.HALT])
 from emu.hw.memmap import GIB, MIB, MemoryType
 
 # "  [0x0000000000000000-0x000000000009efff]      636 KiB USABLE", as main.c prints it

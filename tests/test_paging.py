@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from unicorn import x86_const as X
 
-from bare import CODE, PML4, UCODE, UDATA, BareMachine
+from emu.bare import CODE, PML4, UCODE, UDATA, BareMachine
+from emu import x86
 from emu.arch import paging
 
 PDPT_AT, PD_AT, PT_AT = 0x30000, 0x31000, 0x32000     # the generated tables (identity RAM)
@@ -82,10 +83,10 @@ class Case:
 
 
 def random_flags(draw) -> int:
-    value = paging.PRESENT if draw(st.integers(0, 11)) else 0
-    value |= paging.WRITABLE if draw(st.booleans()) else 0
-    value |= paging.USER if draw(st.booleans()) else 0
-    value |= paging.NO_EXECUTE if draw(st.integers(0, 5)) == 0 else 0
+    value = x86.PTE_PRESENT if draw(st.integers(0, 11)) else 0
+    value |= x86.PTE_WRITABLE if draw(st.booleans()) else 0
+    value |= x86.PTE_USER if draw(st.booleans()) else 0
+    value |= x86.PTE_NO_EXECUTE if draw(st.integers(0, 5)) == 0 else 0
     return value
 
 
@@ -98,11 +99,11 @@ def level_flags(draw, levels: int, access: str) -> tuple[list[int], tuple | None
     if shape == "random":
         return [random_flags(draw) for _ in range(levels)], \
             draw(st.sampled_from([None] * 8 + MUTATIONS))
-    flags = [paging.PRESENT | paging.WRITABLE | paging.USER for _ in range(levels)]
+    flags = [x86.PTE_PRESENT | x86.PTE_WRITABLE | x86.PTE_USER for _ in range(levels)]
     if access != "fetch":
         for level in range(levels):
             if draw(st.booleans()):
-                flags[level] |= paging.NO_EXECUTE
+                flags[level] |= x86.PTE_NO_EXECUTE
     if shape == "permissive":
         return flags, None
     cause = draw(st.sampled_from(["P", "W", "U", "NX", "bit"]))
@@ -110,9 +111,9 @@ def level_flags(draw, levels: int, access: str) -> tuple[list[int], tuple | None
     if cause == "bit":
         return flags, draw(st.sampled_from(MUTATIONS))
     if cause == "NX":
-        flags[level] |= paging.NO_EXECUTE
+        flags[level] |= x86.PTE_NO_EXECUTE
     else:
-        flags[level] &= ~{"P": paging.PRESENT, "W": paging.WRITABLE, "U": paging.USER}[cause]
+        flags[level] &= ~{"P": x86.PTE_PRESENT, "W": x86.PTE_WRITABLE, "U": x86.PTE_USER}[cause]
     return flags, None
 
 
@@ -132,15 +133,15 @@ def make_case(size: int, index: tuple[int, int, int, int], offset: int, frame_pa
         frame = SCRATCH
     else:
         frame = SCRATCH + 0x1000 * frame_page
-    vaddr = paging.sign_extend((i4 << 39) | (i3 << 30) | (i2 << 21) | (i1 << 12) | offset)
+    vaddr = x86.sign_extend((i4 << 39) | (i3 << 30) | (i2 << 21) | (i1 << 12) | offset)
     entries = list(flags)
     entries[0] |= PDPT_AT
     if size == 1 << 30:
-        entries[1] |= frame | paging.HUGE
+        entries[1] |= frame | x86.PTE_HUGE
     else:
         entries[1] |= PD_AT
         if size == 1 << 21:
-            entries[2] |= frame | paging.HUGE
+            entries[2] |= frame | x86.PTE_HUGE
         else:
             entries[2] |= PT_AT
             entries[3] |= frame
@@ -166,7 +167,7 @@ def cases(draw) -> Case:
 
 
 def indices(vaddr: int) -> list[int]:
-    return [(vaddr >> shift) & 0x1FF for shift in paging.LEVEL_SHIFTS]
+    return [(vaddr >> shift) & 0x1FF for shift in x86.LEVEL_SHIFTS]
 
 
 def install(m: BareMachine, case: Case) -> None:
@@ -249,8 +250,8 @@ def test_property_generator_reaches_every_outcome():
         m = BareMachine()
         install(m, case)
         _, code = expectation(m, case)
-        outcome = "ok" if code is None else "rsvd" if code & paging.PF_RESERVED else \
-            "np" if not code & paging.PF_PRESENT else "prot"
+        outcome = "ok" if code is None else "rsvd" if code & x86.PF_RESERVED else \
+            "np" if not code & x86.PF_PRESENT else "prot"
         seen.add(outcome)
         seen.add((case.size, outcome == "ok"))
 
@@ -282,13 +283,13 @@ def test_every_single_cause_agrees_with_unicorn_mmu(size):
                             continue
                         if not nxe and cause not in ("NX", None):
                             continue
-                        flags = [paging.PRESENT | paging.WRITABLE | paging.USER] * levels
+                        flags = [x86.PTE_PRESENT | x86.PTE_WRITABLE | x86.PTE_USER] * levels
                         mutation = cause if isinstance(cause, tuple) else None
                         if cause == "NX":
-                            flags[level] |= paging.NO_EXECUTE
+                            flags[level] |= x86.PTE_NO_EXECUTE
                         elif cause in ("P", "W", "U"):
-                            flags[level] &= ~{"P": paging.PRESENT, "W": paging.WRITABLE,
-                                              "U": paging.USER}[cause]
+                            flags[level] &= ~{"P": x86.PTE_PRESENT, "W": x86.PTE_WRITABLE,
+                                              "U": x86.PTE_USER}[cause]
                         case = make_case(size, (300, 5, 7, 9), 0x238, 17, flags, mutation,
                                          access, user, wp, nxe)
                         problem = mismatch(case)
@@ -319,12 +320,12 @@ class Tables:
         table = self.cr3
         leaf_level = {1 << 12: 3, 1 << 21: 2, 1 << 30: 1}[size]
         for level in range(leaf_level):
-            slot = table + 8 * ((vaddr >> paging.LEVEL_SHIFTS[level]) & 0x1FF)
+            slot = table + 8 * ((vaddr >> x86.LEVEL_SHIFTS[level]) & 0x1FF)
             if not self.ram[slot]:
                 self.ram[slot] = self.table() | upper
-            table = self.ram[slot] & paging.ADDRESS_MASK
-        slot = table + 8 * ((vaddr >> paging.LEVEL_SHIFTS[leaf_level]) & 0x1FF)
-        self.ram[slot] = paddr | flags | (paging.HUGE if size > 0x1000 else 0)
+            table = self.ram[slot] & x86.PTE_ADDRESS_MASK
+        slot = table + 8 * ((vaddr >> x86.LEVEL_SHIFTS[leaf_level]) & 0x1FF)
+        self.ram[slot] = paddr | flags | (x86.PTE_HUGE if size > 0x1000 else 0)
 
     def ranges(self, nxe: bool = True) -> list[tuple]:
         return [(r.start, r.end, r.paddr, r.writable, r.user, r.executable)
@@ -341,9 +342,9 @@ def test_mapped_ranges_merges_contiguous_pages():
 def test_mapped_ranges_splits_on_permissions_and_physical_gaps():
     t = Tables()
     t.map(0x400000, 0x200000)
-    t.map(0x401000, 0x201000, flags=paging.PRESENT | paging.USER)          # read-only
-    t.map(0x402000, 0x202000, flags=paging.PRESENT | paging.WRITABLE)      # supervisor
-    t.map(0x403000, 0x203000, flags=7 | paging.NO_EXECUTE)
+    t.map(0x401000, 0x201000, flags=x86.PTE_PRESENT | x86.PTE_USER)          # read-only
+    t.map(0x402000, 0x202000, flags=x86.PTE_PRESENT | x86.PTE_WRITABLE)      # supervisor
+    t.map(0x403000, 0x203000, flags=7 | x86.PTE_NO_EXECUTE)
     t.map(0x404000, 0x300000)                                              # not contiguous
     t.map(0x405000, 0x301000)
     t.map(0x407000, 0x303000)                                              # virtual hole
@@ -366,7 +367,7 @@ def test_mapped_ranges_merges_huge_and_small_pages_and_upper_level_permissions()
     for page in range(3):                       # continues the 2 MiB page physically
         t.map(0x400000 + page * 0x1000, 0x400000 + page * 0x1000)
     t.map(1 << 30, 1 << 30, size=1 << 30)
-    t.map(0x7F00_0000_0000, 0x5000, upper=paging.PRESENT | paging.USER)    # RO via upper
+    t.map(0x7F00_0000_0000, 0x5000, upper=x86.PTE_PRESENT | x86.PTE_USER)    # RO via upper
     t.map(0xFFFF_8000_0000_0000, 0x6000)                                   # high half
     assert t.ranges() == [
         (0x200000, 0x403000, 0x200000, True, True, True),
@@ -380,7 +381,7 @@ def test_mapped_ranges_merges_huge_and_small_pages_and_upper_level_permissions()
 
 def test_walk_reports_permissions_and_sizes():
     t = Tables()
-    t.map(0x200000, 0xA00000, size=1 << 21, flags=paging.PRESENT | paging.USER)
+    t.map(0x200000, 0xA00000, size=1 << 21, flags=x86.PTE_PRESENT | x86.PTE_USER)
     w = paging.walk(t.read_u64, t.cr3, 0x212345)
     assert (w.paddr, w.page_size, w.writable, w.user, w.executable, w.reserved) == \
         (0xA12345, 1 << 21, False, True, True, False)
@@ -412,13 +413,13 @@ def test_walk_flags_reserved_bits(where, bit):
     t.ram[slot] |= 1 << bit
     w = paging.walk(t.read_u64, t.cr3, 0x200000, nxe=where != "pte nx without nxe")
     assert w.reserved and w.paddr is None
-    assert "reserved" in w.problem and paging.LEVEL_NAMES[level] in w.problem
+    assert "reserved" in w.problem and x86.PAGING_LEVELS[level] in w.problem
     nxe = where != "pte nx without nxe"
     assert paging.fault_code(w, write=False, user=False, fetch=False, nxe=nxe) == \
-        paging.PF_PRESENT | paging.PF_RESERVED
+        x86.PF_PRESENT | x86.PF_RESERVED
     assert paging.fault_code(w, write=True, user=True, fetch=False, nxe=nxe) == 0xF
     # an entry's reserved bits do not matter while it is not present
-    t.ram[slot] &= ~paging.PRESENT
+    t.ram[slot] &= ~x86.PTE_PRESENT
     w = paging.walk(t.read_u64, t.cr3, 0x200000, nxe=nxe)
     assert not w.reserved and paging.fault_code(w, False, False, False) == 0
     assert len(paging.mapped_ranges(t.read_u64, t.cr3, nxe=nxe)) == 0
@@ -429,7 +430,7 @@ def test_walk_describe_names_each_level():
     t.map(0x201000, 0x5000)
     text = paging.walk(t.read_u64, t.cr3, 0x201234).describe()
     assert text.splitlines()[0] == "page walk of 0x0000000000201234:"
-    for name in paging.LEVEL_NAMES:
+    for name in x86.PAGING_LEVELS:
         assert name in text
     assert "-> physical 0x5234 (4 KiB page, WUX)" in text
 
@@ -437,7 +438,7 @@ def test_walk_describe_names_each_level():
 def test_cpu_walk_uses_the_live_efer_nxe():
     """A walk outside any delivery must see EFER.NXE as it is now: NX is a permission then,
     not a reserved bit."""
-    from bare import BareMachine, PT0, DEMAND, P, W
+    from emu.bare import BareMachine, PT0, DEMAND, P, W
     m = BareMachine()
     m.load("hlt")
     m.u64(PT0 + 8 * (DEMAND >> 12), DEMAND | P | W | (1 << 63))

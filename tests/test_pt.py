@@ -8,7 +8,7 @@ import re
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from emu.cli import _parser, main
+from emu.cli import build_parser, main
 
 HHDM = 0xFFFF_8000_0000_0000
 PAGE = 4096
@@ -115,7 +115,7 @@ def test_nothing_to_list_is_a_one_line_error(kernel, capsys, args, message):
 
 
 def test_run_and_pt_share_the_machine_options():
-    parser = _parser()
+    parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
 
     def options(name: str) -> set[str]:

@@ -1,59 +1,34 @@
-"""x86-64 4-level page walks, done by the monitor on guest RAM.
+"""x86-64 4-level page tables as pure functions: walks, scans and a builder.
 
 Owns: decoding page-table entries, translating one address the way the MMU does (the same
-permission and reserved-bit rules, including the #PF error code it would produce), and
-listing an address space: every table, leaf and bad entry (scan), and merged ranges (like
-QEMU's `info mem`).
-Does not own: the TLB (the CPU's), or deciding what a mapping should be (checks, later).
+permission and reserved-bit rules, including the #PF error code it would produce), listing
+an address space (every table, leaf and bad entry: scan; merged ranges like QEMU's
+`info mem`), and building tables in host memory (PageTableBuilder: the boot page tables).
+Does not own: the bits themselves (emu.x86), the TLB (the CPU's), or deciding what a
+mapping should be (the checkers). Imports only emu.x86 and emu.errors.
 
 The functions take `read_u64(paddr) -> int` (`scan`: a whole table at a time), so they work
 on RAM, a snapshot or a test dict.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple
 
-from emu.hw.memory import UnbackedAccess
+from emu.errors import UnbackedAccess
+from emu.x86 import (ENTRIES_PER_TABLE, HUGE_PAGE_SIZE, LARGE_PAGE_SIZE, LEVEL_SHIFTS,
+                     PAGE_SIZE, PAGING_LEVELS, PF_FETCH, PF_PRESENT, PF_RESERVED, PF_USER,
+                     PF_WRITE, PTE_ACCESSED, PTE_ADDRESS_MASK, PTE_DIRTY, PTE_GLOBAL, PTE_HUGE,
+                     PTE_NO_EXECUTE, PTE_PAT_4K, PTE_PAT_LARGE, PTE_PRESENT,
+                     PTE_RESERVED_HIGH, PTE_USER, PTE_WRITABLE, PTE_WRITE_THROUGH, canonical,
+                     sign_extend)
 
-PRESENT = 1 << 0
-WRITABLE = 1 << 1
-USER = 1 << 2
-WRITE_THROUGH = 1 << 3
-CACHE_DISABLE = 1 << 4
-ACCESSED = 1 << 5
-DIRTY = 1 << 6
-HUGE = 1 << 7
-GLOBAL = 1 << 8
-NO_EXECUTE = 1 << 63
-
-# Unicorn's CPU model has 40 physical address bits (QEMU's TCG default): entry bits 40-51
-# are reserved, as on a CPU with MAXPHYADDR = 40.
-PHYS_BITS = 40
-ADDRESS_MASK = ((1 << PHYS_BITS) - 1) & ~0xFFF
-RESERVED_HIGH = ((1 << 52) - 1) & ~((1 << PHYS_BITS) - 1)
-
-LEVEL_NAMES = ("PML4", "PDPT", "PD", "PT")
-LEVEL_SHIFTS = (39, 30, 21, 12)
-
-# #PF error code bits (Intel SDM vol. 3, 4.7)
-PF_PRESENT = 1 << 0
-PF_WRITE = 1 << 1
-PF_USER = 1 << 2
-PF_RESERVED = 1 << 3
-PF_FETCH = 1 << 4
+__all__ = ["walk", "fault_code", "Walk", "Step", "scan", "merge", "mapped_ranges",
+           "MappedRange", "AddressSpace", "Table", "BadEntry", "PageTableBuilder",
+           "entry_flags", "canonical", "sign_extend"]
 
 ReadU64 = Callable[[int], int]
-
-
-def canonical(vaddr: int) -> bool:
-    top = vaddr >> 47
-    return top == 0 or top == (1 << 17) - 1
-
-
-def sign_extend(vaddr: int) -> int:
-    vaddr &= (1 << 48) - 1
-    return vaddr | (0xFFFF << 48) if vaddr >> 47 else vaddr
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,23 +69,24 @@ class Walk:
 
 
 def entry_flags(entry: int) -> str:
-    names = [(PRESENT, "P"), (WRITABLE, "W"), (USER, "U"), (ACCESSED, "A"), (DIRTY, "D"),
-             (HUGE, "PS"), (GLOBAL, "G"), (NO_EXECUTE, "NX")]
+    names = [(PTE_PRESENT, "P"), (PTE_WRITABLE, "W"), (PTE_USER, "U"), (PTE_ACCESSED, "A"), (PTE_DIRTY, "D"),
+             (PTE_HUGE, "PS"), (PTE_GLOBAL, "G"), (PTE_NO_EXECUTE, "NX")]
     return " ".join(name for bit, name in names if entry & bit)
 
 
 def _size_name(size: int) -> str:
-    return {1 << 12: "4 KiB", 1 << 21: "2 MiB", 1 << 30: "1 GiB"}.get(size, hex(size))
+    return {PAGE_SIZE: "4 KiB", LARGE_PAGE_SIZE: "2 MiB", HUGE_PAGE_SIZE: "1 GiB"}.get(
+        size, hex(size))
 
 
 def _reserved_bits(level: int, entry: int, nxe: bool) -> bool:
-    if entry & RESERVED_HIGH:
+    if entry & PTE_RESERVED_HIGH:
         return True
-    if not nxe and entry & NO_EXECUTE:
+    if not nxe and entry & PTE_NO_EXECUTE:
         return True
-    if level == 0 and entry & HUGE:
+    if level == 0 and entry & PTE_HUGE:
         return True
-    if entry & HUGE and level in (1, 2):
+    if entry & PTE_HUGE and level in (1, 2):
         # bits 12 (PAT) .. page offset of a huge page: the low frame bits must be 0
         low = (1 << LEVEL_SHIFTS[level]) - 1
         if entry & low & ~0x1FFF:
@@ -123,28 +99,28 @@ def walk(read_u64: ReadU64, cr3: int, vaddr: int, nxe: bool = True) -> Walk:
     steps: list[Step] = []
     if not canonical(vaddr):
         return Walk(vaddr, (), None, 0, False, False, False, "non-canonical address", False)
-    table = cr3 & ADDRESS_MASK
+    table = cr3 & PTE_ADDRESS_MASK
     writable = user = executable = True
     for level, shift in enumerate(LEVEL_SHIFTS):
         index = (vaddr >> shift) & 0x1FF
         entry_address = table + 8 * index
         entry = read_u64(entry_address)
-        steps.append(Step(LEVEL_NAMES[level], index, entry_address, entry))
-        if not entry & PRESENT:
+        steps.append(Step(PAGING_LEVELS[level], index, entry_address, entry))
+        if not entry & PTE_PRESENT:
             return Walk(vaddr, tuple(steps), None, 0, False, False, False,
-                        f"{LEVEL_NAMES[level]} entry not present", False)
+                        f"{PAGING_LEVELS[level]} entry not present", False)
         if _reserved_bits(level, entry, nxe):
             return Walk(vaddr, tuple(steps), None, 0, False, False, False,
-                        f"reserved bit set in {LEVEL_NAMES[level]} entry", True)
-        writable &= bool(entry & WRITABLE)
-        user &= bool(entry & USER)
-        executable &= not (nxe and entry & NO_EXECUTE)
-        if level == 3 or (entry & HUGE and level in (1, 2)):
+                        f"reserved bit set in {PAGING_LEVELS[level]} entry", True)
+        writable &= bool(entry & PTE_WRITABLE)
+        user &= bool(entry & PTE_USER)
+        executable &= not (nxe and entry & PTE_NO_EXECUTE)
+        if level == 3 or (entry & PTE_HUGE and level in (1, 2)):
             size = 1 << shift
-            frame = entry & ADDRESS_MASK & ~(size - 1)
+            frame = entry & PTE_ADDRESS_MASK & ~(size - 1)
             return Walk(vaddr, tuple(steps), frame | (vaddr & (size - 1)), size,
                         writable, user, executable, None, False)
-        table = entry & ADDRESS_MASK
+        table = entry & PTE_ADDRESS_MASK
     raise AssertionError("unreachable")
 
 
@@ -176,18 +152,22 @@ class MappedRange(NamedTuple):
     user: bool
     executable: bool
 
+    @property
+    def perms(self) -> str:
+        """`w`/`r`, `u`/`s`, `x`/`-`: writable, user, executable."""
+        return ("w" if self.writable else "r") + ("u" if self.user else "s") + \
+            ("x" if self.executable else "-")
+
     def describe(self) -> str:
-        perms = ("w" if self.writable else "r") + ("u" if self.user else "s") + \
-                ("x" if self.executable else "-")
         return f"{self.start:016x}-{self.end:016x} {self.end - self.start:016x} " \
-               f"{perms} -> {self.paddr:#x}"
+               f"{self.perms} -> {self.paddr:#x}"
 
 
 @dataclass(frozen=True, slots=True)
 class Table:
     """One page-table page of an address space."""
     paddr: int
-    level: int                  # index into LEVEL_NAMES: 0 = PML4 ... 3 = PT
+    level: int                  # index into PAGING_LEVELS: 0 = PML4 ... 3 = PT
     vaddr: int                  # the first virtual address it covers
     parent: int | None          # physical address of the entry pointing at it; None: root
 
@@ -227,26 +207,26 @@ def scan(read_table: Callable[[int], tuple[int, ...]], root: int, nxe: bool) -> 
             return
         level, shift = table.level, LEVEL_SHIFTS[table.level]
         for index, entry in enumerate(entries):
-            if not entry & PRESENT:
+            if not entry & PTE_PRESENT:
                 continue
             vaddr = sign_extend(table.vaddr + (index << shift))
             entry_address = table.paddr + 8 * index
             if _reserved_bits(level, entry, nxe):
                 bad.append(BadEntry(vaddr, level, entry_address, entry))
                 continue
-            ww = w and bool(entry & WRITABLE)
-            uu = u and bool(entry & USER)
-            xx = x and not (nxe and entry & NO_EXECUTE)
-            if level == 3 or (entry & HUGE and level in (1, 2)):
+            ww = w and bool(entry & PTE_WRITABLE)
+            uu = u and bool(entry & PTE_USER)
+            xx = x and not (nxe and entry & PTE_NO_EXECUTE)
+            if level == 3 or (entry & PTE_HUGE and level in (1, 2)):
                 size = 1 << shift
-                frame = entry & ADDRESS_MASK & ~(size - 1)
+                frame = entry & PTE_ADDRESS_MASK & ~(size - 1)
                 leaves.append(MappedRange(vaddr, vaddr + size, frame, ww, uu, xx))
             else:
-                visit(Table(entry & ADDRESS_MASK, level + 1, vaddr, entry_address),
+                visit(Table(entry & PTE_ADDRESS_MASK, level + 1, vaddr, entry_address),
                       ww, uu, xx)
 
-    visit(Table(root & ADDRESS_MASK, 0, 0, None), True, True, True)
-    return AddressSpace(root & ADDRESS_MASK, tuple(leaves), tuple(tables), tuple(bad),
+    visit(Table(root & PTE_ADDRESS_MASK, 0, 0, None), True, True, True)
+    return AddressSpace(root & PTE_ADDRESS_MASK, tuple(leaves), tuple(tables), tuple(bad),
                         tuple(unreadable))
 
 
@@ -271,9 +251,77 @@ def merge(leaves: Iterable[MappedRange]) -> list[MappedRange]:
 def mapped_ranges(read_u64: ReadU64, cr3: int, nxe: bool = True) -> list[MappedRange]:
     """Every mapping of the address space, merged where contiguous with equal permissions."""
     def read_table(paddr: int) -> tuple[int, ...]:
-        return tuple(read_u64(paddr + 8 * index) for index in range(512))
+        return tuple(read_u64(paddr + 8 * index) for index in range(ENTRIES_PER_TABLE))
 
     space = scan(read_table, cr3, nxe)
     if space.unreadable:
-        raise UnbackedAccess(space.unreadable[0].paddr, 0x1000)
+        raise UnbackedAccess(space.unreadable[0].paddr, PAGE_SIZE)
     return merge(space.leaves)
+
+
+class PageTableBuilder:
+    """4-level page tables built in host memory, placed in guest RAM later (the boot page
+    tables, and tests' bare machines). Tables are numbered; table 0 is the PML4.
+    `overlap` is the exception raised when a range is mapped twice."""
+
+    def __init__(self, overlap: Callable[[str], Exception] = ValueError) -> None:
+        self.tables: list[list[int]] = [[0] * ENTRIES_PER_TABLE]
+        self.children: dict[tuple[int, int], int] = {}
+        self._overlap = overlap
+
+    def map(self, virt: int, phys: int, size: int, flags: int, *, large: bool = True,
+            write_combining: bool = False) -> None:
+        """Map [virt, virt+size) to phys with leaf `flags` (P added), using 1 GiB and 2 MiB
+        pages where both sides are aligned and `large` allows, 4 KiB pages elsewhere.
+        `write_combining` selects PAT entry 5 (PAT=1, PCD=0, PWT=1), as Limine maps
+        framebuffers."""
+        end = virt + size
+        while virt < end:
+            for page, level in ((HUGE_PAGE_SIZE, 1), (LARGE_PAGE_SIZE, 2), (PAGE_SIZE, 3)):
+                if page == PAGE_SIZE or (large and virt % page == 0 and phys % page == 0
+                                         and end - virt >= page):
+                    break
+            table = self._table_for(virt, level)
+            index = (virt >> LEVEL_SHIFTS[level]) & (ENTRIES_PER_TABLE - 1)
+            if self.tables[table][index] or (table, index) in self.children:
+                raise self._overlap(f"{virt:#x} is mapped twice")
+            leaf = phys | flags | PTE_PRESENT | (PTE_HUGE if level < 3 else 0)
+            if write_combining:
+                leaf |= PTE_WRITE_THROUGH | (PTE_PAT_4K if level == 3 else PTE_PAT_LARGE)
+            self.tables[table][index] = leaf
+            virt += page
+            phys += page
+
+    def _table_for(self, virt: int, level: int) -> int:
+        table = 0
+        for depth in range(level):
+            index = (virt >> LEVEL_SHIFTS[depth]) & (ENTRIES_PER_TABLE - 1)
+            if self.tables[table][index]:
+                raise self._overlap(f"{virt:#x} lies under a large page already mapped")
+            child = self.children.get((table, index))
+            if child is None:
+                child = len(self.tables)
+                self.tables.append([0] * ENTRIES_PER_TABLE)
+                self.children[(table, index)] = child
+            table = child
+        return table
+
+    def size(self) -> int:
+        """Bytes the tables take in guest RAM."""
+        return PAGE_SIZE * len(self.tables)
+
+    def serialize(self, base: int) -> bytes:
+        """The tables as they must lie at physical `base`, table n at base + n pages.
+        Intermediate entries are present and writable (supervisor): the leaves decide."""
+        out = bytearray()
+        for number, entries in enumerate(self.tables):
+            row = list(entries)
+            for index in range(ENTRIES_PER_TABLE):
+                child = self.children.get((number, index))
+                if child is not None:
+                    row[index] = (base + child * PAGE_SIZE) | PTE_PRESENT | PTE_WRITABLE
+            out += _TABLE.pack(*row)
+        return bytes(out)
+
+
+_TABLE = struct.Struct(f"<{ENTRIES_PER_TABLE}Q")

@@ -18,24 +18,17 @@ from dataclasses import dataclass
 
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, Uc
 from unicorn import x86_const as X
-from unicorn.unicorn_py3 import unicorn as _binding
-
-from emu.errors import EmuError
+from emu.engine import capi
+from emu.errors import EngineError
+from emu.x86 import MSR_EFER, MSR_FMASK, MSR_LSTAR, MSR_STAR
 
 # QEMU's register order in env->regs[]
 REG_INDEX = {"rax": 0, "rcx": 1, "rdx": 2, "rbx": 3, "rsp": 4, "rbp": 5, "rsi": 6, "rdi": 7,
              **{f"r{n}": n for n in range(8, 16)}}
 SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs")
 
-# Segment-cache flag bits (QEMU's DESC_* values are the descriptor's high dword bits)
-DESC_A = 1 << 8
-DESC_RW = 1 << 9
-DESC_CODE = 1 << 11
-DESC_S = 1 << 12
-DESC_P = 1 << 15
-DESC_L = 1 << 21
-DESC_B = 1 << 22
-DESC_G = 1 << 23
+# QEMU internals: the CPL lives in the low bits of env->hflags; CC_OP_EFLAGS means "the
+# arithmetic flags are in cc_src" (segment-cache flags are the descriptor bits of emu.x86).
 HF_CPL_MASK = 3
 CC_OP_EFLAGS = 1
 
@@ -85,17 +78,14 @@ class ContextBuffer:
         self.uc = uc
         self.layout = layout
         self._context = uc.context_save()
-        address = self._context.context.value + layout.header
+        address = capi.context_address(self._context) + layout.header
         self.view = memoryview((ctypes.c_char * layout.size).from_address(address)).cast("B")
-        self._save = _binding.uclib.uc_context_save
-        self._restore = _binding.uclib.uc_context_restore
+        self._saver = capi.ContextSaver(uc, self._context)
+        self.restore = self._saver.restore
 
     def save(self) -> memoryview:
-        self._save(self.uc._uch, self._context.context)
+        self._saver.save()
         return self.view
-
-    def restore(self) -> None:
-        self._restore(self.uc._uch, self._context.context)
 
     def snapshot(self) -> bytes:
         return bytes(self.view)
@@ -109,19 +99,20 @@ def _probe_machine() -> Uc:
 
 def _saved(uc: Uc, header: int, size: int) -> bytes:
     context = uc.context_save()
-    return ctypes.string_at(context.context.value + header, size)
+    return ctypes.string_at(capi.context_address(context) + header, size)
 
 
 @functools.lru_cache(maxsize=1)
 def layout() -> Layout:
     """Measure and verify the context layout of the loaded Unicorn."""
     uc = _probe_machine()
-    total = _binding.uclib.uc_context_size(uc._uch)
+    capi.check()
+    total = capi.context_size(uc)
     uc.reg_write(X.UC_X86_REG_RAX, 0x5A5A_1234_8765_A5A5)
-    raw = ctypes.string_at(uc.context_save().context.value, total)
+    raw = ctypes.string_at(capi.context_address(uc.context_save()), total)
     header = raw.find(struct.pack("<Q", 0x5A5A_1234_8765_A5A5))
     if header < 0 or header > 64:
-        raise EmuError("unsupported unicorn build: cannot find registers in a CPU context; "
+        raise EngineError("unsupported unicorn build: cannot find registers in a CPU context; "
                        "install unicorn==2.1.4")
     size = total - header
     base = Layout(header=header, size=size)
@@ -131,7 +122,7 @@ def layout() -> Layout:
         data = _saved(uc, header, size)
         if struct.unpack_from("<Q", data, offset)[0] != (value if isinstance(value, int)
                                                          else value[1]):
-            raise EmuError(f"unsupported unicorn build: {label} is not where QEMU 5 keeps it; "
+            raise EngineError(f"unsupported unicorn build: {label} is not where QEMU 5 keeps it; "
                            "install unicorn==2.1.4")
 
     located(X.UC_X86_REG_RIP, 0x1234, base.eip, "RIP")
@@ -143,20 +134,20 @@ def layout() -> Layout:
     uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0, 0))
 
     offsets = {}
-    for name, msr, value in (("star", 0xC0000081, 0x0023_0008_0000_0000),
-                             ("lstar", 0xC0000082, 0xFFFF_8000_1234_5678),
-                             ("fmask", 0xC0000084, 0x4_7700)):
+    for name, msr, value in (("star", MSR_STAR, 0x0023_0008_0000_0000),
+                             ("lstar", MSR_LSTAR, 0xFFFF_8000_1234_5678),
+                             ("fmask", MSR_FMASK, 0x4_7700)):
         uc.reg_write(X.UC_X86_REG_MSR, (msr, value))
         hits = _find(_saved(uc, header, size), value)
         if len(hits) != 1:
-            raise EmuError(f"unsupported unicorn build: cannot locate MSR {name}")
+            raise EngineError(f"unsupported unicorn build: cannot locate MSR {name}")
         offsets[name] = hits[0]
     before = _saved(uc, header, size)
-    uc.reg_write(X.UC_X86_REG_MSR, (0xC0000080, 0xD01))
+    uc.reg_write(X.UC_X86_REG_MSR, (MSR_EFER, 0xD01))
     after = _saved(uc, header, size)
     efer = [off for off in _find(after, 0xD01) if off not in _find(before, 0xD01)]
     if len(efer) != 1:
-        raise EmuError("unsupported unicorn build: cannot locate EFER")
+        raise EngineError("unsupported unicorn build: cannot locate EFER")
     offsets["efer"] = efer[0]
     offsets.update(_fault_fields(header, size))
     return Layout(header=header, size=size, **offsets)
@@ -190,7 +181,7 @@ def _fault_fields(header: int, size: int) -> dict[str, int]:
     uc.hook_add(UC_HOOK_INTR, on_fault)
     uc.emu_start(code_at, code_at + 14, count=10)
     if not seen:
-        raise EmuError("unsupported unicorn build: the probe page fault did not arrive")
+        raise EngineError("unsupported unicorn build: the probe page fault did not arrive")
     fault = seen[0]
 
     def changed(value: int, fmt: str, was: int, after: int = 0) -> int:
@@ -198,7 +189,7 @@ def _fault_fields(header: int, size: int) -> dict[str, int]:
                 if off > after and struct.unpack_from(fmt, idle, off)[0] == was]
         hits = [off for off in hits if idle[off:off + struct.calcsize(fmt)] != fault[off:off + struct.calcsize(fmt)]]
         if len(hits) != 1:
-            raise EmuError("unsupported unicorn build: cannot locate the exception state "
+            raise EngineError("unsupported unicorn build: cannot locate the exception state "
                            f"({value:#x}: {len(hits)} candidates)")
         return hits[0]
 
@@ -206,6 +197,6 @@ def _fault_fields(header: int, size: int) -> dict[str, int]:
     old_exception = changed(14, "<i", -1)     # #PF in flight
     next_eip = changed(code_at, "<Q", 0, after=error_code)
     if next_eip != error_code + 8:
-        raise EmuError("unsupported unicorn build: exception fields are not laid out as in QEMU 5")
+        raise EngineError("unsupported unicorn build: exception fields are not laid out as in QEMU 5")
     return {"error_code": error_code, "exception_is_int": error_code + 4,
             "exception_next_eip": next_eip, "old_exception": old_exception}

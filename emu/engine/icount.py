@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from unicorn import UC_HOOK_BLOCK
 from unicorn.x86_const import UC_X86_REG_CS
-from unicorn.unicorn_py3 import unicorn as _binding
+
+from emu.engine import capi
 
 from emu.errors import BuildError
 
@@ -26,7 +26,6 @@ NEVER = (1 << 64) - 1
 
 _MISS = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32)
 _USER_BLOCK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64, ctypes.c_uint32)
-_STOP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 
 
 class _Header(ctypes.Structure):
@@ -86,13 +85,7 @@ def new_counter_memory() -> ctypes.Array:
 def hook_blocks(uc, function: str, memory: ctypes.Array) -> None:
     """Install the library's `function` as a UC_HOOK_BLOCK on all code, with `memory` (a
     struct counter, which must outlive the hook) as its user data."""
-    handle = ctypes.c_size_t()
-    status = _binding.uclib.uc_hook_add(
-        uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
-        ctypes.cast(getattr(load_library(), function), ctypes.c_void_p),
-        ctypes.c_void_p(ctypes.addressof(memory)), ctypes.c_uint64(1), ctypes.c_uint64(0))
-    if status != 0:
-        raise BuildError(f"cannot install the block hook {function} (unicorn error {status})")
+    capi.hook_block_function(uc, getattr(load_library(), function), memory)
 
 
 class InstructionCounter:
@@ -107,10 +100,10 @@ class InstructionCounter:
         self.state = _Header.from_buffer(self._memory)
         self._count_block = count_block
         self._miss = _MISS(self._on_miss)
-        self._stop = _STOP(lambda handle: _binding.uclib.uc_emu_stop(handle))
+        self._stop = capi.EMU_STOP(capi.emu_stop)
         self.state.stop = ctypes.cast(self._stop, ctypes.c_void_p)
         self.state.miss = ctypes.cast(self._miss, ctypes.c_void_p)
-        self.state.ctl = ctypes.cast(_binding.uclib.uc_ctl, ctypes.c_void_p)
+        self.state.ctl = capi.function_pointer("uc_ctl")
         self.state.stop_at = NEVER
         self.state.generation = 1      # slots start at generation 0: all empty
         self.error: BaseException | None = None
@@ -126,7 +119,7 @@ class InstructionCounter:
                 self.error = exc
                 return 1
         self._user_block = _USER_BLOCK(on_user_block)
-        self.state.reg_read = ctypes.cast(_binding.uclib.uc_reg_read, ctypes.c_void_p)
+        self.state.reg_read = capi.function_pointer("uc_reg_read")
         self.state.cs_register = UC_X86_REG_CS
         self.state.user_block = ctypes.cast(self._user_block, ctypes.c_void_p)
 

@@ -2,7 +2,7 @@
 
 Owns: which device answers which port or physical range, the `Device` protocol, and turning
 an access to a port or physical address with nothing behind it into GuestCrash.
-Does not own: what devices do (devices.py), RAM (memory.py), the I/O permission check of
+Does not own: what devices do (emu/hw/devices/), RAM (emu/hw/memory.py), the I/O permission check of
 user-mode IN/OUT (the CPU layer, asked through `IoGate`), the crash report (the machine
 layer).
 
@@ -37,14 +37,13 @@ from unicorn.x86_const import UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_REG_RIP
 from emu.errors import ConfigError, GuestCrash
 from emu.events import EventBus, MmioAccess, PortAccess
 from emu.engine.guard import PORT_IN, PORT_OUT, HookGuard
+from emu.x86 import PAGE_SIZE, PHYSICAL_LIMIT
 
-PAGE_SIZE = 0x1000
-PHYSICAL_LIMIT = 1 << 52         # the architectural physical address width
 PORT_COUNT = 0x10000
 
 
 class IoGate(Protocol):
-    """The CPU's I/O permission check (emu/cpu.py), asked before a port access is made
+    """The CPU's I/O permission check (emu/cpu/iogate.py), asked before a port access is made
     while `io_checks` is on; `deny_io` returns what a refused IN hands back."""
     io_checks: bool
 

@@ -19,8 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from emu.errors import ConfigError
-
-PAGE_SIZE = 0x1000
+from emu.x86 import PAGE_SIZE, PHYSICAL_LIMIT
 
 
 class MemoryType(IntEnum):
@@ -119,7 +118,6 @@ class MemoryMap:
 # --- Sizes typed by the user -------------------------------------------------------------
 
 KIB, MIB, GIB, TIB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
-PHYS_ADDR_LIMIT = 1 << 52       # x86-64 physical address width
 MAX_RAM = TIB
 MAX_ENTRIES = 1024              # the Limine protocol's limit
 LOADER_ENTRY_MARGIN = 16        # entries the loader may add by carving its own allocations
@@ -470,9 +468,9 @@ def _check_entry(number: int, region: Region) -> None:
     where = f"memory map entry #{number} {region}"
     if region.base < 0:
         raise ConfigError(f"{where}: negative base")
-    if region.end > PHYS_ADDR_LIMIT:
+    if region.end > PHYSICAL_LIMIT:
         raise ConfigError(f"{where}: ends at {region.end:#x}, beyond the 52-bit physical "
-                          f"address space ({PHYS_ADDR_LIMIT:#x})")
+                          f"address space ({PHYSICAL_LIMIT:#x})")
     if region.type in _EXCLUSIVE and (region.base | region.length) % PAGE_SIZE:
         raise ConfigError(f"{where}: {region.type.name} entries must start and end on 4 KiB "
                           f"boundaries (base {region.base:#x}, length {region.length:#x})")

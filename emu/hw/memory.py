@@ -15,20 +15,11 @@ import sys
 
 from unicorn import UC_PROT_ALL
 
-from emu.errors import ConfigError
+from emu.errors import ConfigError, UnbackedAccess
 
 _U64 = struct.Struct("<Q")
 # Not exported by every Python's mmap module; the Linux value is stable ABI.
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
-
-
-class UnbackedAccess(Exception):
-    """A physical access that no RAM range covers; callers turn it into a guest error."""
-
-    def __init__(self, paddr: int, size: int) -> None:
-        super().__init__(f"physical {paddr:#x} (+{size}) has no RAM behind it")
-        self.paddr = paddr
-        self.size = size
 
 
 class PhysicalMemory:

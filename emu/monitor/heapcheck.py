@@ -37,22 +37,18 @@ gives for native allocators.
 from __future__ import annotations
 
 import bisect
-import ctypes
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable
 
-from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as X
-from unicorn.unicorn_py3 import unicorn as _binding
 
-from emu.errors import ConfigError
+from emu.errors import ConfigError, GuestMemoryError
 from emu.events import Cr3Written, EventBus, HeapFinding, Observer, TlbFlush
+from emu.x86 import MASK64
 
 ALIGNMENT = 16
 U64 = struct.Struct("<Q")
-MASK64 = (1 << 64) - 1
 
 RULES = ("overlap", "outside-heap", "misaligned", "double-free", "invalid-free")
 DESCRIPTOR_SYMBOL = "heap_descriptor"         # guest/heap.h
@@ -125,7 +121,7 @@ class _Stats:
 
 
 class HeapChecker(Observer):
-    """Attach to a machine (or any uc/cpu/symbols triple) and it checks every outermost
+    """Attach to a machine (or any hooks/cpu/symbols triple) and it checks every outermost
     kmalloc-family call. `bounds()` returns the heap's virtual ranges [start, end) now (it is
     asked again when a block falls outside the ranges it gave last, since heaps grow);
     None skips the outside-heap rule. `record_calls` keeps every outermost call in `calls`."""
@@ -148,14 +144,12 @@ class HeapChecker(Observer):
         self._ranges: list[tuple[int, int]] | None = None
         self._events: EventBus | None = None
         self._pages: dict[int, int] = {}           # virtual page -> frame, this CR3
-        self._value = ctypes.c_uint64()
 
     # ---- wiring ---------------------------------------------------------------------------
 
     def attach(self, machine) -> "HeapChecker":
         """Hook the functions of a booted-but-not-run Machine."""
-        return self.install(machine.uc, machine.guard, machine.cpu, machine.symbols,
-                            machine.events)
+        return self.install(machine.hooks, machine.cpu, machine.symbols, machine.events)
 
     def on_cr3_write(self, event: Cr3Written) -> None:
         self._pages.clear()
@@ -163,20 +157,20 @@ class HeapChecker(Observer):
     def on_tlb_flush(self, event: TlbFlush) -> None:
         self._pages.pop(event.address >> 12, None)
 
-    def install(self, uc, guard, cpu, symbols, events: EventBus) -> "HeapChecker":
-        """Hook every kmalloc-family function `symbols` knows. Raises ConfigError when the
+    def install(self, hooks, cpu, symbols, events: EventBus) -> "HeapChecker":
+        """Hook every kmalloc-family function `symbols` knows, through `hooks` (a
+        HookGuard: on_execute) on `cpu` (the CPU's read side). Raises ConfigError when the
         kernel has none (nothing to check)."""
-        self._uc, self._guard, self._cpu, self._symbols = uc, guard, cpu, symbols
+        self._hooks, self._cpu, self._symbols = hooks, cpu, symbols
         self._events = events
-        self._handle = uc._uch
-        self._reg_read = _binding.uclib.uc_reg_read
+        self._reg = cpu.state.fast_reg
         events.subscribe(self)         # CR3 writes and invlpg: forget cached translations
         for name in SIGNATURES:
             address = symbols.address_of(name)
             if address is None:
                 continue
             self.functions[address] = name
-            uc.hook_add(UC_HOOK_CODE, guard.wrap(self._on_entry), name, address, address)
+            hooks.on_execute(address, self._on_entry, name)
         if not {"kfree"} <= set(self.functions.values()) or len(self.functions) < 2:
             raise ConfigError("the heap check needs the kernel's kmalloc and kfree symbols; "
                               "this kernel has " + (", ".join(sorted(self.functions.values()))
@@ -184,11 +178,6 @@ class HeapChecker(Observer):
         return self
 
     # ---- hooks ----------------------------------------------------------------------------
-
-    def _reg(self, register: int) -> int:
-        """uc.reg_read without the binding's dispatch: these hooks run once per call."""
-        self._reg_read(self._handle, register, ctypes.byref(self._value))
-        return self._value.value
 
     def _frame(self, vaddr: int) -> int | None:
         """The frame behind a virtual page, or None if it is not mapped; translations are
@@ -227,10 +216,8 @@ class HeapChecker(Observer):
                                frame.entry_icount, name)
         if return_address not in self._return_hooks:
             self._return_hooks.add(return_address)
-            uc.hook_add(UC_HOOK_CODE, self._guard.wrap(self._on_return), None,
-                        return_address, return_address)
-            # Code at the return address translated before now would not call the hook.
-            uc.ctl_remove_cache(return_address, return_address + 1)
+            # Code at the return address translated before now must run through the hook.
+            self._hooks.on_execute(return_address, self._on_return, retranslate=True)
 
     def _on_return(self, uc, address: int, size: int, _data) -> None:
         rsp = self._reg(X.UC_X86_REG_RSP)
@@ -394,46 +381,24 @@ class HeapChecker(Observer):
 
 def heap_bounds(machine):
     """A `bounds` callable for the checker: the heap's virtual range [base, end), read from
-    the kernel's `heap_descriptor` (guest/heap.h) each time it is called; no range while
-    the descriptor is not initialized. None when the kernel has no descriptor (the
+    the kernel's `heap_descriptor` (guest/heap/heap.h) each time it is called; no range
+    while the descriptor is not initialized. None when the kernel has no descriptor (the
     outside-heap rule is then skipped)."""
-    symbol = data_symbol(machine.config.kernel, DESCRIPTOR_SYMBOL)
+    symbol = machine.symbols.data(DESCRIPTOR_SYMBOL)
     if symbol is None:
         return None
-    address = symbol[0] + machine.symbols.slide
+    address = symbol[0]
 
     def bounds() -> list[tuple[int, int]]:
         try:
             raw = machine.cpu.read_virtual(address, DESCRIPTOR_LAYOUT.size)
-        except Exception:  # noqa: BLE001 - unreadable: no range known yet
-            return []
+        except GuestMemoryError:
+            return []                  # unreadable: no range known yet
         magic, version, _kind, _debug, base, end = DESCRIPTOR_LAYOUT.unpack(raw)
         if magic != DESCRIPTOR_MAGIC or version != DESCRIPTOR_VERSION or not base < end:
             return []
         return [(base, end)]
     return bounds
-
-
-_DATA_SYMBOLS: dict[tuple[str, float], dict[str, tuple[int, int]]] = {}
-
-
-def data_symbol(kernel: Path, name: str) -> tuple[int, int] | None:
-    """(link address, size) of a data object (STT_OBJECT) of the kernel, or None.
-    emu.symbols keeps only code symbols; this reads the others, cached per file."""
-    from elftools.elf.elffile import ELFFile
-
-    kernel = Path(kernel)
-    key = (str(kernel.resolve()), kernel.stat().st_mtime)
-    table = _DATA_SYMBOLS.get(key)
-    if table is None:
-        table = {}
-        with kernel.open("rb") as stream:
-            symtab = ELFFile(stream).get_section_by_name(".symtab")
-            for entry in symtab.iter_symbols() if symtab is not None else ():
-                if entry["st_info"]["type"] == "STT_OBJECT" and entry.name:
-                    table.setdefault(entry.name, (entry["st_value"], entry["st_size"]))
-        _DATA_SYMBOLS[key] = table
-    return table.get(name)
 
 
 def attach(machine, on_finding: Callable[[HeapFinding], None] | None = None,

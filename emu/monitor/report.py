@@ -8,21 +8,18 @@ from __future__ import annotations
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
-from emu.cpu import EXCEPTION_NAMES, Cpu
-from emu.hw.memory import UnbackedAccess
+from emu.cpu import Cpu
+from emu.errors import GuestMemoryError, UnbackedAccess
 from emu.monitor.symbols import Symbols
+from emu.x86 import exception_name
 
 MAX_FRAMES = 32
-
-
-def exception_name(vector: int) -> str:
-    return EXCEPTION_NAMES.get(vector, f"vector {vector:#x}")
 
 
 def _disassemble(cpu: Cpu, rip: int, symbols: Symbols | None) -> list[str]:
     try:
         code = cpu.read_virtual(rip, 16)
-    except (LookupError, UnbackedAccess) as exc:
+    except GuestMemoryError as exc:
         return [f"  (cannot read the instruction at {rip:#x}: {exc})"]
     where = symbols.lookup(rip) if symbols else hex(rip)
     for insn in Cs(CS_ARCH_X86, CS_MODE_64).disasm(code, rip):
@@ -47,7 +44,7 @@ def backtrace(cpu: Cpu, rip: int, rbp: int, symbols: Symbols | None) -> list[str
         try:
             saved_rbp, ret = (int.from_bytes(cpu.read_virtual(rbp + 8 * i, 8), "little")
                               for i in (0, 1))
-        except (LookupError, UnbackedAccess):
+        except GuestMemoryError:
             break
         if ret == 0:
             break
@@ -57,11 +54,13 @@ def backtrace(cpu: Cpu, rip: int, rbp: int, symbols: Symbols | None) -> list[str
 
 
 def render(cpu: Cpu, title: str, symbols: Symbols | None = None,
-           serial_tail: list[str] = (), rip: int | None = None) -> str:
-    """The full report. `rip` overrides the live RIP (the faulting instruction)."""
+           serial_tail: list[str] = (), rip: int | None = None, heading: str = "guest crash",
+           details: str = "") -> str:
+    """The full report, titled `=== heading: title` with `details` (lines) under the
+    title. `rip` overrides the live RIP (the faulting instruction)."""
     regs = cpu.registers()
     rip = regs["rip"] if rip is None else rip
-    out = [f"=== guest crash: {title}", "", "registers:"]
+    out = [f"=== {heading}: {title}", *([details] if details else []), "", "registers:"]
     names = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
              "r12", "r13", "r14", "r15"]
     for i in range(0, len(names), 4):

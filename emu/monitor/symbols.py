@@ -1,7 +1,10 @@
-"""ELF symbols and DWARF line numbers for backtraces and crash reports.
+"""The kernel's ELF symbols: the one symbol service of the monitor.
 
-Owns: turning guest code addresses into `name+0x12` and `file.c:123`, and names into
-addresses (for hooks on function entries).
+Owns: turning guest code addresses into `name+0x12` and `file.c:123` (backtraces, crash
+reports), function names into addresses (hooks on function entries), data objects into
+(address, size) (descriptors the checkers read: `pmm_descriptor`, `heap_descriptor`,
+`replay_result`), and the kernel's slide (a PIE kernel is loaded away from its link
+address; every address this service returns or takes is a run-time address).
 Does not own: reading guest memory or unwinding stacks (the crash reporter does that).
 
 Construction reads only the symbol table; the DWARF line table is parsed on the first
@@ -33,8 +36,10 @@ class Symbols:
     """Function symbols of one ELF, sorted by address, optionally slid (PIE kernels)."""
 
     def __init__(self, symbols: list[Symbol], code: list[tuple[int, int]],
-                 slide: int = 0, path: Path | None = None) -> None:
+                 slide: int = 0, path: Path | None = None,
+                 objects: dict[str, Symbol] | None = None) -> None:
         self.slide = slide
+        self._objects = dict(objects or {})
         self._path = path
         self._code = sorted(code)                  # executable sections [start, end)
         self._by_address = _one_per_address(symbols)
@@ -58,13 +63,14 @@ class Symbols:
                 table = elf.get_section_by_name(".symtab") or elf.get_section_by_name(".dynsym")
                 raw = list(table.iter_symbols()) if table is not None else []
                 symbols = [_symbol(entry, code) for entry in raw]
+                objects = _objects(raw)
         except FileNotFoundError:
             raise ConfigError(f"symbol file {path} not found; check the kernel path") from None
         except (ELFError, ValueError) as exc:
             raise LoaderError(f"{path} is not a readable ELF ({exc}); cannot load symbols")\
                 from None
         ranked = sorted((s for s in symbols if s is not None), key=lambda pair: pair[1])
-        return cls([symbol for symbol, _ in ranked], code, slide, path)
+        return cls([symbol for symbol, _ in ranked], code, slide, path, objects)
 
     def __len__(self) -> int:
         return len(self._by_address)
@@ -99,6 +105,11 @@ class Symbols:
     def size_of(self, name: str) -> int | None:
         symbol = self._by_name.get(name)
         return None if symbol is None else symbol.size
+
+    def data(self, name: str) -> tuple[int, int] | None:
+        """(run-time address, size) of a data object (STT_OBJECT), or None."""
+        symbol = self._objects.get(name)
+        return None if symbol is None else (symbol.address + self.slide, symbol.size)
 
     def line_of(self, address: int) -> str | None:
         """`file.c:123` from the DWARF line table, or None without line info."""
@@ -147,6 +158,16 @@ def _symbol(entry, code: list[tuple[int, int]]) -> tuple[Symbol, tuple] | None:
         return None
     bind = _BIND_RANK.get(entry["st_info"]["bind"], 3)
     return Symbol(name, address, entry["st_size"]), (rank, bind, name)
+
+
+def _objects(entries) -> dict[str, Symbol]:
+    """Defined data objects by name (the first of a name wins)."""
+    out: dict[str, Symbol] = {}
+    for entry in entries:
+        if entry["st_info"]["type"] == "STT_OBJECT" and entry.name and \
+                entry["st_shndx"] != "SHN_UNDEF":
+            out.setdefault(entry.name, Symbol(entry.name, entry["st_value"], entry["st_size"]))
+    return out
 
 
 def _one_per_address(symbols: list[Symbol]) -> list[Symbol]:

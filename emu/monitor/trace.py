@@ -8,6 +8,7 @@ Every line is flushed when written, so a run that dies leaves a readable prefix.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import IO, Iterator
@@ -17,6 +18,18 @@ from emu.events import Event, Observer
 
 FORMAT = "emu-trace"
 VERSION = 1
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file (the kernel's, for trace headers); "" if it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return ""
+    return digest.hexdigest()
 
 
 class TraceRecorder(Observer):

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from emu.errors import ConfigError
+from emu.errors import ConfigError, GuestMemoryError
 from emu.events import HeapFinding, Marker, Observer
-from emu.monitor.heapcheck import HeapCall, HeapChecker, data_symbol, heap_bounds
+from emu.machine import Machine, MachineConfig
+from emu.monitor.heapcheck import HeapCall, HeapChecker, describe, heap_bounds
 
 HEAP_KINDS = ("list", "buddy", "slab", "chained")
 MARK_START, MARK_END = 1, 2
@@ -371,8 +372,6 @@ def _boot_and_replay(kernel: Path, name: str, text: str, cmdline: str, *, heap: 
                      expected_payload: int | None, bare: bool, debug: bool, check: bool,
                      memory: int | None, max_instructions: int | None,
                      observers) -> ReplayRun:
-    from emu.machine import Machine, MachineConfig    # a higher layer: imported when used
-
     with tempfile.TemporaryDirectory(prefix="emu-replay-") as tmp:
         module = Path(tmp) / name
         module.write_text(text, encoding="ascii")
@@ -445,14 +444,13 @@ def _read_report(machine, serial: str, notes: list[str]) -> dict | None:
 
 
 def _read_record(machine) -> dict | None:
-    symbol = data_symbol(machine.config.kernel, RESULT_SYMBOL)
+    symbol = machine.symbols.data(RESULT_SYMBOL)
     if symbol is None:
         return None
-    address = symbol[0] + machine.symbols.slide
     try:
-        raw = machine.cpu.read_virtual(address, RESULT_LAYOUT.size)
-    except Exception:  # noqa: BLE001 - an unreadable record is the same as none
-        return None
+        raw = machine.cpu.read_virtual(symbol[0], RESULT_LAYOUT.size)
+    except GuestMemoryError:
+        return None                    # an unreadable record is the same as none
     magic, _kind, ops, errors, payload, footprint, _e4, _mode, _debug, tsc = \
         RESULT_LAYOUT.unpack(raw)
     if magic != RESULT_MAGIC:
@@ -486,8 +484,6 @@ MAX_FINDINGS_SHOWN = 10
 
 def render_table(trace: Trace, outcomes: list[ReplayOutcome]) -> str:
     """A Markdown table, one row per allocator, then the findings (a few per allocator)."""
-    from emu.monitor.heapcheck import describe
-
     bare = any(outcome.bare for outcome in outcomes)
     lines = [f"{trace.name}: {len(trace.ops):,} operations on {trace.blocks:,} block ids, "
              f"peak payload {trace.peak_payload():,} bytes "

@@ -1,19 +1,26 @@
-"""A bare x86-64 machine for delivery tests: identity-mapped RAM, our GDT/TSS/IDT built from
-Python, and guest code assembled with keystone. The guest itself runs lgdt/lidt/ltr and its
-own handlers; the monitor only delivers, as on hardware."""
+"""A bare x86-64 machine for conformance tests and benchmarks: identity-mapped RAM, a GDT,
+TSS and IDT built from Python, and guest code assembled with keystone. The guest itself runs
+lgdt/lidt/ltr and its own handlers; the monitor only delivers, as on hardware.
+
+Owns: that machine (the public helper tests and bench/ use instead of the Machine's
+insides). Keystone is a test dependency (`pip install 'emu[test]'`); it is imported when
+code is first assembled.
+Does not own: the CPU or RAM (emu/cpu, emu/hw), the Limine boot (emu/machine.py).
+"""
 from __future__ import annotations
 
 import functools
 import struct
 
-from keystone import KS_ARCH_X86, KS_MODE_64, Ks
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 from unicorn import x86_const as X
 
 from emu.cpu import Cpu
-from emu.events import EventBus
 from emu.engine.guard import HookGuard
+from emu.errors import ConfigError
+from emu.events import EventBus
 from emu.hw.memory import PhysicalMemory
+from emu.result import RunEnd
 
 GDT, TSS, IDT = 0x1000, 0x2000, 0x3000
 PML4, PDPT, PD, PT0 = 0x10000, 0x11000, 0x12000, 0x13000   # PT0..: 4 page tables (8 MiB)
@@ -24,7 +31,14 @@ RAM = 8 << 20
 KCODE, KDATA, UDATA, UCODE, TSS_SEL = 0x08, 0x10, 0x1B, 0x23, 0x28
 P, W, U = 1, 2, 4
 
-_ks = Ks(KS_ARCH_X86, KS_MODE_64)
+@functools.lru_cache(maxsize=1)
+def _keystone():
+    try:
+        from keystone import KS_ARCH_X86, KS_MODE_64, Ks
+    except ImportError:
+        raise ConfigError("assembling guest code needs keystone: pip install 'emu[test]'") \
+            from None
+    return Ks(KS_ARCH_X86, KS_MODE_64)
 
 
 @functools.lru_cache(maxsize=512)
@@ -33,19 +47,23 @@ def assemble(source: str, address: int) -> bytes:
     Beware keystone 0.9.2: some absolute memory operands are encoded RIP-relative without
     subtracting RIP (`mov rsi, qword ptr [0x400000]` reads [rip + 0x400000]); load the
     address into a register, or use a SIB form such as `[0x13000 + rbx*8]`."""
-    encoding, _ = _ks.asm(source, address)
+    encoding, _ = _keystone().asm(source, address)
     return bytes(encoding)
 
 
 class BareMachine:
-    def __init__(self, user_pages: bool = True, observers=(), count: bool = True):
+    """`ram` bytes of RAM at physical 0; the first 8 MiB identity-mapped (user-accessible
+    when `user_pages`), except the demand pages at DEMAND, which start not present."""
+
+    def __init__(self, user_pages: bool = True, observers=(), count: bool = True,
+                 ram: int = RAM):
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.memory = PhysicalMemory(self.uc)
-        self.memory.add(0, RAM)
-        self.guard = HookGuard(self.uc)
+        self.memory.add(0, ram)
+        self.hooks = HookGuard(self.uc)
         self.events = EventBus(observers)
         self._tables(user_pages)
-        self.cpu = Cpu(self.uc, self.memory, self.events, self.guard, count=count)
+        self.cpu = Cpu(self.uc, self.memory, self.events, self.hooks, count=count)
         self.gates: dict[int, tuple[int, int, int]] = {}
 
     def u64(self, paddr: int, value: int) -> None:
@@ -120,7 +138,7 @@ class BareMachine:
         uc.reg_write(X.UC_X86_REG_RSP, rsp)
         uc.reg_write(X.UC_X86_REG_RIP, CODE)
 
-    def run(self, budget: int = 5_000_000) -> str:
+    def run(self, budget: int = 5_000_000) -> RunEnd:
         return self.cpu.run(budget)
 
     def reg(self, register: int) -> int:

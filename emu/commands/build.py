@@ -1,0 +1,17 @@
+"""`emu build`: build the project's kernel and print the path of its ELF."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "build"
+HELP = "build the project's guest kernel and print the path of its ELF"
+
+
+def add_arguments(command: argparse.ArgumentParser) -> None:
+    pass
+
+
+def execute(args) -> int:
+    from emu.build import build_guest
+    print(build_guest())
+    return 0

@@ -1,0 +1,93 @@
+"""`emu pt`: run a kernel and list an address space, like QEMU's `info mem`.
+
+Owns: choosing the address space (the CR3 live at the end, `--cr3`, or the one live at the
+Nth guest checkpoint) and printing it: one line per range of equal permissions and
+contiguous frames, then the bytes mapped per permission. Exit 0, or 2 when there is no
+address space to list.
+Does not own: walking page tables (emu/arch/paging.py).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from emu.arch.paging import MappedRange, mapped_ranges
+from emu.commands.options import add_machine_options, count, machine_config
+from emu.errors import ConfigError, UnbackedAccess
+from emu.events import Checkpoint, Observer
+from emu.hw.memmap import format_size
+from emu.machine import Machine
+
+NAME = "pt"
+HELP = "run a kernel and list an address space (like QEMU's `info mem`)"
+
+
+def add_arguments(pt: argparse.ArgumentParser) -> None:
+    add_machine_options(pt)
+    pt.add_argument("--cr3", type=lambda text: int(text, 0), default=None,
+                    help="list the tables at this physical address (default: the CR3 live "
+                         "at the end of the run)")
+    pt.add_argument("--at-checkpoint", type=count, default=None, metavar="N",
+                    help="list the address space live at the Nth guest checkpoint")
+
+
+class _AtCheckpoint(Observer):
+    """Takes the picture of the address space live at the Nth checkpoint."""
+
+    def __init__(self, machine: Machine, wanted: int) -> None:
+        self.machine = machine
+        self.wanted = wanted
+        self.seen = 0
+        self.picture: tuple[int, str, list[MappedRange]] | None = None
+
+    def on_checkpoint(self, event: Checkpoint) -> None:
+        self.seen += 1
+        if self.seen == self.wanted:
+            cr3 = self.machine.cpu.cr3()
+            self.picture = (cr3, f"at checkpoint #{self.seen} (number {event.number}, "
+                                 f"instruction {event.icount:,})", _listing(self.machine, cr3))
+
+
+def _listing(machine: Machine, cr3: int) -> list[MappedRange]:
+    try:
+        return mapped_ranges(machine.memory.read_u64, cr3, machine.cpu.nxe())
+    except UnbackedAccess as exc:
+        raise ConfigError(f"no page tables at CR3 {cr3:#x}: {exc}") from None
+
+
+def execute(args) -> int:
+    machine = Machine(machine_config(args))
+    watcher = _AtCheckpoint(machine, args.at_checkpoint)
+    if args.at_checkpoint:
+        machine.events.subscribe(watcher)
+    result = machine.run()
+    print(f"--- {result.message}", file=sys.stderr)
+    if args.at_checkpoint:
+        if watcher.picture is None:
+            raise ConfigError(f"the guest reached {watcher.seen} checkpoints, not "
+                              f"{args.at_checkpoint}")
+        cr3, when, ranges = watcher.picture
+    elif args.cr3 is not None:
+        cr3, when = args.cr3, "given with --cr3"
+        ranges = _listing(machine, cr3)
+    else:
+        cr3, when = machine.cpu.cr3(), f"at the end of the run ({result.reason})"
+        ranges = _listing(machine, cr3)
+    for line in address_space_lines(cr3, when, ranges):
+        print(line)
+    return 0
+
+
+def address_space_lines(cr3: int, when: str, ranges: list[MappedRange]) -> list[str]:
+    """The header, one line per range (MappedRange.describe: start-end size perms ->
+    physical; perms w/r, u/s, x/-), and the bytes mapped per permission."""
+    lines = [f"address space of CR3 {cr3:#x}, {when}: {len(ranges)} ranges",
+             f"{'start':16} {'end':16} {'size':16} prm -> physical"]
+    lines += [r.describe() for r in ranges]
+    totals: dict[str, int] = {}
+    for r in ranges:
+        totals[r.perms] = totals.get(r.perms, 0) + r.end - r.start
+    lines.append(f"mapped: {format_size(sum(totals.values()))}" +
+                 "".join(f", {perms} {format_size(size)}"
+                         for perms, size in sorted(totals.items())))
+    return lines

@@ -1,0 +1,157 @@
+"""`emu run`: boot a Limine kernel (default: the project's own) and report how it ended.
+
+Owns: the options of `emu run` (trace, screenshot, checks), live serial output, and the
+summary on stderr. The exit status is the run's (emu/result.py).
+Does not own: the machine, the checkers, the trace format.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emu.commands.options import add_machine_options, count, machine_config
+from emu.errors import ConfigError
+from emu.events import SYSCALL_VECTOR
+from emu.machine import Machine
+from emu.result import EXIT_STATUS_MEANINGS, RunEnd, RunResult
+from emu.x86 import exception_short_name
+
+NAME = "run"
+HELP = "boot a Limine kernel (default: the project's own)"
+CHECKS = ("pt", "heap")        # --check pt,heap: emu/monitor/checks, emu/monitor/heapcheck.py
+
+
+def add_arguments(run: argparse.ArgumentParser) -> None:
+    add_machine_options(run)
+    run.add_argument("--trace", type=Path, help="write a JSON-lines trace of events to FILE")
+    run.add_argument("--screenshot", type=Path, help="save the framebuffer as a PNG at the end")
+    run.add_argument("--quiet", action="store_true", help="no live serial output")
+    run.add_argument("--check", nargs="?", const="pt", default=None, metavar="pt,heap",
+                     help="check invariants while the guest runs, a comma list: pt (the "
+                          "default) the page tables and PMM at every CR3 load, page fault "
+                          "and guest checkpoint; heap every kmalloc, krealloc and kfree call")
+    run.add_argument("--allow", default="", metavar="RULE,...",
+                     help="with --check pt: leave these rules out (a kernel's own policy, "
+                          "e.g. --allow WRITE_EXEC)")
+    run.add_argument("--strict", action="store_true",
+                     help="with --check: end the run at the first violation or heap finding "
+                          "(exit status 73)")
+    run.add_argument("--check-every", type=count, default=None, metavar="N",
+                     help="with --check: also check every N instructions")
+    run.epilog = "exit status: " + "; ".join(f"{code} {meaning}"
+                                             for code, meaning in EXIT_STATUS_MEANINGS)
+
+
+def checks_asked(args) -> frozenset[str]:
+    """The checks `--check` asks for. `--check KERNEL` (the flag alone, then the kernel) is
+    taken apart again: an optional value swallows the positional argument after it."""
+    value = args.check
+    checks: set[str] = set()
+    if value is not None:
+        names = [name.strip() for name in value.split(",")]
+        if all(name in CHECKS for name in names):
+            checks.update(names)
+        elif args.kernel is None and ("/" in value or value.endswith(".elf") or
+                                      Path(value).exists()):
+            args.kernel = Path(value)
+            checks.add("pt")
+        else:
+            raise ConfigError(f"--check {value}: unknown check; choose from "
+                              f"{', '.join(CHECKS)} (a comma list, e.g. --check pt,heap)")
+    if args.check_every or args.allow or (args.strict and not checks):
+        checks.add("pt")
+    return frozenset(checks)
+
+
+def execute(args) -> int:
+    checks = checks_asked(args)
+    config = machine_config(args)
+    if args.no_count and args.trace:
+        raise ConfigError("--trace stamps every event with an instruction count; drop --no-count")
+    if args.no_count and args.check_every:
+        raise ConfigError("--check-every counts instructions; drop --no-count")
+    observers = []
+    recorder = None
+    if args.trace:
+        from emu.monitor.trace import TraceRecorder, file_sha256
+        recorder = TraceRecorder(args.trace, file_sha256(config.kernel), config.describe())
+        observers.append(recorder)
+    try:
+        machine = Machine(config, observers, on_serial_text=None if args.quiet else _live)
+        checker = _attach_page_checks(machine, args) if "pt" in checks else None
+        heap_checker = _attach_heap_checks(machine, args) if "heap" in checks else None
+        result = machine.run()
+    finally:
+        if recorder:
+            recorder.close()
+    if args.screenshot:
+        from emu.monitor.screenshot import save_framebuffer
+        save_framebuffer(machine, args.screenshot)
+    _summary(result)
+    if checker is not None:
+        counts = ", ".join(f"{rule} x{n}" for rule, n in checker.counts.items())
+        _err(f"--- invariant checks: {checker.checks}, violations: {counts or 'none'}")
+    if heap_checker is not None:
+        _heap_summary(heap_checker)
+    return result.exit_status
+
+
+def _attach_page_checks(machine: Machine, args):
+    from emu.monitor.checks import attach
+    return attach(machine, strict=args.strict, every=args.check_every,
+                  on_violation=None if args.strict else _print_violation,
+                  allow=args.allow.split(","))
+
+
+def _attach_heap_checks(machine: Machine, args):
+    from emu.monitor import heapcheck
+
+    def found(event) -> None:
+        if args.strict:
+            machine.stop(RunEnd.VIOLATION, f"heap finding {event.rule} at {event.address:#x}",
+                         "  " + heapcheck.describe(event))
+        else:
+            _err(f"emu: heap finding {heapcheck.describe(event)}")
+    return heapcheck.attach(machine, found)
+
+
+def _print_violation(event) -> None:
+    first, *rest = event.detail.splitlines()
+    _err(f"emu: invariant violation {event.rule} at {event.address:#x}: {first}")
+    for line in rest:
+        _err(f"  {line}")
+
+
+def _heap_summary(checker) -> None:
+    rules: dict[str, int] = {}
+    for finding in checker.findings:
+        rules[finding.rule] = rules.get(finding.rule, 0) + 1
+    calls = sum(stats.calls for stats in checker.stats.values())
+    counts = ", ".join(f"{rule} x{n}" for rule, n in rules.items())
+    _err(f"--- heap checks: {calls:,} calls, {len(checker.live):,} blocks live at the end, "
+         f"findings: {counts or 'none'}")
+
+
+def _live(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _summary(result: RunResult) -> None:
+    if result.report:
+        _err(result.report)
+    _err(f"--- {result.message}")
+    if result.counted:
+        _err(f"--- {result.instructions:,} instructions in {result.seconds:.3f} s "
+             f"({result.mips:.1f} MIPS)")
+    else:
+        _err(f"--- {result.seconds:.3f} s (instructions not counted: --no-count)")
+    if result.exceptions:
+        parts = ", ".join(f"{exception_short_name(v) if v < SYSCALL_VECTOR else 'syscall'}"
+                          f" x{n}" for v, n in result.exceptions.items())
+        _err(f"--- exceptions: {parts}")

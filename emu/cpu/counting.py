@@ -1,0 +1,74 @@
+"""Exact instruction counts on top of the per-block counter (emu/engine/icount.py).
+
+Owns: the count of retired instructions at any stop (the counter adds a block's count when
+the block starts, so a stop in the middle of a block, at an exception, an exit or a port
+access, subtracts the part that did not run), the virtual time stamp of an instruction, and
+forgetting cached block counts when the code behind an address may have changed.
+Does not own: the C counter itself, or deciding where to stop (the run loop).
+"""
+from __future__ import annotations
+
+from emu.cpu.state import CpuState
+from emu.engine.icount import InstructionCounter, NoInstructionCounter
+from emu.errors import GuestMemoryError
+
+_REST_CACHE_LIMIT = 1 << 16
+
+
+class ExactCount:
+    """`icount()` is exact after `settle(resume_at)`; `time_stamp(rip)` is exact inside any
+    hook whose RIP is exact (port I/O, code hooks)."""
+
+    def __init__(self, uc, state: CpuState, count: bool) -> None:
+        self.state = state
+        self.counter = InstructionCounter(uc, self._count_block) if count \
+            else NoInstructionCounter()
+        self.counting = self.counter.counting
+        self._rest_of_block: dict[tuple[int, int, int], int] = {}
+
+    def _count_block(self, address: int, size: int) -> int:
+        """The counter's fallback when Unicorn cannot say how many instructions a new block
+        holds: decode it."""
+        return self.state.count_instructions(address, size) or 1
+
+    def icount(self) -> int:
+        return self.counter.raw
+
+    def not_retired(self, resume_at: int) -> int:
+        """Instructions of the last counted block from `resume_at` to its end: they were
+        counted when the block started but did not run."""
+        header = self.counter.state
+        block, size = header.last_block, header.last_size
+        if not block <= resume_at < block + size:
+            return 0
+        key = (block, size, resume_at)
+        rest = self._rest_of_block.get(key)
+        if rest is None:
+            try:
+                rest = self.state.count_instructions(resume_at, block + size - resume_at)
+            except GuestMemoryError:
+                return 0
+            if len(self._rest_of_block) > _REST_CACHE_LIMIT:
+                self._rest_of_block.clear()
+            self._rest_of_block[key] = rest
+        return rest
+
+    def settle(self, resume_at: int) -> None:
+        """Make the count exact when the last block stopped before `resume_at`'s remainder."""
+        rest = self.not_retired(resume_at)
+        if rest:
+            self.counter.adjust(-rest)
+            header = self.counter.state
+            # The last block is now the part that ran: settled once, and a later block
+            # with the same (address, size) gets the right count from the C fast path.
+            header.last_size = resume_at - header.last_block
+            header.last_count -= rest
+
+    def time_stamp(self, rip: int) -> int:
+        """The virtual TSC as seen by the instruction at rip: instructions retired before it."""
+        return self.counter.raw - self.not_retired(rip)
+
+    def forget_code(self) -> None:
+        """The code behind some addresses may have changed (a new address space)."""
+        self.counter.forget_blocks()
+        self._rest_of_block.clear()

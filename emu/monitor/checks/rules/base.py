@@ -1,0 +1,24 @@
+"""The shape of an invariant rule.
+
+A rule is a class with an `id` (the name reports, traces and `--allow` use), a `meaning`
+(what breaking it means, and what its address is), an `example` (a bug that breaks it) and
+`check(check)`, which looks at one address space (emu/monitor/checks/context.py: `Check`)
+and reports each violation with `check.report(self.id, address, detail)`. A rule that
+follows the guest between checks may also define `address_space_loaded(space)` (a CR3
+load) and `page_flushed(page, live_root, walk)` (an invlpg). One instance per checker, so
+a rule may keep state.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from emu.monitor.checks.context import Check
+
+
+class Rule:
+    id: ClassVar[str]
+    meaning: ClassVar[str]
+    example: ClassVar[str]
+
+    def check(self, check: Check) -> None:
+        raise NotImplementedError

@@ -1,0 +1,76 @@
+"""How a run ends, and the exit status of the `emu` process for each ending: the one table.
+
+Owns: `RunEnd` (every way a run can end; later features add members here and a row to
+EXIT_STATUS and to the README's table, which tests/test_structure.py compares), the exit
+statuses, and `RunResult`.
+Does not own: deciding how a run ended (the machine) or printing it (the commands).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class RunEnd(str, Enum):
+    """Why a run stopped. The value is the name used in traces and JSON."""
+    EXIT = "exit"                  # the guest wrote the debug-exit port
+    HALT = "halt"                  # hlt with nothing to wake the CPU
+    BUDGET = "budget"              # --max-instructions reached
+    CRASH = "crash"                # a fault the guest could not handle, a wild access
+    TRIPLE_FAULT = "triple-fault"  # delivering a #DF faulted
+    VIOLATION = "violation"        # --strict: a checker finding ended the run
+
+
+EXIT_GUEST_MAX = 63                # the guest's own debug-exit values: 0-63
+EXIT_HARNESS_ERROR = 2             # bad input or a harness failure: one line on stderr
+
+# The process exit status of `emu run` per ending (EXIT: the guest's value, capped).
+EXIT_STATUS: dict[RunEnd, int] = {
+    RunEnd.CRASH: 70,
+    RunEnd.TRIPLE_FAULT: 70,
+    RunEnd.BUDGET: 71,
+    RunEnd.HALT: 72,
+    RunEnd.VIOLATION: 73,
+}
+
+# What each status means, for --help and the README (tests keep them in step).
+EXIT_STATUS_MEANINGS: tuple[tuple[str, str], ...] = (
+    (f"0-{EXIT_GUEST_MAX}", "the guest exited through the debug-exit port with this value"),
+    ("70", "guest crash: triple fault, an access with nothing behind it, a fault the monitor "
+           "cannot deliver"),
+    ("71", "--max-instructions exhausted (a runaway loop?)"),
+    ("72", "the guest halted with nothing to wake it, without using the debug exit"),
+    ("73", "--strict: a checker found a violation"),
+    (str(EXIT_HARNESS_ERROR), "bad input or a harness error: one line on stderr"),
+)
+
+
+def exit_status(end: RunEnd, guest_value: int | None = None) -> int:
+    """The process exit status for a run that ended with `end`."""
+    if end is RunEnd.EXIT:
+        value = guest_value if guest_value is not None else 0
+        return min(value, EXIT_GUEST_MAX) if value >= 0 else EXIT_GUEST_MAX
+    return EXIT_STATUS[end]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """A finished run. `report` is the crash report (empty for a clean exit)."""
+    end: RunEnd
+    exit_status: int               # what `emu run` exits with
+    guest_value: int | None        # the value written to the debug-exit port
+    instructions: int
+    seconds: float
+    exceptions: dict = field(default_factory=dict)     # vector -> deliveries
+    report: str = ""
+    message: str = ""
+    counted: bool = True           # False with --no-count: `instructions` is meaningless
+
+    @property
+    def reason(self) -> str:
+        """The ending's name, as traces and JSON spell it."""
+        return self.end.value
+
+    @property
+    def mips(self) -> float:
+        return self.instructions / self.seconds / 1e6 if self.seconds else 0.0
