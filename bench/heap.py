@@ -11,7 +11,7 @@ allocator alone: no checking in the guest). Reported per run:
   included, exact;
 - instructions per call inside the allocator: counted between the entry and the return of
   every outermost kmalloc/krealloc/kfree call by the outside checker's hooks, the figure
-  callgrind gives for the native peers of the shared BENCHMARKS.md;
+  callgrind gives for the native peers of docs/BENCHMARKS.md;
 - the outside checker's verdict (its hooks do not change what the guest executes).
 Then the mean utilization per allocator over the 11 traces of the peer table, and the
 chained allocator's slab path: a synthetic trace of malloc+free pairs of 16, 32, ... 256
@@ -39,7 +39,7 @@ PEER_TRACES = ("amptjp-bal", "binary-bal", "binary2-bal", "cccp-bal", "coalescin
                "cp-decl-bal", "expr-bal", "random-bal", "random2-bal", "realloc-bal",
                "realloc2-bal")
 QUICK_TRACES = ("short1-bal", "short2-bal")
-# the shared BENCHMARKS.md: natively built peers, callgrind inside the allocator.
+# docs/BENCHMARKS.md: natively built peers, callgrind inside the allocator.
 PEER_UTILIZATION = {
     "TLSF": {"amptjp-bal": 0.905, "binary-bal": 0.547, "binary2-bal": 0.497,
              "cccp-bal": 0.893, "coalescing-bal": 0.500, "cp-decl-bal": 0.901,

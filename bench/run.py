@@ -13,7 +13,7 @@
     not-present pages; the guest's #PF handler (reached through the IDT, delivered by the
     monitor) maps the page and iretq retries the store.
 (c) bare Unicorn MIPS on the compute code against the 127 M instructions/s of
-    the shared BENCHMARKS.md (that figure is for fib, not this sieve).
+    docs/BENCHMARKS.md (that figure is for fib, not this sieve).
 
 Diagnostics (same loop): bare Unicorn plus one monitor ingredient at a time (the C
 instruction counter; a C block hook that only counts blocks, the floor any per-block counter
@@ -64,8 +64,8 @@ CMDLINE = "test=compute"
 COMPUTE_MARKER = "test compute:"
 TARGET_RATIO = 0.9
 TARGET_FAULTS_PER_S = 40_000
-FULL_ROUND_TRIP_FAULTS_PER_S = 7_000       # BENCHMARKS.md: about 140 us per fault
-REFERENCE_BARE_MIPS = 127.0                # BENCHMARKS.md: bare Unicorn, fib, zig cc -O2
+FULL_ROUND_TRIP_FAULTS_PER_S = 7_000       # docs/BENCHMARKS.md: about 140 us per fault
+REFERENCE_BARE_MIPS = 127.0                # docs/BENCHMARKS.md: bare Unicorn, fib, zig cc -O2
 MEMORY_HOOK = UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_FETCH_PROT   # what emu/bus.py installs
 
 
@@ -359,7 +359,7 @@ def table(results: dict) -> str:
         f"{p['full_round_trip_faults_per_second']:,}/s | {p['ratio_to_target']:.2f} of target; "
         f"{p['ratio_to_full_round_trip']:.1f}x full round trip |",
         f"| (c) bare Unicorn on the compute code | {r['bare_mips']:.0f} M instructions/s | "
-        f"{r['reference_mips']:.0f} M/s (fib, BENCHMARKS.md) | {r['ratio']:.2f} |",
+        f"{r['reference_mips']:.0f} M/s (fib, docs/BENCHMARKS.md) | {r['ratio']:.2f} |",
     ]
     if "diagnostics" in results:
         fastest = results["fastest_seconds"]

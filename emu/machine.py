@@ -40,11 +40,13 @@ from emu.hw import memmap as memmaps
 from emu.hw.bus import Bus
 from emu.hw.devices.pc import PcDevices, install_pc_devices, qemu_status
 from emu.hw.memory import PhysicalMemory
+from emu.inputs import check_input
 from emu.monitor import report
 from emu.monitor.symbols import Symbols
 from emu.result import RunEnd, RunResult, exit_status
 
 LOADER_MARGIN = 1 << 20        # memory the loader needs beyond the kernel and modules
+KERNEL_HINT = "build one with `emu build` or give the path of a Limine ELF kernel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +83,12 @@ class Machine:
                  on_serial_text: Callable[[str], None] | None = None) -> None:
         capi.check()
         self.config = config
-        if not config.kernel.is_file():
-            raise ConfigError(f"kernel {config.kernel} not found; build one with `emu build` "
-                              "or give the path of a Limine ELF kernel")
         if not config.count_instructions and config.max_instructions:
             raise ConfigError("--max-instructions needs instruction counting; drop --no-count")
         memmap = memmaps.resolve_memmap(config.memmap, config.memory)
-        needed = config.kernel.stat().st_size + sum(_size_of(m) for m in config.modules)
+        ram = memmap.total(memmaps.MemoryType.USABLE)
+        needed = check_input(config.kernel, "kernel", ram, hint=KERNEL_HINT) + \
+            sum(check_input(module, "module", ram) for module in config.modules)
         memmaps.validate(memmap, needed=needed + LOADER_MARGIN)
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.memory = PhysicalMemory(self.uc)
@@ -189,10 +190,3 @@ class Machine:
     def serial_output(self) -> str:
         com1 = self.devices.com1
         return "\n".join(com1.lines) + ("\n" + com1.partial if com1.partial else "")
-
-
-def _size_of(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        raise ConfigError(f"module {path} not found; check the --module path") from None

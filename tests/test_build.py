@@ -17,8 +17,8 @@ import pytest
 from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
 
-import emu.build.kernel
-from emu.build import DEFAULT_SOURCE_DIR, build_guest
+import emu.build.zig
+from emu.build import build_guest, guest_source_dir
 from emu.errors import BuildError, ConfigError
 
 KERNEL_BASE = 0xFFFFFFFF80000000
@@ -53,7 +53,7 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def guest_copy(tmp_path: Path) -> Path:
     """A private copy of guest/ that a test may edit."""
-    return Path(shutil.copytree(DEFAULT_SOURCE_DIR, tmp_path / "guest"))
+    return Path(shutil.copytree(guest_source_dir(), tmp_path / "guest"))
 
 
 def words(data: bytes) -> list[int]:
@@ -82,7 +82,7 @@ def test_two_builds_in_different_dirs_are_identical(tmp_path: Path) -> None:
 
 def test_elf_contains_no_absolute_paths(kernel: Path) -> None:
     data = kernel.read_bytes()
-    for path in (DEFAULT_SOURCE_DIR, kernel.parent):
+    for path in (guest_source_dir(), kernel.parent):
         assert str(path).encode() not in data
 
 
@@ -92,7 +92,7 @@ def test_second_build_does_not_run_the_compiler(
     def no_compiler(*args: object, **kwargs: object) -> None:
         raise AssertionError("the compiler ran although the ELF was up to date")
 
-    monkeypatch.setattr(emu.build.kernel.subprocess, "run", no_compiler)
+    monkeypatch.setattr(emu.build.zig.subprocess, "run", no_compiler)
     assert build_guest(build_dir=kernel.parent) == kernel
 
 
@@ -296,3 +296,57 @@ def test_interrupt_stubs_push_a_dummy_error_code_only_where_needed(kernel: Path)
         expected = [vector] if vector in ERROR_CODE_VECTORS else [0, vector]
         assert pushes == expected, vector
         assert int(jump.op_str, 0) == syms["isr_common"], vector
+
+
+# --- the build cache ----------------------------------------------------------
+
+
+def test_a_damaged_cached_kernel_is_rebuilt_not_reused(tmp_path: Path) -> None:
+    built = build_guest(build_dir=tmp_path)
+    good = built.read_bytes()
+    built.write_bytes(good[: len(good) // 2])         # a truncated copy (a full disk, say)
+    again = build_guest(build_dir=tmp_path)
+    assert again == built and again.read_bytes() == good
+
+
+def test_a_kernel_without_its_digest_is_rebuilt(tmp_path: Path) -> None:
+    from emu.build import cache
+    built = build_guest(build_dir=tmp_path)
+    cache.sidecar(built).unlink()                     # killed between the two renames
+    assert cache.is_fresh(built) is False
+    assert build_guest(build_dir=tmp_path) == built and cache.is_fresh(built)
+
+
+def test_stale_temporaries_of_a_killed_build_are_removed(tmp_path: Path) -> None:
+    import os
+    from emu.build import cache
+    old = tmp_path / (cache.TEMPORARY_PREFIX + "abc.elf")
+    old.write_bytes(b"half a kernel")
+    os.utime(old, (1, 1))
+    recent = tmp_path / (cache.TEMPORARY_PREFIX + "def.elf")
+    recent.write_bytes(b"a build in progress")
+    build_guest(build_dir=tmp_path)
+    assert not old.exists() and recent.exists()
+
+
+@pytest.mark.parametrize("bad", ["/dev/null", "file"])
+def test_an_unusable_cache_directory_falls_back(bad: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from emu.build import cache
+    if bad == "file":
+        bad = str(tmp_path / "not-a-directory")
+        Path(bad).write_text("x")
+    monkeypatch.delenv("EMU_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", bad)
+    root = cache.cache_root()
+    assert not str(root).startswith(bad) and root.is_dir()
+
+
+def test_a_damaged_counter_library_is_rebuilt(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from emu.engine import icount
+    monkeypatch.setenv("EMU_CACHE_DIR", str(tmp_path))
+    library = icount.library_path()
+    good = library.read_bytes()
+    library.write_bytes(good[:4096])                  # loading this would crash the process
+    assert icount.library_path() == library and library.read_bytes() == good

@@ -38,6 +38,7 @@ from emu.boot.limine import (GDT, GDT_LIMIT, HHDM_OFFSET, MAX_MEMMAP_ENTRIES, MI
 from emu.boot.requests import FoundRequests, Request, effective_revision, find_requests
 from emu.boot.responses import Blob, Ptr, align_up, build_responses
 from emu.errors import ConfigError, LoaderError
+from emu.inputs import read_input
 from emu.hw.memmap import MemoryMap, MemoryType, Region
 from emu.hw.memory import PhysicalMemory
 from emu.x86 import LARGE_PAGE_SIZE, PAGE_SIZE, PTE_NO_EXECUTE, PTE_WRITABLE
@@ -122,8 +123,9 @@ def boot(kernel: Path, memory: PhysicalMemory, memmap: MemoryMap,
     """
     kernel = Path(kernel)
     _check_config(config)
-    data = _read_file(kernel, "kernel")
-    modules = tuple((Path(path), cmdline, _read_file(Path(path), "module"))
+    ram = memmap.total(MemoryType.USABLE)          # nothing larger can be loaded
+    data = read_input(kernel, "kernel", ram)
+    modules = tuple((Path(path), cmdline, read_input(Path(path), "module", ram))
                     for path, cmdline in config.modules)
     elf = parse_kernel(kernel, data)
 
@@ -184,18 +186,6 @@ def _check_config(config: BootConfig) -> None:
             [(cmdline, f"module {path} cmdline") for path, cmdline in config.modules]:
         if "\0" in text:
             raise ConfigError(f"{what} contains a NUL character; C strings cannot hold it")
-
-
-def _read_file(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{what} file {path} not found; check the path "
-                          f"(build the {what} first if it is generated)") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{what} file {path} is a directory; give the file itself") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
 
 
 def _carve(memmap: MemoryMap, size: int, kind: MemoryType, align: int,

@@ -1,5 +1,5 @@
 """The privileged instructions of the guest's code, found once and hooked at exactly their
-addresses (a hook on every instruction costs about 50x, see UNICORN.md).
+addresses (a hook on every instruction costs about 50x, see docs/UNICORN.md).
 
 Owns: scanning executable ranges with capstone for `mov cr3, reg`, `invlpg` and the
 instructions that can set RFLAGS.IF; hooking the first two so that CR3 loads and TLB

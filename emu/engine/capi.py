@@ -1,7 +1,7 @@
 """Unicorn's C API where the Python binding falls short: the one module of emu that touches
 the binding's private names (`unicorn.unicorn_py3.unicorn.uclib`, `Uc._uch`).
 
-Why it is needed (each measured with unicorn 2.1.4, see ../shared/docs/UNICORN.md):
+Why it is needed (each measured with unicorn 2.1.4, see docs/UNICORN.md):
 - the binding wraps every hook callback in two more Python layers (0.40 us per IN/OUT
   against 0.17 us for a bare ctypes callback), and cannot install a C function as a hook
   (the instruction counter is a C block hook);

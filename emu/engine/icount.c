@@ -1,6 +1,6 @@
 /* Instruction counting at translated-block granularity, called from Unicorn in C.
  *
- * A Python block or code hook costs 12x to 58x (see UNICORN.md); this hook costs about
+ * A Python block or code hook costs 12x to 58x (see docs/UNICORN.md); this hook costs about
  * 2 ns a block, of which Unicorn's own helper call is about 1. Each block's instruction
  * count is found in a direct-mapped cache of 16-byte entries (one load, a predictable
  * branch: nothing else is on the chain of dependent loads from one block to the next),

@@ -8,18 +8,16 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 from unicorn.x86_const import UC_X86_REG_CS
 
+from emu.build import cache
+from emu.build.zig import zig_cc, zig_version
 from emu.engine import capi
 
-from emu.errors import BuildError
 
 SOURCE = Path(__file__).with_name("icount.c")
 NEVER = (1 << 64) - 1
@@ -39,32 +37,22 @@ class _Header(ctypes.Structure):
                 ("cs_register", ctypes.c_int32)]
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("EMU_CACHE_DIR")
-    if base:
-        return Path(base)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "emu"
-
-
 def library_path() -> Path:
-    """Build (once per source version) and return the shared library."""
+    """Build (once per source version, into the build cache) and return the shared
+    library; a damaged cached copy is rebuilt, never loaded."""
     source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + sys.platform.encode()).hexdigest()[:16]
-    target = _cache_dir() / f"icount-{digest}.so"
-    if target.exists():
+    digest = hashlib.sha256(source + sys.platform.encode() + zig_version().encode())
+    directory = cache.cache_root() / "icount"
+    target = directory / f"icount-{digest.hexdigest()[:16]}.so"
+    if cache.is_fresh(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
-        env = dict(os.environ, ZIG_GLOBAL_CACHE_DIR=str(Path(tmp) / "zig-global"),
-                   ZIG_LOCAL_CACHE_DIR=str(Path(tmp) / "zig-local"))
-        result = subprocess.run(
-            [sys.executable, "-m", "ziglang", "cc", "-shared", "-fPIC", "-O2",
-             "-fomit-frame-pointer", "-o", str(out), str(SOURCE)],
-            capture_output=True, text=True, env=env)
-        if result.returncode != 0:
-            raise BuildError(f"cannot build the instruction counter: {result.stderr.strip()}")
-        os.replace(out, target)
+    built = cache.temporary(directory, ".so")
+    try:
+        zig_cc(["-shared", "-fPIC", "-O2", "-fomit-frame-pointer", "-o", str(built),
+                str(SOURCE)], cache_dir=directory / "zig", what="the instruction counter")
+        cache.publish(built, target)
+    finally:
+        built.unlink(missing_ok=True)
     return target
 
 

@@ -19,6 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from emu.errors import ConfigError
+from emu.inputs import display, read_input
 from emu.x86 import PAGE_SIZE, PHYSICAL_LIMIT
 
 
@@ -120,6 +121,7 @@ class MemoryMap:
 KIB, MIB, GIB, TIB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 MAX_RAM = TIB
 MAX_ENTRIES = 1024              # the Limine protocol's limit
+MAX_MAP_FILE_BYTES = 1 << 20    # 1024 entries of a few lines each fit many times over
 LOADER_ENTRY_MARGIN = 16        # entries the loader may add by carving its own allocations
 
 _UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": TIB}
@@ -338,15 +340,14 @@ def load_memmap_file(path: str | Path) -> MemoryMap:
     Raises ConfigError naming the file, the entry (`[[region]] #3`, counted from 1) and the key.
     """
     path = Path(path)
+    data = read_input(path, "memory map file", MAX_MAP_FILE_BYTES,
+                      hint="give the path of an existing .toml file or a preset name "
+                           f"({', '.join(PRESET_NAMES)})")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: memory map file not found; give the path of an existing "
-                          f".toml file or a preset name ({', '.join(PRESET_NAMES)})") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the memory map file: {exc.strerror}") from None
+        raise ConfigError(f"{display(path)}: not valid TOML: the file is not UTF-8 text") \
+            from None
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
