@@ -1,19 +1,21 @@
 /*
  * backend.h - what heap.c and the allocators share; private to heap/.
  *
- * Owns: the backend interface heap.c drives, the heap's page layer (the
- * only code that maps and unmaps heap pages, and counts the footprint),
- * the panic helper that names the allocator, and the debug-mode contract
- * between heap.c's red zones and the allocators.
- * Does not own: the public interface (heap.h) or any algorithm.
+ * Owns: the backend interface heap.c drives, the debug-mode contract
+ * between heap.c's red zones and the allocators, and small arithmetic
+ * helpers.
+ * Does not own: the public interface (heap.h), any algorithm, or pages:
+ * the allocators get those from the page layer (pages.h), never from
+ * heap.c.
  *
  * The debug-mode contract (heapdebug=1): every byte of a free block that
  * a backend could hand out again, except the first 16 (where the list and
  * buddy heaps keep their free-list links), holds HEAP_POISON_BYTE. heap.c
  * poisons what the caller had on kfree; a backend poisons what it gives up
  * itself (a header absorbed by coalescing or merging, an alignment gap),
- * and heap_map poisons fresh pages. heap.c checks the poison on every
- * allocation, so a write after free is caught when the memory is reused.
+ * and the page layer hands out claimed pages poisoned. heap.c checks the
+ * poison on every allocation, so a write after free is caught when the
+ * memory is reused.
  */
 #ifndef HEAP_BACKEND_H
 #define HEAP_BACKEND_H
@@ -62,38 +64,7 @@ extern const struct heap_backend heap_buddy_backend;
 extern const struct heap_backend heap_slab_backend;
 extern const struct heap_backend heap_chained_backend;
 
-/* ---- The page layer (heap.c) --------------------------------------------- */
-
-enum heap_status {
-    HEAP_OK = 0,
-    HEAP_NO_MEMORY = -1,
-};
-
-/*
- * Maps pages fresh frames at va (page aligned, inside the heap range,
- * every page unmapped), read/write and global. All or nothing: HEAP_OK,
- * or HEAP_NO_MEMORY with nothing mapped. With heapdebug=1 the pages are
- * filled with HEAP_POISON_BYTE. Panics "heap_map: 0x... already mapped".
- */
-int heap_map(vaddr_t va, size_t pages);
-
-/* Unmaps pages pages at va and frees their frames; every page must be
- * mapped (panics "heap_unmap: 0x... not mapped"). */
-void heap_unmap(vaddr_t va, size_t pages);
-
-/* True if the page holding va is mapped. */
-bool heap_mapped(vaddr_t va);
-
 /* ---- Helpers -------------------------------------------------------------- */
-
-/* Panics "fn: rule 0x<p> (heap=KIND)", e.g. "kfree: double free of 0x...". */
-NORETURN void heap_fail(const char *fn, const char *rule, const void *p);
-
-/* With heapdebug=1 fills [p, p + n) with HEAP_POISON_BYTE; else nothing. */
-void heap_poison(void *p, size_t n);
-
-/* True when heapdebug=1 (a plain global read, for the backends' hot paths). */
-extern enum heap_debug heap_debug_state;
 
 static inline uint64_t heap_round_up(uint64_t x, uint64_t to) /* to: a power of two */
 {

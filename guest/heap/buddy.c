@@ -5,7 +5,7 @@
  * Owns: the arena [BUDDY_BASE, BUDDY_BASE + 2^arena_order), the blocks
  * that tile it, one free list per order (free_area), which of the arena's
  * pages are mapped, and the checks of all of it.
- * Does not own: pages (heap.c's page layer), red zones (heap.c).
+ * Does not own: pages (pages.c), red zones (heap.c).
  *
  * The idea, once: a block of order k is 2^k bytes at an offset from the
  * arena's base that is a multiple of 2^k. Its buddy is the other half of
@@ -35,6 +35,7 @@
  */
 #include "heap/backend.h"
 
+#include "heap/pages.h"
 #include "lib/panic.h"
 
 #define BUDDY_BASE (HEAP_BASE + HEAP_WINDOW)
@@ -161,7 +162,7 @@ static void free_merge(struct buddy_block *b, unsigned order)
             break;
         free_remove(buddy);
         if (order >= BUDDY_PAGE_ORDER)
-            heap_unmap((vaddr_t)upper, 1);
+            heap_pages_release((vaddr_t)upper, 1);
         else
             heap_poison(upper, sizeof(*upper) + sizeof(struct buddy_links));
         b = buddy < b ? buddy : b;
@@ -178,7 +179,7 @@ static int arena_grow(enum grow_pages pages)
 
     if (arena_order == BUDDY_MAX_ORDER)
         return HEAP_NO_MEMORY;
-    if (pages == GROW_MAPS && heap_map(upper, 1) != HEAP_OK)
+    if (pages == GROW_MAPS && heap_pages_claim(upper, 1) != HEAP_OK)
         return HEAP_NO_MEMORY;
     if (arena_order == 0) {
         arena_order = BUDDY_PAGE_ORDER;
@@ -215,7 +216,7 @@ static struct buddy_block *take(unsigned order)
     while (k > order) {
         struct buddy_block *upper = at((vaddr_t)b + order_bytes(k - 1));
 
-        if (k - 1 >= BUDDY_PAGE_ORDER && heap_map((vaddr_t)upper, 1) != HEAP_OK) {
+        if (k - 1 >= BUDDY_PAGE_ORDER && heap_pages_claim((vaddr_t)upper, 1) != HEAP_OK) {
             free_merge(b, k);
             return NULL;
         }
@@ -240,7 +241,7 @@ static struct buddy_block *block_of(const void *p, const char *fn)
     struct buddy_block *b = (struct buddy_block *)tag;
 
     if (!in_arena(va - HEADER_BYTES) || (va & 15) != 0 ||
-        (heap_debug_state == HEAP_DEBUG_ON && !heap_mapped(va - HEADER_BYTES)))
+        (heap_debug_state == HEAP_DEBUG_ON && !heap_page_claimed(va - HEADER_BYTES)))
         heap_fail(fn, "invalid free of", p);
     if (tag->magic == BUDDY_TAG_MAGIC) {
         if (tag->front > va - BUDDY_BASE || (tag->front & (tag->front - 1)) != 0)
@@ -279,7 +280,7 @@ static void *buddy_alloc(size_t size, size_t align)
     if (b == NULL)
         return NULL;
     if (order >= BUDDY_PAGE_ORDER && extent_pages(extent) > 1 &&
-        heap_map((vaddr_t)b + PAGE_SIZE, extent_pages(extent) - 1) != HEAP_OK) {
+        heap_pages_claim((vaddr_t)b + PAGE_SIZE, extent_pages(extent) - 1) != HEAP_OK) {
         free_merge(b, order);
         return NULL;
     }
@@ -304,7 +305,7 @@ static void buddy_free(void *p)
     if (b->front_order > heap_order_of(HEADER_BYTES)) /* the gap and the tag */
         heap_poison(b + 1, order_bytes(b->front_order) - HEADER_BYTES);
     if (order >= BUDDY_PAGE_ORDER && extent_pages(b->extent) > 1)
-        heap_unmap((vaddr_t)b + PAGE_SIZE, extent_pages(b->extent) - 1);
+        heap_pages_release((vaddr_t)b + PAGE_SIZE, extent_pages(b->extent) - 1);
     free_merge(b, order);
 }
 
@@ -314,10 +315,10 @@ static enum heap_resize resize_within(struct buddy_block *b, uint64_t extent)
     size_t old = extent_pages(b->extent), new = extent_pages(extent);
 
     if (b->order >= BUDDY_PAGE_ORDER && new > old &&
-        heap_map((vaddr_t)b + old * PAGE_SIZE, new - old) != HEAP_OK)
+        heap_pages_claim((vaddr_t)b + old * PAGE_SIZE, new - old) != HEAP_OK)
         return HEAP_MOVE;
     if (b->order >= BUDDY_PAGE_ORDER && new < old)
-        heap_unmap((vaddr_t)b + new * PAGE_SIZE, old - new);
+        heap_pages_release((vaddr_t)b + new * PAGE_SIZE, old - new);
     b->extent = extent;
     return HEAP_RESIZED;
 }
@@ -357,11 +358,11 @@ static bool buddy_header_page(const struct buddy_block *b, unsigned target, vadd
 static int map_absorbed(const struct buddy_block *b, unsigned target, vaddr_t from, vaddr_t to)
 {
     for (vaddr_t va = from; va < to; va += PAGE_SIZE) {
-        if (buddy_header_page(b, target, va) || heap_map(va, 1) == HEAP_OK)
+        if (buddy_header_page(b, target, va) || heap_pages_claim(va, 1) == HEAP_OK)
             continue;
         for (vaddr_t undo = from; undo < va; undo += PAGE_SIZE) {
             if (!buddy_header_page(b, target, undo))
-                heap_unmap(undo, 1);
+                heap_pages_release(undo, 1);
         }
         return HEAP_NO_MEMORY;
     }
@@ -418,10 +419,10 @@ static void check_pages(const struct buddy_block *b)
 
     if (b->order < BUDDY_PAGE_ORDER)
         return;
-    if (!heap_mapped((vaddr_t)b + (pages - 1) * PAGE_SIZE))
+    if (!heap_page_claimed((vaddr_t)b + (pages - 1) * PAGE_SIZE))
         heap_fail("heap_check", "page of an allocated block not mapped, block", b);
     if (pages < (order_bytes(b->order) >> PAGE_SHIFT) &&
-        heap_mapped((vaddr_t)b + pages * PAGE_SIZE))
+        heap_page_claimed((vaddr_t)b + pages * PAGE_SIZE))
         heap_fail("heap_check", "page past a block's extent still mapped, block", b);
 }
 
@@ -430,7 +431,7 @@ static unsigned check_block(const struct buddy_block *b, uint64_t *nfree, heap_b
 {
     vaddr_t offset = (vaddr_t)b - BUDDY_BASE;
 
-    if (!heap_mapped((vaddr_t)b) || b->magic != BUDDY_MAGIC)
+    if (!heap_page_claimed((vaddr_t)b) || b->magic != BUDDY_MAGIC)
         heap_fail("heap_check", "no block header at", b);
     if (b->order < BUDDY_MIN_ORDER || b->order > arena_order ||
         (offset & (order_bytes(b->order) - 1)) != 0)
@@ -438,7 +439,7 @@ static unsigned check_block(const struct buddy_block *b, uint64_t *nfree, heap_b
     if (b->state == BUDDY_FREE) {
         const struct buddy_block *buddy = at(BUDDY_BASE + (offset ^ order_bytes(b->order)));
 
-        if (b->order < arena_order && heap_mapped((vaddr_t)buddy) &&
+        if (b->order < arena_order && heap_page_claimed((vaddr_t)buddy) &&
             buddy->magic == BUDDY_MAGIC &&
             buddy->state == BUDDY_FREE && buddy->order == b->order)
             heap_fail("heap_check", "free buddies not merged at", b);
@@ -468,7 +469,7 @@ static void check_free_lists(const uint64_t *nfree)
         const struct buddy_block *prev = NULL;
 
         for (struct buddy_block *b = free_area[k]; b != NULL; b = links(b)->next) {
-            if (!in_arena((vaddr_t)b) || !heap_mapped((vaddr_t)b) ||
+            if (!in_arena((vaddr_t)b) || !heap_page_claimed((vaddr_t)b) ||
                 b->magic != BUDDY_MAGIC || b->state != BUDDY_FREE || b->order != k)
                 heap_fail("heap_check", "free list entry is not a free block of its order:",
                           b);

@@ -19,6 +19,7 @@
  */
 #include "heap/slab.h"
 
+#include "heap/pages.h"
 #include "lib/panic.h"
 
 static const uint32_t classes[] = {

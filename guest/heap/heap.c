@@ -1,14 +1,14 @@
 /*
  * heap.c - the kernel heap's interface: kmalloc and friends, the choice of
- * allocator, debug mode, and the heap's pages.
+ * allocator and debug mode; the top of the heap, over every allocator.
  *
  * Owns: the five entry points and their argument rules, dispatch to the
  * backend chosen on the command line, the inline fast path of the chained
  * heap's small sizes, debug mode (red zones, guards, poison, the checks of
- * heapdebug=1), the page layer (the only code that maps heap pages and
- * counts the footprint), heap_check and the heap_descriptor.
- * Does not own: the algorithms (list.c, buddy.c, slab.c,
- * chained.c), frames (pmm.c) or page tables (paging.c).
+ * heapdebug=1) and heap_check.
+ * Does not own: the algorithms (list.c, buddy.c, slab.c, chained.c), the
+ * heap's pages, footprint and heap_descriptor (pages.c, under all of
+ * them), frames (mm/pmm.c) or page tables (mm/paging.c).
  *
  * Debug mode wraps every block. The backend is asked for need bytes with
  * the block's alignment, laid out as
@@ -24,19 +24,18 @@
  * kfree checks guard and red zones, then poisons the whole need bytes, so
  * a second kfree finds a poisoned guard: "double free". kmalloc checks
  * that the bytes it hands out (after the first 16) still hold the poison
- * (backend.h's contract): a write after free is reported when the
- * memory is reused.
+ * (backend.h's contract): a write after free is reported when the memory
+ * is reused.
  */
 #include "heap/heap.h"
 
 #include "boot/cmdline.h"
 #include "dev/serial.h"
 #include "heap/backend.h"
+#include "heap/pages.h"
 #include "heap/slab.h"
 #include "lib/panic.h"
 #include "lib/string.h"
-#include "mm/paging.h"
-#include "mm/pmm.h"
 
 #define HEAD_MAGIC 0x44414548u  /* "HEAD" */
 #define GUARD_LIVE 0x4556494cu  /* "LIVE" */
@@ -63,9 +62,6 @@ struct debug_guard {
 static_assert(sizeof(struct debug_head) == 16 && sizeof(struct debug_guard) == 16,
               "debug head and guard are 16 bytes");
 
-struct heap_descriptor heap_descriptor;
-enum heap_debug heap_debug_state;
-
 /* kmalloc's and kfree's inline paths: nonzero only for the chained heap
  * (and the slab heap, for kfree) without debug mode. Not static, so the
  * compiler reads them as plain limits (one compare each). */
@@ -83,17 +79,6 @@ static const struct heap_backend not_ready = {.name = "none", .alloc = not_ready
 static const struct heap_backend *backend = &not_ready;
 
 /* ---- Helpers ---------------------------------------------------------------- */
-
-NORETURN void heap_fail(const char *fn, const char *rule, const void *p)
-{
-    panic("%s: %s 0x%lx (heap=%s)", fn, rule, (vaddr_t)p, backend->name);
-}
-
-void heap_poison(void *p, size_t n)
-{
-    if (heap_debug_state == HEAP_DEBUG_ON)
-        memset(p, HEAP_POISON_BYTE, n);
-}
 
 /* The first byte of [p, p + n) that is not c, or NULL. */
 static const uint8_t *first_not(const void *p, size_t n, uint8_t c, uint64_t word)
@@ -119,130 +104,6 @@ static const uint8_t *first_not(const void *p, size_t n, uint8_t c, uint64_t wor
 static void fill_redzone(void *p, size_t n)
 {
     memset(p, HEAP_REDZONE_BYTE, n);
-}
-
-/* ---- The page layer ------------------------------------------------------------ */
-
-static bool in_heap(vaddr_t va)
-{
-    return va - HEAP_BASE < HEAP_END - HEAP_BASE;
-}
-
-bool heap_mapped(vaddr_t va)
-{
-    return vmm_translate(vmm_kernel_root(), va) != VMM_NO_TRANSLATION;
-}
-
-static void count_pages(int64_t delta)
-{
-    heap_descriptor.pages += (uint64_t)delta;
-    if (heap_descriptor.pages > heap_descriptor.peak_pages)
-        heap_descriptor.peak_pages = heap_descriptor.pages;
-}
-
-/* Pages are unmapped in runs of at most HEAP_RUN_PAGES: one vmm_unmap
- * (which prunes each emptied table once) and the frames freed in
- * physically contiguous stretches. Mapping goes page by page, so vmm_map
- * never makes a large entry that a partial unmap would have to split. */
-#define HEAP_RUN_PAGES 64
-
-/* The frames of the run being unmapped (the heap is not reentrant). */
-static paddr_t run_frames[HEAP_RUN_PAGES];
-
-/* Unmaps a run of pages and frees their frames, physically contiguous
- * stretches at once. */
-static void unmap_run(vaddr_t va, size_t pages)
-{
-    paddr_t *pa = run_frames;
-    size_t start = 0;
-
-    for (size_t i = 0; i < pages; i++) {
-        pa[i] = vmm_translate(vmm_kernel_root(), va + i * PAGE_SIZE);
-        if (pa[i] == VMM_NO_TRANSLATION)
-            panic("heap_unmap: 0x%lx not mapped (heap=%s)", va + i * PAGE_SIZE,
-                  backend->name);
-    }
-    if (vmm_unmap(vmm_kernel_root(), va, pages) != VMM_OK)
-        panic("heap_unmap: cannot unmap 0x%lx (heap=%s)", va, backend->name);
-    for (size_t i = 0; i < pages; i++) {
-        bool run_ends = i + 1 == pages || pa[i + 1] != pa[i] + PAGE_SIZE;
-
-        if (run_ends && i == start)
-            pmm_free(pa[start]);
-        else if (run_ends)
-            pmm_free_contiguous(pa[start], i + 1 - start);
-        if (run_ends)
-            start = i + 1;
-    }
-}
-
-/* Unmaps pages (not counted off the footprint: the callers do). */
-static void unmap_pages(vaddr_t va, size_t pages)
-{
-    for (size_t done = 0; done < pages; done += HEAP_RUN_PAGES)
-        unmap_run(va + done * PAGE_SIZE,
-                  pages - done < HEAP_RUN_PAGES ? pages - done : HEAP_RUN_PAGES);
-}
-
-/* Maps a run of pages, frame by frame (the PMM's single-frame path is
- * its fastest). HEAP_OK, or HEAP_NO_MEMORY with nothing mapped. */
-static int map_run(vaddr_t va, size_t pages)
-{
-    int status = VMM_OK;
-    size_t i;
-
-    for (i = 0; i < pages && status == VMM_OK; i++) {
-        paddr_t pa = pmm_alloc();
-
-        status = pa == 0 ? VMM_NO_MEMORY
-                         : vmm_map(vmm_kernel_root(), va + i * PAGE_SIZE, pa, 1,
-                                   VM_WRITE | VM_GLOBAL);
-        if (status != VMM_OK && pa != 0)
-            pmm_free(pa);
-    }
-    if (status == VMM_ALREADY_MAPPED)
-        panic("heap_map: 0x%lx already mapped (heap=%s)", va + (i - 1) * PAGE_SIZE,
-              backend->name);
-    if (status != VMM_OK && i > 1)
-        unmap_run(va, i - 1);
-    return status == VMM_OK ? HEAP_OK : HEAP_NO_MEMORY;
-}
-
-int heap_map(vaddr_t va, size_t pages)
-{
-    size_t done = 0;
-
-    if (!in_heap(va) || (va & (PAGE_SIZE - 1)) != 0 || pages > (HEAP_END - va) / PAGE_SIZE)
-        panic("heap_map: 0x%lx + %lu pages is not in the heap (heap=%s)", va, pages,
-              backend->name);
-    while (done < pages) {
-        size_t run = pages - done < HEAP_RUN_PAGES ? pages - done : HEAP_RUN_PAGES;
-
-        if (map_run(va + done * PAGE_SIZE, run) != HEAP_OK) {
-            unmap_pages(va, done);
-            return HEAP_NO_MEMORY;
-        }
-        heap_poison((void *)(va + done * PAGE_SIZE), run * PAGE_SIZE);
-        done += run;
-    }
-    count_pages((int64_t)pages);
-    return HEAP_OK;
-}
-
-void heap_unmap(vaddr_t va, size_t pages)
-{
-    unmap_pages(va, pages);
-    count_pages(-(int64_t)pages);
-}
-
-uint64_t heap_footprint(void)
-{
-    return heap_descriptor.pages * PAGE_SIZE;
-}
-
-uint64_t heap_peak_footprint(void)
-{
-    return heap_descriptor.peak_pages * PAGE_SIZE;
 }
 
 /* ---- Debug mode ------------------------------------------------------------------ */
@@ -295,13 +156,13 @@ static struct debug_guard *debug_live(void *p, const char *fn)
     struct debug_guard *guard = (struct debug_guard *)p - 1;
     uint8_t *b;
 
-    if (!in_heap((vaddr_t)p) || ((vaddr_t)p & 15) != 0 || !heap_mapped((vaddr_t)guard))
+    if (!heap_in_range((vaddr_t)p) || ((vaddr_t)p & 15) != 0 || !heap_page_claimed((vaddr_t)guard))
         heap_fail(fn, "invalid free of", p);
     if (first_not(guard, sizeof(*guard), HEAP_POISON_BYTE, POISON_WORD) == NULL)
         heap_fail(fn, "double free of", p);
     if (guard->magic != GUARD_LIVE || guard->front < DEBUG_FRONT ||
         guard->front > HEAP_MAX_ALIGN || (guard->front & (guard->front - 1)) != 0 ||
-        !heap_mapped((vaddr_t)p - guard->front))
+        !heap_page_claimed((vaddr_t)p - guard->front))
         heap_fail(fn, "invalid free of", p);
     b = (uint8_t *)p - guard->front;
     if (((struct debug_head *)b)->magic != HEAD_MAGIC ||
@@ -391,7 +252,7 @@ static __attribute__((noinline)) void heap_free(void *p)
         debug_free(p);
         return;
     }
-    if (!in_heap((vaddr_t)p) || ((vaddr_t)p & 15) != 0)
+    if (!heap_in_range((vaddr_t)p) || ((vaddr_t)p & 15) != 0)
         heap_fail("kfree", "invalid free of", p);
     backend->free(p);
 }
@@ -441,7 +302,7 @@ static void *resize_block(void *p, size_t size)
 
     if (heap_debug_state == HEAP_DEBUG_ON)
         return debug_realloc(p, size);
-    if (!in_heap((vaddr_t)p) || ((vaddr_t)p & 15) != 0)
+    if (!heap_in_range((vaddr_t)p) || ((vaddr_t)p & 15) != 0)
         heap_fail("krealloc", "invalid free of", p);
     if (backend->resize(p, size) == HEAP_RESIZED)
         return p;
@@ -467,7 +328,7 @@ __attribute__((noinline)) void *krealloc(void *p, size_t size)
     return resize_block(p, size);
 }
 
-/* ---- Choice and figures --------------------------------------------------------------- */
+/* ---- Choice and checks ---------------------------------------------------------------- */
 
 static const struct heap_backend *backend_named(const char *name)
 {
@@ -495,28 +356,22 @@ static enum heap_debug debug_choice(void)
 void heap_init(void)
 {
     char name[16];
+    enum heap_debug debug;
 
     if (backend != &not_ready)
         panic("heap_init: called twice");
     if (cmdline_get("heap", name, sizeof(name)) < 0)
         memcpy(name, "chained", sizeof("chained"));
-    heap_debug_state = debug_choice();
+    debug = debug_choice();
     backend = backend_named(name);
+    heap_pages_init(backend->kind, backend->name, debug);
     backend->init();
-    if (heap_debug_state == HEAP_DEBUG_OFF && backend->kind == HEAP_CHAINED)
+    if (debug == HEAP_DEBUG_OFF && backend->kind == HEAP_CHAINED)
         heap_fast_small_limit = CHAINED_SMALL_MAX;
-    if (heap_debug_state == HEAP_DEBUG_OFF &&
-        (backend->kind == HEAP_CHAINED || backend->kind == HEAP_SLAB))
+    if (debug == HEAP_DEBUG_OFF && (backend->kind == HEAP_CHAINED || backend->kind == HEAP_SLAB))
         heap_fast_slab_span = SLAB_SPAN;
-    heap_descriptor.version = HEAP_DESCRIPTOR_VERSION;
-    heap_descriptor.kind = backend->kind;
-    heap_descriptor.debug = heap_debug_state;
-    heap_descriptor.base = HEAP_BASE;
-    heap_descriptor.end = HEAP_END;
-    heap_descriptor.magic = HEAP_DESCRIPTOR_MAGIC;
     kprintf("heap: %s, debug %s, range 0x%lx-0x%lx\n", backend->name,
-            heap_debug_state == HEAP_DEBUG_ON ? "on" : "off", (vaddr_t)HEAP_BASE,
-            (vaddr_t)HEAP_END - 1);
+            debug == HEAP_DEBUG_ON ? "on" : "off", (vaddr_t)HEAP_BASE, (vaddr_t)HEAP_END - 1);
 }
 
 enum heap_kind heap_kind(void)

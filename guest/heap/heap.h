@@ -5,10 +5,14 @@
  * allocator (heap=list|buddy|slab|chained on the command line, default
  * chained; heapfit=first|best for the list; heapdebug=1), the heap's
  * virtual range and the footprint it reports.
- * Does not own: physical frames (pmm.c) or page tables (paging.c): the
- * heap asks them for pages and gives pages back; the algorithms live in
- * list.c, buddy.c, slab.c and chained.c behind one
- * backend interface (backend.h, private to heap/).
+ * Does not own: physical frames (mm/pmm.c) or page tables (mm/paging.c):
+ * the heap asks them for pages and gives pages back.
+ *
+ * Inside heap/ (every file but this one is private to it), in layers:
+ * heap.c implements this interface and debug mode over the allocators
+ * (list.c, buddy.c, slab.c and chained.c, behind backend.h), and they
+ * get every page from the page layer, pages.c, which also keeps the
+ * footprint and heap_descriptor. No layer calls the one above it.
  *
  * Every pointer returned is 16-byte aligned (kmalloc_aligned: aligned to
  * what was asked) and lies in [HEAP_BASE, HEAP_END), in pages mapped

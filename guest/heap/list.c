@@ -5,7 +5,7 @@
  *
  * Owns: the list window [LIST_BASE, list_end) and every block in it, the
  * free list, the fit policy (heapfit=first|best), and growing the heap.
- * Does not own: pages (heap.c's page layer), red zones (heap.c).
+ * Does not own: pages (pages.c), red zones (heap.c).
  *
  * The blocks tile [LIST_BASE, list_end): each starts with a 16-byte header
  * and its payload follows. Sizes and links are counted in 16-byte units
@@ -29,6 +29,7 @@
 #include "heap/backend.h"
 
 #include "boot/cmdline.h"
+#include "heap/pages.h"
 #include "lib/panic.h"
 #include "lib/string.h"
 
@@ -249,7 +250,7 @@ static struct list_block *grow(uint64_t units)
     vaddr_t old_end = list_end;
 
     if (bytes > LIST_LIMIT - list_end || (have + bytes / UNIT) > LIST_MAX_UNITS ||
-        heap_map(list_end, bytes / PAGE_SIZE) != HEAP_OK)
+        heap_pages_claim(list_end, bytes / PAGE_SIZE) != HEAP_OK)
         return NULL;
     list_end += bytes;
     if (have > 0) {
@@ -424,7 +425,7 @@ static enum heap_resize grow_in_place(struct list_block *b, uint64_t units)
         bytes = heap_round_up((units - have) * UNIT, PAGE_SIZE);
         if (reach != list_end || bytes > LIST_LIMIT - list_end ||
             have + bytes / UNIT > LIST_MAX_UNITS ||
-            heap_map(list_end, bytes / PAGE_SIZE) != HEAP_OK)
+            heap_pages_claim(list_end, bytes / PAGE_SIZE) != HEAP_OK)
             return HEAP_MOVE;
         list_end += bytes;
     }

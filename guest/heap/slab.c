@@ -7,7 +7,7 @@
  * of every slab, and the standalone slab heap: one cache per power of two
  * from 16 bytes to SLAB_HEAP_MAX, each object aligned to its size.
  * Does not own: the fast paths (slab.h), the chained heap's size
- * classes (chained.c), pages (heap.c's page layer).
+ * classes (chained.c), pages (pages.c).
  *
  * The slab heap has no headers in its objects: a request takes a whole
  * object of the next power of two, so its waste is internal (up to half
@@ -17,6 +17,7 @@
  */
 #include "heap/slab.h"
 
+#include "heap/pages.h"
 #include "lib/panic.h"
 #include "lib/string.h"
 
@@ -143,9 +144,9 @@ static struct slab *new_slab(struct slab_cache *c)
     uint64_t i = c->hint;
     struct slab *s;
 
-    while (i < slots && heap_mapped(c->window + i * c->slot_bytes))
+    while (i < slots && heap_page_claimed(c->window + i * c->slot_bytes))
         i++;
-    if (i >= slots || heap_map(c->window + i * c->slot_bytes, c->pages) != HEAP_OK)
+    if (i >= slots || heap_pages_claim(c->window + i * c->slot_bytes, c->pages) != HEAP_OK)
         return NULL;
     c->hint = i + 1;
     c->slabs++;
@@ -215,7 +216,7 @@ void slab_now_empty(struct slab_cache *c, struct slab *s)
     }
     list_remove(&c->partial, s, SLAB_NONE);
     s->magic = 0;
-    heap_unmap(base, c->pages);
+    heap_pages_release(base, c->pages);
     c->slabs--;
     if (slot < c->hint)
         c->hint = slot;
@@ -244,8 +245,8 @@ void slab_free_checked(void *p)
         heap_fail("kfree", "invalid free of", p);
     base = (vaddr_t)p & c->slot_mask;
     s = (const struct slab *)(base + c->header_offset);
-    if (!heap_mapped(base) || !heap_mapped((vaddr_t)s) || s->magic != SLAB_MAGIC ||
-        s->cls != cls)
+    if (!heap_page_claimed(base) || !heap_page_claimed((vaddr_t)s) ||
+        s->magic != SLAB_MAGIC || s->cls != cls)
         heap_fail("kfree", "invalid free of", p);
     slab_cache_free(p);
 }
@@ -273,7 +274,8 @@ static uint64_t check_slab(const struct slab_cache *c, const struct slab *s, hea
     vaddr_t base = slab_base(c, s);
 
     if ((vaddr_t)s < c->window || (vaddr_t)s >= c->window + SLAB_WINDOW_BYTES ||
-        (base & ~c->slot_mask) != 0 || !heap_mapped(base) || !heap_mapped((vaddr_t)s))
+        (base & ~c->slot_mask) != 0 || !heap_page_claimed(base) ||
+        !heap_page_claimed((vaddr_t)s))
         heap_fail("heap_check", "slab outside its cache's window at", s);
     if (s->magic != SLAB_MAGIC || s->cls != c - slab_caches || s->free > c->capacity ||
         s->base != (char *)base)
