@@ -22,10 +22,6 @@
 
 #include "heap/heap.h"
 
-#ifndef PLANT_BUG
-#define PLANT_BUG 0
-#endif
-
 /* What a backend's resize did. */
 enum heap_resize {
     HEAP_RESIZED = 0, /* in place: the block now has room for the new size */

@@ -37,6 +37,7 @@
 
 #include "heap/pages.h"
 #include "lib/panic.h"
+#include "test/planted.h"
 
 #define BUDDY_BASE (HEAP_BASE + HEAP_WINDOW)
 #define BUDDY_MIN_ORDER 5

@@ -32,6 +32,7 @@
 #include "heap/pages.h"
 #include "lib/panic.h"
 #include "lib/string.h"
+#include "test/planted.h"
 
 #define LIST_BASE (HEAP_BASE + PAGE_SIZE)
 #define LIST_LIMIT (HEAP_BASE + HEAP_WINDOW - PAGE_SIZE)

@@ -25,6 +25,7 @@
 #define HEAP_SLAB_H
 
 #include "heap/backend.h"
+#include "test/planted.h"
 
 #define SLAB_MAX_CLASSES 32
 #define SLAB_WINDOW_SHIFT 36 /* 64 GiB per class */

@@ -24,7 +24,7 @@
 #include "lib/panic.h"
 #include "lib/string.h"
 #include "mm/pmm.h"
-#include "test/checkpoint.h"
+#include "test/planted.h"
 
 #define PTE_PRESENT ((uint64_t)1 << 0)
 #define PTE_WRITE ((uint64_t)1 << 1)

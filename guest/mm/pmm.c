@@ -22,7 +22,7 @@
 #include "boot/boot.h"
 #include "lib/panic.h"
 #include "lib/string.h"
-#include "test/checkpoint.h"
+#include "test/planted.h"
 
 #define MAX_REGIONS 1024                  /* the most entries a loader may give */
 #define MAX_RANGES (MAX_REGIONS + 16)     /* USABLE entries plus reclaimed pieces */

@@ -18,6 +18,7 @@
 #include "mm/paging.h"
 #include "mm/pmm.h"
 #include "test/checkpoint.h"
+#include "test/planted.h"
 
 static const char *current = "?";
 
@@ -695,7 +696,7 @@ static paddr_t reserved_frame(void)
 }
 
 /*
- * Exercises the bug checkpoint.h lists for this build, then checkpoints
+ * Exercises the bug planted.h lists for this build, then checkpoints
  * so the monitor looks. Bugs 1 and 2 are in the tables mm_init built.
  */
 static void test_planted(void)

@@ -26,7 +26,7 @@
  *                    kernel's own mappings; empty tables freed at the end.
  *   pmm-double-free  frees a frame twice: must panic in pmm_free.
  *   pmm-unmanaged    frees a frame of the kernel image: must panic.
- *   planted          only in builds with -DPLANT_BUG=N (checkpoint.h):
+ *   planted          only in builds with -DPLANT_BUG=N (planted.h):
  *                    exercises that deliberate bug for the monitor's
  *                    invariant checker, then checkpoints.
  * Call after mm_init. The tests leave the PMM and page tables as they
