@@ -3,7 +3,7 @@
 
     python bench/pmm.py [--quick] [--repeats N] [--json PATH]
 
-(a) pairs: the kernel runs `selftest=pmm-bench` (guest/selftest.c) on the default `pc`
+(a) pairs: the kernel runs `selftest=pmm-bench` (guest/test/selftest.c) on the default `pc`
     machine (256 MiB) with pmm=bitmap or buddy, for blocks of one frame (pmm_alloc and
     pmm_free) and of 16 frames aligned to 16 (order 4: pmm_alloc_contiguous and
     pmm_free_contiguous). 100 blocks are held in a ring and each pair allocates a block and

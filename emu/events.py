@@ -95,7 +95,7 @@ class GuestExit(Event):
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint(Event):
-    """The guest wrote `number` to the checkpoint port (guest/checkpoint.h): "look now"."""
+    """The guest wrote `number` to the checkpoint port (guest/test/checkpoint.h): "look now"."""
     handler: ClassVar[str] = "on_checkpoint"
     number: int
 

@@ -15,19 +15,19 @@
  * memory with nothing behind it, test=loop spins forever and test=halt
  * halts forever with interrupts off.
  */
-#include "boot.h"
-#include "checkpoint.h"
-#include "cmdline.h"
-#include "format.h"
-#include "gdt.h"
-#include "heap.h"
-#include "idt.h"
-#include "paging.h"
-#include "panic.h"
-#include "replay.h"
-#include "selftest.h"
-#include "serial.h"
-#include "string.h"
+#include "arch/x86_64/gdt.h"
+#include "arch/x86_64/idt.h"
+#include "boot/boot.h"
+#include "boot/cmdline.h"
+#include "dev/serial.h"
+#include "heap/heap.h"
+#include "lib/format.h"
+#include "lib/panic.h"
+#include "lib/string.h"
+#include "mm/paging.h"
+#include "test/checkpoint.h"
+#include "test/replay.h"
+#include "test/selftest.h"
 
 NORETURN void kmain(void);
 

@@ -1,4 +1,4 @@
-"""The guest's physical memory manager on the host: guest/pmm.c and both backends compiled
+"""The guest's physical memory manager on the host: guest/mm/pmm.c and both backends compiled
 unchanged into a shared library with tests/host/pmm_host.c, loaded with ctypes.
 
     with PmmHost(regions, kind="buddy") as pmm:
@@ -37,12 +37,12 @@ from types import MappingProxyType
 ROOT = Path(__file__).resolve().parent.parent
 GUEST = ROOT / "guest"
 SHIM = Path(__file__).resolve().parent / "host" / "pmm_host.c"
-GUEST_SOURCES = ("pmm.c", "pmm_bitmap.c", "pmm_buddy.c")
+GUEST_SOURCES = ("mm/pmm.c", "mm/pmm_bitmap.c", "mm/pmm_buddy.c")
 BUILD_DIR = ROOT / "build" / "host"
 
 PAGE = 4096
 POISON = 0xDEADBEEFDEADBEEF
-DESCRIPTOR = struct.Struct("<IIIIQQQQQQQQQQ")       # guest/pmm.h, 96 bytes
+DESCRIPTOR = struct.Struct("<IIIIQQQQQQQQQQ")       # guest/mm/pmm.h, 96 bytes
 DESCRIPTOR_FIELDS = ("magic", "version", "kind", "max_order", "map", "map_bytes", "links",
                      "base_pfn", "frames", "total_frames", "free_frames", "hhdm_offset",
                      "meta_base", "meta_frames")
@@ -91,13 +91,15 @@ def library_path(defines: Mapping[str, str] = MappingProxyType({"MM_DEBUG": "1"}
                  source_dir: Path = GUEST) -> Path:
     """Build (once per input) and return the host library: the PMM sources of `source_dir`
     (a copy of guest/ with a planted bug, say) with `defines` as -D flags."""
-    sources = [source_dir / name for name in GUEST_SOURCES] + [SHIM]
+    guest_sources = [source_dir / name for name in GUEST_SOURCES]
+    sources = [*guest_sources, SHIM]
     flags = [*_CFLAGS, *(f"-D{k}={v}" for k, v in sorted(defines.items()))]
     h = hashlib.sha256()
     for item in (importlib.metadata.version("ziglang"), sys.platform, *flags):
         h.update(item.encode() + b"\0")
-    for path in sources + sorted(source_dir.glob("*.h")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in [*guest_sources, *sorted(source_dir.rglob("*.h"))]:
+        h.update(path.relative_to(source_dir).as_posix().encode() + b"\0" + path.read_bytes())
+    h.update(SHIM.name.encode() + b"\0" + SHIM.read_bytes())
     target = BUILD_DIR / f"pmm-host-{h.hexdigest()[:16]}.so"
     if target.exists():
         return target
@@ -172,7 +174,7 @@ class PmmHost:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # ---- the API of guest/pmm.h ----------------------------------------------------------
+    # ---- the API of guest/mm/pmm.h -------------------------------------------------------
 
     def _call(self, op: int, a: int = 0, b: int = 0) -> int:
         if self._lib.pmm_host_call(op, a, b, ctypes.byref(self._result)) != 0:

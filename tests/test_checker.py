@@ -1,7 +1,7 @@
 """The invariant checker (emu/checker.py): the correct kernel's self-tests give no violation
 on every preset with both PMMs; each planted bug (guest built with -DPLANT_BUG=N) is caught
 by its rule at its address; every rule on hand-built page tables in a bare machine; the PMM
-maps decoded as guest/pmm.h documents them; --strict, --check-every and traces."""
+maps decoded as guest/mm/pmm.h documents them; --strict, --check-every and traces."""
 from __future__ import annotations
 
 import functools
@@ -38,7 +38,7 @@ PAGE = 4096
 PMMS = ("bitmap", "buddy")
 PRESETS = ("pc", "tiny", "fragmented")
 SELFTESTS = ("pmm", "pmm-random", "paging")
-SCRATCH = 0xFFFF_C000_0000_0000          # guest/selftest.c: PML4 slot 384
+SCRATCH = 0xFFFF_C000_0000_0000          # guest/test/selftest.c: PML4 slot 384
 P, W, U, PS, NX = x86.PTE_PRESENT, x86.PTE_WRITABLE, x86.PTE_USER, x86.PTE_HUGE, x86.PTE_NO_EXECUTE
 REQUIRED = ("MAP_OUTSIDE_RAM", "RESERVED_WRITABLE", "USER_KERNEL_HALF", "WRITE_EXEC",
             "RESERVED_BITS", "TABLE_PAGE_FREE", "MAPPED_FREE_FRAME", "PMM_NOT_USABLE",

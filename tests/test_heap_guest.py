@@ -1,5 +1,5 @@
-"""Tests of the guest kernel's heaps (guest/heap*.c) through its own trace replayer
-(guest/replay.c), driven by the command line: `replay=1|bare heap=KIND [heapdebug=1]`
+"""Tests of the guest kernel's heaps (guest/heap/) through its own trace replayer
+(guest/test/replay.c), driven by the command line: `replay=1|bare heap=KIND [heapdebug=1]`
 replays the first module as a malloc-lab trace, checking every block in the guest, and
 prints one `replay:` line; `heaptest=ops` replays an op list and prints every address.
 
@@ -38,7 +38,7 @@ BUDGET = 5_000_000_000                 # instructions; the longest run needs und
 MARKER_PORT = 0xf1
 HEAP_BASE, HEAP_END = 0xFFFF_C000_0000_0000, 0xFFFF_C400_0000_0000
 
-RESULT = struct.Struct("<IIQQQQQIIQ")   # guest/replay.h: replay_result, 64 bytes
+RESULT = struct.Struct("<IIQQQQQIIQ")   # guest/test/replay.h: replay_result, 64 bytes
 RESULT_MAGIC = 0x594C5052               # "RPLY"
 MODE_CHECKED, MODE_BARE, MODE_HEAPTEST = 1, 2, 3
 HEAP_KIND = {"list": 1, "buddy": 2, "slab": 3, "chained": 4}

@@ -19,7 +19,7 @@ from emu.hw.memmap import GIB, MIB, MemoryType
 # "  [0x0000000000000000-0x000000000009efff]      636 KiB USABLE", as main.c prints it
 ENTRY = re.compile(r"^  \[0x(?P<base>[0-9a-f]{16})-0x(?P<last>[0-9a-f]{16})\]\s+"
                    r"(?P<size>\d+ [KMGT]?i?B) (?P<type>[A-Z_]+)$", re.MULTILINE)
-EXIT_PANIC = 1                   # guest/panic.h
+EXIT_PANIC = 1                   # guest/lib/panic.h
 RFLAGS_IF = 1 << 9
 
 CUSTOM_MAP = """\

@@ -1,6 +1,6 @@
 """The guest's physical memory manager against a small Python model (Hypothesis state machine).
 
-guest/pmm.c with each backend (bitmap, buddy) runs on the host, compiled unchanged into a
+guest/mm/pmm.c with each backend (bitmap, buddy) runs on the host, compiled unchanged into a
 shared library (tests/pmm_host.py, tests/host/pmm_host.c): fast enough for thousands of
 steps, and a guest panic comes back as GuestPanic. Each example draws a memory map of up to
 about 25 MiB (frame 0 USABLE or not; USABLE islands between holes and RESERVED, ACPI,

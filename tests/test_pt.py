@@ -12,7 +12,7 @@ from emu.cli import build_parser, main
 
 HHDM = 0xFFFF_8000_0000_0000
 PAGE = 4096
-SCRATCH = 0xFFFF_C000_0000_0000          # guest/selftest.c
+SCRATCH = 0xFFFF_C000_0000_0000          # guest/test/selftest.c
 LINE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16}) ([0-9a-f]{16}) ([rw][us][x-]) -> (0x[0-9a-f]+)$",
                   re.M)
 

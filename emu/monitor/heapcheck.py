@@ -5,9 +5,9 @@ Owns: hooking the entries and returns of `kmalloc`, `kcalloc`, `kmalloc_aligned`
 `krealloc` and `kfree` (found by ELF symbol), the monitor's own set of live blocks
 (address -> size, caller), and the rules below. Each broken rule becomes a HeapFinding event
 naming the caller (the symbolized return address of the outermost call).
-Does not own: the allocators (guest/heap*.c), what a run does with findings (the CLI,
+Does not own: the allocators (guest/heap/), what a run does with findings (the CLI,
 heapreplay.py). Where the heap lives comes from a `bounds` callable; `attach` reads it from
-the kernel's `heap_descriptor` (guest/heap.h).
+the kernel's `heap_descriptor` (guest/heap/heap.h).
 
 Rules:
   overlap        a returned block overlaps a block that is still live
@@ -51,7 +51,7 @@ ALIGNMENT = 16
 U64 = struct.Struct("<Q")
 
 RULES = ("overlap", "outside-heap", "misaligned", "double-free", "invalid-free")
-DESCRIPTOR_SYMBOL = "heap_descriptor"         # guest/heap.h
+DESCRIPTOR_SYMBOL = "heap_descriptor"         # guest/heap/heap.h
 DESCRIPTOR_MAGIC = 0x50414548                  # "HEAP"
 DESCRIPTOR_VERSION = 1
 DESCRIPTOR_LAYOUT = struct.Struct("<IIIIQQ")   # magic, version, kind, debug, base, end

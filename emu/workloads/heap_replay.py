@@ -5,7 +5,7 @@ canonical text the guest replays (its first Limine module), running the guest wi
 `replay=1 heap=KIND` (or `replay=bare`), and turning what the run left into a
 ReplayOutcome: the guest's own report (its `replay:` line and its `replay_result` record),
 the outside heap checker's findings, and the instructions between the guest's markers.
-Does not own: the allocators or the replayer (guest/heap*.c, guest/replay.c), the checker's
+Does not own: the allocators or the replayer (guest/heap/, guest/test/replay.c), the checker's
 rules (heapcheck.py), the table and JSON (cli.py, bench/heap.py).
 
 Trace format (traces/README.md): a header of two integers (block ids,
@@ -42,7 +42,7 @@ DEFAULT_BUDGET = 5_000_000_000     # instructions: 4x the slowest trace known (l
 #                                    realloc-bal); a corrupted free list loops forever
 RESULT_SYMBOL = "replay_result"
 RESULT_MAGIC = 0x594C5052          # "RPLY" read as a little-endian u32
-# guest/replay.h: magic, heap kind, ops, errors, peak payload, peak footprint,
+# guest/test/replay.h: magic, heap kind, ops, errors, peak payload, peak footprint,
 # utilization * 1e4, mode, debug, tsc
 RESULT_LAYOUT = struct.Struct("<IIQQQQQIIQ")
 RESULT_MODES = {1: "checked", 2: "bare", 3: "heaptest"}
@@ -349,7 +349,7 @@ def replay(kernel: Path, trace: Trace, heap: str, *, bare: bool = False, debug: 
 def heaptest(kernel: Path, text: str, heap: str, ops: int, *, debug: bool = False,
              expected_payload: int | None = None, max_instructions: int | None = DEFAULT_BUDGET,
              name: str = "heaptest.ops") -> ReplayRun:
-    """The guest's `heaptest=ops` mode (guest/replay.h): an op list with kmalloc_aligned
+    """The guest's `heaptest=ops` mode (guest/test/replay.h): an op list with kmalloc_aligned
     (`a ID SIZE ALIGN`), kcalloc (`c ID COUNT SIZE`) and krealloc(p, 0) (`r ID 0`) besides
     the trace's operations; the guest prints the address each call returned, in
     `ReplayRun.addresses`. The text is the caller's to get right (the guest panics

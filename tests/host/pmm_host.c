@@ -1,6 +1,6 @@
 /*
- * pmm_host.c - the guest PMM (guest/pmm.c, pmm_bitmap.c, pmm_buddy.c) as a
- * host shared library, for tests/pmm_host.py.
+ * pmm_host.c - the guest PMM (guest/mm/pmm.c, pmm_bitmap.c, pmm_buddy.c) as
+ * a host shared library, for tests/pmm_host.py.
  *
  * Owns: what the kernel around the PMM would provide: the Limine memory map
  * and HHDM answers (boot_memmap, boot_hhdm), panic(), and a guarded entry
@@ -9,18 +9,18 @@
  *
  * Built with -nostdinc against the guest headers, like the kernel, so no
  * host header is mixed in; the C library provides memset, memmove (which
- * the guest string.h declares) and vsnprintf. The HHDM is a host buffer:
- * the caller passes its address as the HHDM offset, so physical address pa
- * is buffer[pa].
+ * the guest's lib/string.h declares) and vsnprintf. The HHDM is a host
+ * buffer: the caller passes its address as the HHDM offset, so physical
+ * address pa is buffer[pa].
  *
  * panic() records its message and jumps back to the pmm_host_call that is
  * running (__builtin_setjmp/__builtin_longjmp: the C frames in between are
  * plain guest code, nothing needs unwinding). A Python exception could not
  * cross those frames; the caller raises one from the return value.
  */
-#include "boot.h"
-#include "panic.h"
-#include "pmm.h"
+#include "boot/boot.h"
+#include "lib/panic.h"
+#include "mm/pmm.h"
 
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 
@@ -51,7 +51,7 @@ static void *panic_jump[5]; /* __builtin_setjmp's buffer: five words */
 static bool guarded;
 static char panic_message[PANIC_BYTES];
 
-/* ---- What boot.c gives the kernel --------------------------------------- */
+/* ---- What boot/boot.c gives the kernel ---------------------------------- */
 
 const struct limine_memmap_response *boot_memmap(void)
 {
@@ -63,7 +63,7 @@ const struct limine_hhdm_response *boot_hhdm(void)
     return have_hhdm ? &hhdm : NULL;
 }
 
-/* ---- What panic.c gives the kernel -------------------------------------- */
+/* ---- What lib/panic.c gives the kernel ---------------------------------- */
 
 NORETURN void panic(const char *fmt, ...)
 {

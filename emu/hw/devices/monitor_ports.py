@@ -19,7 +19,7 @@ MARKER_PORT = 0xf1
 
 
 class CheckpointPort(Device):
-    """The guest says "look now" (guest/checkpoint.h): a write of n, of any size, emits
+    """The guest says "look now" (guest/test/checkpoint.h): a write of n, of any size, emits
     Checkpoint(n), on which the invariant checker checks and `emu pt --at-checkpoint` takes
     its picture. An emulator-only port (0xf0; on a PC, 0xf0 clears the x87 busy latch).
     Reads return 0."""
@@ -41,7 +41,7 @@ class CheckpointPort(Device):
 
 
 class MarkerPort(Device):
-    """Brackets a measured region (guest/replay.c): a write of v, of any size, emits
+    """Brackets a measured region (guest/test/replay.c): a write of v, of any size, emits
     Marker(v) (1: start, 2: end) and is kept in `marks` as (icount, v). `clock` gives the
     exact instruction count at the `out` (the CPU's time stamp at RIP, which is exact in a
     port hook; the raw block counter already includes the rest of the block), so the

@@ -1,0 +1,78 @@
+/*
+ * pages.h - the heap's page layer, under every allocator; private to heap/.
+ *
+ * Owns: all heap page traffic: backing heap addresses with frames and
+ * mappings when an allocator claims them, and giving both back when it
+ * releases them; which heap pages are claimed; the footprint (pages held
+ * now and at most, in heap_descriptor, which this layer publishes); and
+ * what every allocator needs from below: the panic helper that names the
+ * allocator, and debug-mode poison.
+ * Does not own: which addresses an allocator uses or when (list.c,
+ * buddy.c, slab.c), the choice of allocator and debug mode (heap.c
+ * passes them to heap_pages_init), frames (mm/pmm.c) or page tables
+ * (mm/paging.c).
+ *
+ * No allocator maps, unmaps or counts a heap page itself, so this is the
+ * one place to put policy on heap pages (a cache of released pages kept
+ * mapped, a shrinker when the PMM runs out). The contracts below hold for
+ * such a layer: a released page is no longer the caller's (it must not be
+ * touched, and heap_page_claimed is false), but need not be unmapped; the
+ * footprint counts every page the layer holds a frame for.
+ */
+#ifndef HEAP_PAGES_H
+#define HEAP_PAGES_H
+
+#include "heap/heap.h"
+
+enum heap_status {
+    HEAP_OK = 0,
+    HEAP_NO_MEMORY = -1,
+};
+
+/*
+ * Called once by heap_init, before the allocator's own init: the kind,
+ * name and debug mode chosen, which heap_fail, heap_poison and the
+ * heap_descriptor report from now on.
+ */
+void heap_pages_init(enum heap_kind kind, const char *name, enum heap_debug debug);
+
+/*
+ * Claims pages pages at va (page aligned, inside the heap range, none of
+ * them claimed) for the caller: backed by frames, mapped read/write and
+ * global, never executable. All or nothing: HEAP_OK, or HEAP_NO_MEMORY
+ * with nothing claimed. With heapdebug=1 the pages are filled with
+ * HEAP_POISON_BYTE. Panics "heap_pages_claim: 0x... already mapped" and
+ * "heap_pages_claim: 0x... + N pages is not in the heap".
+ */
+enum heap_status heap_pages_claim(vaddr_t va, size_t pages);
+
+/*
+ * Gives back pages pages at va, every one claimed (panics
+ * "heap_pages_release: 0x... not mapped"). Now they are unmapped at once
+ * and their frames go back to the PMM; callers may rely only on the pages
+ * no longer being theirs.
+ */
+void heap_pages_release(vaddr_t va, size_t pages);
+
+/* True if the page holding va is claimed (mapped for an allocator). */
+bool heap_page_claimed(vaddr_t va);
+
+/* True if va lies in [HEAP_BASE, HEAP_END). */
+static inline bool heap_in_range(vaddr_t va)
+{
+    return va - HEAP_BASE < HEAP_END - HEAP_BASE;
+}
+
+/* ---- What every allocator needs ------------------------------------------ */
+
+/* Panics "fn: rule 0x<p> (heap=KIND)", e.g. "kfree: double free of 0x...". */
+NORETURN void heap_fail(const char *fn, const char *rule, const void *p);
+
+/* With heapdebug=1 fills [p, p + n) with HEAP_POISON_BYTE; else nothing. */
+void heap_poison(void *p, size_t n);
+
+/* The debug mode heap_pages_init was given (a plain global read, for the
+ * allocators' hot paths). */
+extern enum heap_debug heap_debug_state;
+
+#endif
