@@ -13,7 +13,7 @@ shim's guarded entry and becomes a GuestPanic here.
 
 Every PmmHost loads its own copy of the library (dlopen of a fresh file, dlclose on
 close()), so each starts from the PMM's pristine static state: pmm_init may be called once
-per copy, as in the kernel. The build is cached under build/host/ by a hash of the sources
+per copy, as in the kernel. The build is cached in emu's build cache (host/) by a hash of the sources
 and flags; by default it is the MM_DEBUG=1 build, which poisons every freed frame.
 """
 from __future__ import annotations
@@ -21,12 +21,10 @@ from __future__ import annotations
 import _ctypes
 import ctypes
 import hashlib
-import importlib.metadata
 import mmap
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -34,11 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from emu.build import cache
+from emu.build.zig import zig_cc, zig_version
+
 ROOT = Path(__file__).resolve().parent.parent
 GUEST = ROOT / "guest"
 SHIM = Path(__file__).resolve().parent / "host" / "pmm_host.c"
 GUEST_SOURCES = ("mm/pmm.c", "mm/pmm_bitmap.c", "mm/pmm_buddy.c")
-BUILD_DIR = ROOT / "build" / "host"
 
 PAGE = 4096
 POISON = 0xDEADBEEFDEADBEEF
@@ -67,10 +67,6 @@ class GuestPanic(Exception):
     """The guest code called panic(); the message is what it would have printed."""
 
 
-class HostBuildError(Exception):
-    """The host library did not compile."""
-
-
 @dataclass(frozen=True, slots=True)
 class Region:
     base: int
@@ -89,31 +85,29 @@ class _FrameRange(ctypes.Structure):
 
 def library_path(defines: Mapping[str, str] = MappingProxyType({"MM_DEBUG": "1"}),
                  source_dir: Path = GUEST) -> Path:
-    """Build (once per input) and return the host library: the PMM sources of `source_dir`
-    (a copy of guest/ with a planted bug, say) with `defines` as -D flags."""
+    """Build (once per input, into emu's build cache) and return the host library: the
+    PMM sources of `source_dir` (a copy of guest/ with a planted bug, say) with `defines`
+    as -D flags."""
     guest_sources = [source_dir / name for name in GUEST_SOURCES]
     sources = [*guest_sources, SHIM]
     flags = [*_CFLAGS, *(f"-D{k}={v}" for k, v in sorted(defines.items()))]
     h = hashlib.sha256()
-    for item in (importlib.metadata.version("ziglang"), sys.platform, *flags):
+    for item in (zig_version(), sys.platform, *flags):
         h.update(item.encode() + b"\0")
     for path in [*guest_sources, *sorted(source_dir.rglob("*.h"))]:
         h.update(path.relative_to(source_dir).as_posix().encode() + b"\0" + path.read_bytes())
     h.update(SHIM.name.encode() + b"\0" + SHIM.read_bytes())
-    target = BUILD_DIR / f"pmm-host-{h.hexdigest()[:16]}.so"
-    if target.exists():
+    directory = cache.cache_root() / "host"
+    target = directory / f"pmm-host-{h.hexdigest()[:16]}.so"
+    if cache.is_fresh(target):
         return target
-    BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=BUILD_DIR) as tmp:
-        out = Path(tmp) / target.name
-        env = dict(os.environ, ZIG_GLOBAL_CACHE_DIR=str(BUILD_DIR / "zig-cache" / "global"),
-                   ZIG_LOCAL_CACHE_DIR=str(BUILD_DIR / "zig-cache" / "local"))
-        cmd = [sys.executable, "-m", "ziglang", "cc", "-shared", *flags, f"-I{source_dir}",
-               "-o", str(out), *map(str, sources)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if proc.returncode != 0:
-            raise HostBuildError(f"cannot build the host PMM: {proc.stderr.strip()}")
-        os.replace(out, target)
+    built = cache.temporary(directory, ".so")
+    try:
+        zig_cc(["-shared", *flags, f"-I{source_dir}", "-o", str(built), *map(str, sources)],
+               cache_dir=directory / "zig", what="the host PMM")
+        cache.publish(built, target)
+    finally:
+        built.unlink(missing_ok=True)
     return target
 
 
