@@ -16,7 +16,6 @@ state in the bytes, and restores them: a handful of microseconds per fault.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from unicorn import x86_const as X
 
@@ -38,17 +37,6 @@ U64 = struct.Struct("<Q")
 SEGMENT_CACHE = struct.Struct("<IxxxxQII")   # QEMU's SegmentCache: selector, base, limit, flags
 _CR2_OFFSET = 16
 _CS_CACHE_FLAGS = 0x00F0FF00                 # the descriptor high-dword bits QEMU caches
-
-
-@dataclass(frozen=True, slots=True)
-class _Event:
-    """One event to deliver: `kind` is fault, software, external, double or syscall;
-    `return_rip` goes into the frame; `source` is the instruction it is reported at."""
-    vector: int
-    kind: str
-    error: int | None
-    return_rip: int
-    source: int
 
 
 class Delivery:
@@ -77,27 +65,27 @@ class Delivery:
         if I32.unpack_from(env, lay.exception_is_int)[0]:
             resume = U64.unpack_from(env, lay.exception_next_eip)[0]
             self.count.settle(resume)
-            self.deliver(env, _Event(vector, "software", None, resume, resume))
+            self.deliver(env, vector, "software", None, resume, resume)
         else:
             rip = U64.unpack_from(env, lay.eip)[0]
             self.count.settle(rip)
             error = U32.unpack_from(env, lay.error_code)[0] if vector in WITH_ERROR_CODE \
                 else None
-            self.deliver(env, _Event(vector, "fault", error, rip, rip))
+            self.deliver(env, vector, "fault", error, rip, rip)
 
     def on_invalid_opcode(self, uc, _data) -> bool:
         """UC_HOOK_INSN_INVALID: #UD does not reach the INTR hook."""
         env = self.context.save()
         rip = U64.unpack_from(env, self.layout.eip)[0]
         self.count.settle(rip)
-        self.deliver(env, _Event(INVALID_OPCODE, "fault", None, rip, rip))
+        self.deliver(env, INVALID_OPCODE, "fault", None, rip, rip)
         return True
 
     def fault(self, env: memoryview, vector: int, error: int | None, rip: int,
               eip_bias: int = 0) -> None:
         """Deliver a fault the monitor itself decided on (#GP of a denied port access, #UD
         of SYSCALL without EFER.SCE) at the instruction `rip`, which does not retire."""
-        self.deliver(env, _Event(vector, "fault", error, rip, rip), eip_bias)
+        self.deliver(env, vector, "fault", error, rip, rip, eip_bias)
 
     def external(self, vector: int) -> bool:
         """Deliver an external interrupt now, between instructions. False if RFLAGS.IF is
@@ -106,19 +94,23 @@ class Delivery:
             return False
         env = self.context.save()
         rip = U64.unpack_from(env, self.layout.eip)[0]
-        self.deliver(env, _Event(vector, "external", None, rip, rip))
+        self.deliver(env, vector, "external", None, rip, rip)
         return True
 
     # ---- delivery ------------------------------------------------------------------------
 
-    def deliver(self, env: memoryview, event: _Event, eip_bias: int = 0) -> None:
-        """Deliver one event through the IDT, turning faults during delivery into the
-        fault itself, a #DF, or a triple fault as the SDM's table 6-5 says."""
+    def deliver(self, env: memoryview, event_vector: int, event_kind: str,
+                event_error: int | None, return_rip: int, source: int,
+                eip_bias: int = 0) -> None:
+        """Deliver one event through the IDT: `kind` is fault, software, external or
+        double; `return_rip` goes into the frame; `source` is the instruction it is
+        reported at. Faults during delivery become the fault itself, a #DF, or a triple
+        fault as the SDM's table 6-5 says."""
         rflags = self.state.fast_reg(X.UC_X86_REG_EFLAGS)
         original_cpl = U32.unpack_from(env, self.layout.hflags)[0] & HF_CPL_MASK
         cr2 = U64.unpack_from(env, self.layout.cr + _CR2_OFFSET)[0] \
-            if event.vector == PAGE_FAULT else None
-        vector, kind, error, return_rip = event.vector, event.kind, event.error, event.return_rip
+            if event_vector == PAGE_FAULT else None
+        vector, kind, error = event_vector, event_kind, event_error
         chain: list[tuple[int, int | None]] = []
         while True:
             try:
@@ -128,10 +120,10 @@ class Delivery:
             except CpuFault as nested:
                 chain.append((vector, error))
                 if vector == DOUBLE_FAULT or _doubles(vector, nested.vector):
-                    self._record(vector, kind, error, event.source, cr2, original_cpl, 0)
+                    self._record(vector, kind, error, source, cr2, original_cpl, 0)
                     chain.append((nested.vector, nested.error_code))
                     if vector == DOUBLE_FAULT:
-                        raise _triple_fault(event.source, chain) from None
+                        raise _triple_fault(source, chain) from None
                     vector, kind, error = DOUBLE_FAULT, "double", 0
                 else:
                     vector, kind, error = nested.vector, "fault", nested.error_code
@@ -140,11 +132,10 @@ class Delivery:
                     U64.pack_into(env, self.layout.cr + _CR2_OFFSET, cr2)
                 # A fault raised by delivering `int n` (a DPL-0 gate, #NP, the IDT limit)
                 # is a fault of the int instruction: its frame holds the int itself.
-                if kind == "fault" and event.kind == "software" and \
-                        event.source == return_rip:
-                    return_rip = self._software_interrupt_start(event.source, event.vector)
+                if kind == "fault" and event_kind == "software" and source == return_rip:
+                    return_rip = self._software_interrupt_start(source, event_vector)
         self.context.restore()
-        self._record(vector, kind, error, event.source, cr2, original_cpl, handler)
+        self._record(vector, kind, error, source, cr2, original_cpl, handler)
 
     def _record(self, vector, kind, error, rip, cr2, cpl, handler) -> None:
         counts = self.exceptions_by_vector

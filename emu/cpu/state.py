@@ -58,7 +58,7 @@ class CpuState:
         self.memory = memory
         self.context = context
         self.layout = context.layout
-        self.fast_reg = capi.RegisterReader(uc)
+        self.fast_reg = capi.register_reader(uc)
         self._disasm = Cs(CS_ARCH_X86, CS_MODE_64)
 
     def reg(self, register: int) -> int:
