@@ -103,7 +103,8 @@ class Machine:
         self.bus.limit_unbacked_checks(self.memory.ranges())
         self.devices: PcDevices = install_pc_devices(
             self.bus, on_serial_text,
-            on_exit=lambda value: self.cpu.request_stop(RunEnd.EXIT, value),
+            on_exit=lambda value: self.cpu.request_stop(RunEnd.EXIT, value,
+                                                        in_instruction=True),
             clock=lambda: self.cpu.time_stamp(self.cpu.state.rip()))
         boot_config = loader.BootConfig(
             cmdline=config.cmdline, modules=tuple((m, m.name) for m in config.modules),
@@ -122,7 +123,7 @@ class Machine:
         --strict); the report is titled `message`, with `details` under the title."""
         if self._stop is None:
             self._stop = _Stop(end, message, details)
-            self.cpu.request_stop(end)
+            self.cpu.request_stop(end, in_instruction=self.bus.in_access)
 
     def every(self, instructions: int, callback: Callable[[], None]) -> None:
         """Call `callback` between instructions every `instructions` retired (exactly, at

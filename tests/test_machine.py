@@ -152,6 +152,33 @@ def test_runs_are_deterministic(boot):
     assert first.exceptions == second.exceptions
 
 
+@pytest.mark.parametrize("period", [997, 50_000, 0, -1, -3])
+def test_the_count_is_exact_whatever_the_check_period(boot, period):
+    """A periodic stop single-steps to its mark; the debug exit stops mid-block. Both must
+    land on the same count: the instructions up to and including the exit's `out`. Periods
+    0, -1 and -3 mean the run's own count (the exit's `out` is single-stepped) and just
+    below it."""
+    from emu.events import Observer
+
+    class Exit(Observer):
+        icount = None
+
+        def on_guest_exit(self, event) -> None:
+            self.icount = event.icount
+
+    plain_machine, plain = boot()
+    if period <= 0:
+        period += plain.instructions
+    seen = Exit()
+    machine = Machine(MachineConfig(kernel=plain_machine.config.kernel), [seen])
+    ticks = []
+    machine.every(period, lambda: ticks.append(machine.cpu.icount()))
+    periodic = machine.run()
+    assert plain.reason == periodic.reason == "exit"
+    assert periodic.instructions == plain.instructions == seen.icount
+    assert ticks == list(range(period, plain.instructions, period))
+
+
 # --- broken configurations ---------------------------------------------------------------
 
 BROKEN_MAPS = {

@@ -69,6 +69,7 @@ class Cpu:
         events.clock = self.icount
         self.stop_reason: RunEnd | None = None
         self.exit_value: int | None = None
+        self._stopped_at: int | None = None    # the exact count of a stop made mid-block
         # The read side, for monitors and reports (see state.py).
         state = self.state
         self.reg, self.registers, self.cpl, self.cr3 = state.reg, state.registers, \
@@ -121,11 +122,20 @@ class Cpu:
         """Deliver an external interrupt now, between instructions. False if IF is clear."""
         return self.delivery.external(vector)
 
-    def request_stop(self, end: RunEnd, value: int | None = None) -> None:
-        """Stop after the current instruction; `run()` returns `end` (a device's debug exit
-        with its `value`, a checker's violation)."""
+    def request_stop(self, end: RunEnd, value: int | None = None,
+                     in_instruction: bool = False) -> None:
+        """Stop; `run()` returns `end` (a device's debug exit with its `value`, a
+        checker's violation, an interrupt). `in_instruction`: called from a port or MMIO
+        access, whose instruction retires. The run then ends right after it, whatever
+        Unicorn runs of the rest of its translated block before it can stop (the
+        instruction count says so: the same with or without --check-every). Otherwise the
+        run ends before the next instruction."""
+        if self.stop_reason is not None:
+            return                          # the first reason stands
         self.stop_reason = end
         self.exit_value = value
+        if in_instruction:
+            self._stopped_at = self.count.time_stamp(self.state.fast_reg(X.UC_X86_REG_RIP)) + 1
         self.uc.emu_stop()
 
     # ---- running ------------------------------------------------------------------------
@@ -188,6 +198,9 @@ class Cpu:
             error, self.count.counter.error = self.count.counter.error, None
             raise error
         self.count.settle(self.uc.reg_read(X.UC_X86_REG_RIP))
+        if self._stopped_at is not None and self.count.counting:
+            self.count.counter.adjust(self._stopped_at - self.count.counter.raw)
+            self._stopped_at = None
 
     def _repair_after_stop(self) -> None:
         """When emu_start returns, Unicorn has probed the `until` address as a page fault:

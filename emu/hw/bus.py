@@ -193,6 +193,7 @@ class Bus:
         self.io_gate = io_gate
         self._ports: dict[int, tuple[Device, int]] = {}
         self._mmio: list[MmioRegion] = []
+        self.in_access = False          # a device access is being made (an instruction retires)
         self._window: _Window | None = None
         guard.hook_instruction(UC_X86_INS_IN, PORT_IN, self._in, on_error=0)
         guard.hook_instruction(UC_X86_INS_OUT, PORT_OUT, self._out)
@@ -279,6 +280,7 @@ class Bus:
         owner = self._ports.get(port)
         if owner is not None:
             device, offset = owner
+            self.in_access = True
             value = device.read(offset, size) & _mask(size)
         elif self.unknown_ports == "float":
             value = _mask(size)
@@ -286,7 +288,9 @@ class Bus:
             raise GuestCrash(f"in from port {port:#x} with no device behind it"
                              f"{self._at(self.uc)}")
         if self.events.wants(PortAccess):
+            self.in_access = True
             self.events.emit(PortAccess(self.events.now(), port, size, value, False))
+        self.in_access = False
         return value
 
     def _out(self, _handle, port: int, size: int, value: int, _user_data) -> None:
@@ -298,12 +302,15 @@ class Bus:
         owner = self._ports.get(port)
         if owner is not None:
             device, offset = owner
+            self.in_access = True
             device.write(offset, size, value)
         elif self.unknown_ports == "error":
             raise GuestCrash(f"out of {value:#x} to port {port:#x} with no device behind it"
                              f"{self._at(self.uc)}")
         if self.events.wants(PortAccess):
+            self.in_access = True
             self.events.emit(PortAccess(self.events.now(), port, size, value, True))
+        self.in_access = False
 
     # --- MMIO ------------------------------------------------------------------------------
 
@@ -312,11 +319,13 @@ class Bus:
         """The whole access, before Unicorn splits it: make it on the device here."""
         offset = paddr - region.base
         write = access == UC_MEM_WRITE
+        self.in_access = True
         if write:
             value &= _mask(size)
             region.device.write(offset, size, value)
         else:
             value = region.device.read(offset, size) & _mask(size)
+        self.in_access = False
         self._window = _Window.around(region, write, offset, size, value)
         self._emit_mmio(paddr, size, value, write)
 
@@ -327,7 +336,9 @@ class Bus:
                 self._window = None
             return window.piece(offset, size)
         # An access the hook did not see: one that starts below the region, in RAM.
+        self.in_access = True
         value = region.device.read(offset, size) & _mask(size)
+        self.in_access = False
         self._emit_mmio(region.base + offset, size, value, False)
         return value
 
@@ -338,7 +349,9 @@ class Bus:
                 self._window = None
             return
         value &= _mask(size)
+        self.in_access = True
         region.device.write(offset, size, value)
+        self.in_access = False
         self._emit_mmio(region.base + offset, size, value, True)
 
     def _emit_mmio(self, paddr: int, size: int, value: int, write: bool) -> None:
