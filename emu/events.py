@@ -5,9 +5,9 @@ bus looks at which methods each observer overrides, so an emitter can ask `bus.w
 before it builds an event, and the machine installs a Unicorn hook only when some observer
 wants what that hook produces. `on_event` receives every event (the trace recorder uses it).
 
-Every event carries `icount`, the instructions retired when it happened (counted per
-translated block, corrected at exceptions and exits; see cpu.py), so a trace is ordered and
-reproducible.
+Every event carries `icount`, exact: the instructions retired before the instruction that
+caused it (a port access, a CR3 write, a fault), or, for GuestExit, every instruction the
+run retired (emu/cpu/counting.py). A trace is therefore ordered and reproducible.
 """
 from __future__ import annotations
 

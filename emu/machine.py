@@ -105,7 +105,7 @@ class Machine:
             self.bus, on_serial_text,
             on_exit=lambda value: self.cpu.request_stop(RunEnd.EXIT, value,
                                                         in_instruction=True),
-            clock=lambda: self.cpu.time_stamp(self.cpu.state.rip()))
+            clock=self.cpu.now)
         boot_config = loader.BootConfig(
             cmdline=config.cmdline, modules=tuple((m, m.name) for m in config.modules),
             boot_time=config.boot_time, framebuffer=config.framebuffer)

@@ -66,7 +66,7 @@ class Cpu:
                                            events, on_new_root=self.count.forget_code)
         self._syscall = SyscallEmulation(self.delivery, self.count)
         self.tsc = TimeStampCounter(uc, guard, self.state, self.count)
-        events.clock = self.icount
+        events.clock = self.now
         self.stop_reason: RunEnd | None = None
         self.exit_value: int | None = None
         self._stopped_at: int | None = None    # the exact count of a stop made mid-block
@@ -100,7 +100,13 @@ class Cpu:
         return self.delivery.last_exception
 
     def icount(self) -> int:
+        """Instructions retired, exact between runs and in exception delivery."""
         return self.count.counter.raw
+
+    def now(self) -> int:
+        """Instructions retired before the current instruction, exact inside any hook whose
+        RIP is exact (port and MMIO accesses, code hooks, delivery): the events' clock."""
+        return self.count.time_stamp(self.state.fast_reg(X.UC_X86_REG_RIP))
 
     def watch_privileged(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Hook exactly the CR3 writes and `invlpg`s found in `ranges` (virtual start, end)

@@ -99,13 +99,13 @@ class PrivilegedWatch:
         if new & PTE_ADDRESS_MASK != old & PTE_ADDRESS_MASK:
             self.on_new_root()
         if self.events.wants(Cr3Written):
-            self.events.emit(Cr3Written(self.count.counter.state.icount, address, old, new))
+            self.events.emit(Cr3Written(self.count.time_stamp(address), address, old, new))
 
     def _on_invlpg(self, uc, address: int, size: int, operand) -> None:
         target = _effective_address(self.state.fast_reg, operand, address + size)
         self.system.flush(target)
         if self.events.wants(TlbFlush):
-            self.events.emit(TlbFlush(self.count.counter.state.icount, address, target))
+            self.events.emit(TlbFlush(self.count.time_stamp(address), address, target))
 
 
 def _unicorn_register(capstone_register: int) -> int:
