@@ -7,25 +7,34 @@ the one error boundary every command runs inside.
   emu heap-replay TRACE [--heap KIND|all] [--debug] [--bare] [--json] [--kernel ELF]
   emu build
 
-The exit statuses are emu/result.py's table. An error of the harness or of the user's
-input is one line on stderr (`emu: error: ...`) and status 2.
+The boundary: an error of the harness or of the user's input (EmuError, a bad argument)
+is one line on stderr (`emu: error: ...`) and status 2; SIGINT/SIGTERM end the command with
+128 + the signal number (a run first finishes its trace, emu/signals.py); a closed standard
+output ends it quietly with 141, as Unix tools end. The statuses are emu/result.py's table.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
-from emu import __version__
-from emu.commands import COMMANDS
-from emu.errors import EmuError
-from emu.result import EXIT_HARNESS_ERROR
+from emu import __version__, signals
+from emu.commands import COMMANDS, console
+from emu.errors import BuildError, ConfigError, EmuError, Interrupted, OutputClosed
+from emu.result import EXIT_HARNESS_ERROR, EXIT_OUTPUT_CLOSED, EXIT_SIGNAL_BASE
 
-EXIT_INTERRUPTED = 130
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors are one line (not the usage block), raised like every other."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emu", description="x86-64 emulator harness for "
-                                     "OS memory managers")
+    parser = _Parser(prog="emu", description="x86-64 emulator harness for OS memory "
+                     "managers")
     parser.add_argument("--version", action="version", version=f"emu {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
@@ -36,15 +45,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    signals.install()
     try:
-        return args.execute(args)
-    except EmuError as exc:
-        print(f"emu: error: {exc}", file=sys.stderr)
+        args = build_parser().parse_args(argv)
+        status = args.execute(args)
+        console.flush()
+        return status
+    except OutputClosed:
+        _silence_stdout()
+        return EXIT_OUTPUT_CLOSED
+    except BuildError as exc:
+        _error_line(f"emu: error: {exc}")      # with the compiler's first errors under it
         return EXIT_HARNESS_ERROR
+    except EmuError as exc:
+        _error_line("emu: error: " + "; ".join(str(exc).splitlines()))
+        return EXIT_HARNESS_ERROR
+    except Interrupted as exc:
+        _error_line("emu: interrupted")
+        return EXIT_SIGNAL_BASE + exc.signum
     except KeyboardInterrupt:
-        print("emu: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        _error_line("emu: interrupted")
+        return EXIT_SIGNAL_BASE + int(signal.SIGINT)
+    finally:
+        signals.uninstall()
+
+
+def _error_line(line: str) -> None:
+    """The message on stderr; if even that cannot be written, the status says it all."""
+    try:
+        console.err(line)
+    except EmuError:
+        pass
+
+
+def _silence_stdout() -> None:
+    """The reader is gone: what Python would flush at exit must not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ the package raises on purpose is outside this tree.
 
 EmuError                   base of everything below; the CLI prints it as one line (exit 2)
 ├── ConfigError            bad user input: memory map, sizes, options, missing files
+├── OutputError            an output cannot be written (a full disk, a closed pipe)
+│   └── OutputClosed       the reader of standard output went away (`emu run | head`)
 ├── BuildError             the guest (or the instruction counter) did not compile or link
 ├── LoaderError            the kernel image cannot be booted (bad ELF, bad requests)
 ├── TraceError             a trace file is corrupt or of an unknown version
@@ -18,6 +20,9 @@ EmuError                   base of everything below; the CLI prints it as one li
     ├── GuestCrash         an exception the guest could not handle, a bad access
     └── TripleFault        delivery of a double fault itself faulted
 
+Interrupted (a KeyboardInterrupt, so no `except Exception` swallows it): SIGINT or SIGTERM
+outside a run (emu/signals.py); the CLI exits 128 + the signal number.
+
 A run that ends (the guest exits, halts, runs out of budget, crashes) is not an error: it is
 a `RunResult` with a `RunEnd` (emu/result.py). GuestError is raised inside the run and turned
 into such a result by the machine.
@@ -31,6 +36,22 @@ class EmuError(Exception):
 
 class ConfigError(EmuError):
     """A configuration value, memory map or file given by the user is wrong."""
+
+
+class OutputError(EmuError):
+    """Writing an output (standard output, a trace, a screenshot) failed."""
+
+
+class OutputClosed(OutputError):
+    """The reader of standard output closed it: end quietly, as Unix tools do."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived outside a run; `signum` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
 
 
 class BuildError(EmuError):

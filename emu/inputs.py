@@ -8,6 +8,7 @@ Does not own: what the bytes mean (each reader's business).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -59,3 +60,32 @@ def read_input(path: Path | str, what: str, limit: int, hint: str = "") -> bytes
     if len(data) != size:
         raise ConfigError(f"{what} {display(path)} changed while it was read; try again")
     return data
+
+
+def file_sha256(path: Path | str) -> str:
+    """The SHA-256 of a file, read in pieces (kernels, traces, build artifacts). Raises
+    OSError."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def same_file(one: Path | str, other: Path | str) -> bool:
+    """Do two paths name the same file (hard links and symlinks included)? False when
+    either does not exist."""
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return False
+
+
+def refuse_overwriting(output: Path | str, what: str, inputs) -> None:
+    """ConfigError if the output path names one of the run's input files (the kernel, a
+    module, an input trace...): an output must never destroy an input."""
+    for name, path in inputs:
+        if path is not None and (same_file(output, path) or
+                                 os.path.abspath(output) == os.path.abspath(path)):
+            raise ConfigError(f"{what} {display(output)} is the {name}; writing it would "
+                              f"destroy an input: choose another path")

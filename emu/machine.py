@@ -22,6 +22,7 @@ Public surface (everything else is private; observers attach through these only)
 """
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Callable, Iterable
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 
+from emu import signals
 from emu.boot import limine, loader
 from emu.cpu import Cpu
 from emu.engine import capi
@@ -135,24 +137,43 @@ class Machine:
     # ---- running ---------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        """Run to the end. Guest misbehaviour becomes a RunResult with a report; errors of
-        the harness itself propagate as EmuError."""
+        """Run to the end. Guest misbehaviour becomes a RunResult with a report, and so
+        does SIGINT/SIGTERM when the command line installed emu/signals.py; errors of the
+        harness itself propagate as EmuError, after the trace got its GuestExit."""
         budget = self.config.max_instructions or NEVER
         started = time.perf_counter()
         try:
-            end, message, text = self._ending(self._run_cpu(budget), budget)
+            with signals.stoppable(self._interrupt):
+                end = self._run_cpu(budget)
+            end, message, text = self._ending(end, budget)
         except TripleFault as exc:
             end, message = RunEnd.TRIPLE_FAULT, str(exc)
             text = self._report(message, rip=exc.rip)
         except GuestError as exc:
             end, message = RunEnd.CRASH, str(exc)
             text = self._report(message)
+        except BaseException:
+            self._emit_exit(RunEnd.ERROR, None)
+            raise
         seconds = time.perf_counter() - started
-        value = self.cpu.exit_value if end is RunEnd.EXIT else None
-        self.events.emit(GuestExit(self.cpu.icount(), value, end.value))
+        value = self.cpu.exit_value if end in (RunEnd.EXIT, RunEnd.INTERRUPTED) else None
+        self.events.emit(GuestExit(self.cpu.icount(),
+                                   value if end is RunEnd.EXIT else None, end.value))
         return RunResult(end, exit_status(end, value), value, self.cpu.icount(), seconds,
                          dict(sorted(self.cpu.exceptions_by_vector.items())), text, message,
                          self.config.count_instructions)
+
+    def _interrupt(self, signum: int) -> None:
+        """SIGINT/SIGTERM during the run (from the signal handler or its watcher thread)."""
+        self.cpu.request_stop(RunEnd.INTERRUPTED, signum)
+
+    def _emit_exit(self, end: RunEnd, value: int | None) -> None:
+        """The last event of a run that ends with an error of the harness: best effort (the
+        error may be the trace's own)."""
+        try:
+            self.events.emit(GuestExit(self.cpu.icount(), value, end.value))
+        except Exception:  # noqa: BLE001 - the original error is what the user must see
+            pass
 
     def _ending(self, end: RunEnd, budget: int) -> tuple[RunEnd, str, str]:
         """(end, message, report) for a run that stopped without a crash."""
@@ -167,6 +188,10 @@ class Machine:
         if end is RunEnd.BUDGET:
             message = f"instruction budget of {budget} exhausted (runaway loop?)"
             return end, message, self._report(message)
+        if end is RunEnd.INTERRUPTED:
+            message = f"interrupted by {signal.Signals(self.cpu.exit_value).name}" + \
+                (f" after {self.cpu.icount():,} instructions" if self.cpu.count.counting else "")
+            return end, message, self._report(message, heading="interrupted")
         message = "guest halted with nothing to wake it (hlt without the debug exit)"
         # RIP is past the hlt: show the hlt itself
         return end, message, self._report(message, rip=self.cpu.state.rip() - 1)

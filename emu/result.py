@@ -7,6 +7,7 @@ Does not own: deciding how a run ended (the machine) or printing it (the command
 """
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -19,10 +20,14 @@ class RunEnd(str, Enum):
     CRASH = "crash"                # a fault the guest could not handle, a wild access
     TRIPLE_FAULT = "triple-fault"  # delivering a #DF faulted
     VIOLATION = "violation"        # --strict: a checker finding ended the run
+    INTERRUPTED = "interrupted"    # SIGINT or SIGTERM (emu/signals.py)
+    ERROR = "error"                # the harness failed (its trace still ends with this)
 
 
 EXIT_GUEST_MAX = 63                # the guest's own debug-exit values: 0-63
 EXIT_HARNESS_ERROR = 2             # bad input or a harness failure: one line on stderr
+EXIT_SIGNAL_BASE = 128             # interrupted by signal N: 128 + N, as shells report it
+EXIT_OUTPUT_CLOSED = 141           # 128 + SIGPIPE: standard output's reader went away
 
 # The process exit status of `emu run` per ending (EXIT: the guest's value, capped).
 EXIT_STATUS: dict[RunEnd, int] = {
@@ -31,6 +36,7 @@ EXIT_STATUS: dict[RunEnd, int] = {
     RunEnd.BUDGET: 71,
     RunEnd.HALT: 72,
     RunEnd.VIOLATION: 73,
+    RunEnd.ERROR: EXIT_HARNESS_ERROR,
 }
 
 # What each status means, for --help and the README (tests keep them in step).
@@ -41,6 +47,9 @@ EXIT_STATUS_MEANINGS: tuple[tuple[str, str], ...] = (
     ("71", "--max-instructions exhausted (a runaway loop?)"),
     ("72", "the guest halted with nothing to wake it, without using the debug exit"),
     ("73", "--strict: a checker found a violation"),
+    ("130", "interrupted by SIGINT (Ctrl-C); the trace ends with GuestExit `interrupted`"),
+    ("143", "interrupted by SIGTERM; likewise"),
+    ("141", "standard output was closed by its reader (`emu run | head`): a quiet end"),
     (str(EXIT_HARNESS_ERROR), "bad input or a harness error: one line on stderr"),
 )
 
@@ -50,6 +59,8 @@ def exit_status(end: RunEnd, guest_value: int | None = None) -> int:
     if end is RunEnd.EXIT:
         value = guest_value if guest_value is not None else 0
         return min(value, EXIT_GUEST_MAX) if value >= 0 else EXIT_GUEST_MAX
+    if end is RunEnd.INTERRUPTED:
+        return EXIT_SIGNAL_BASE + (guest_value or int(signal.SIGINT))
     return EXIT_STATUS[end]
 
 
@@ -58,7 +69,8 @@ class RunResult:
     """A finished run. `report` is the crash report (empty for a clean exit)."""
     end: RunEnd
     exit_status: int               # what `emu run` exits with
-    guest_value: int | None        # the value written to the debug-exit port
+    guest_value: int | None        # the value written to the debug-exit port (EXIT), or
+                                   # the signal number (INTERRUPTED)
     instructions: int
     seconds: float
     exceptions: dict = field(default_factory=dict)     # vector -> deliveries

@@ -95,16 +95,14 @@ def test_missing_module_is_one_line_status_2(kernel, tmp_path, capsys, monkeypat
 def test_unwritable_trace_is_one_line_status_2(kernel, tmp_path, capsys):
     assert main(["run", "--quiet", str(kernel), "--trace",
                  str(tmp_path / "no" / "such" / "dir" / "t.jsonl")]) == 2
-    assert "cannot write trace file" in one_line_error(capsys.readouterr().err)
+    assert "cannot write trace" in one_line_error(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "lots"])
 def test_max_instructions_must_be_positive(kernel, capsys, value):
-    with pytest.raises(SystemExit) as info:
-        main(["run", str(kernel), f"--max-instructions={value}"])
-    assert info.value.code == 2
+    assert main(["run", str(kernel), f"--max-instructions={value}"]) == 2
     err = capsys.readouterr().err
-    assert "argument --max-instructions" in err
+    assert "argument --max-instructions" in one_line_error(err)   # not the usage block
     assert "Traceback" not in err
 
 

@@ -25,7 +25,7 @@ PACKAGE = ROOT / "emu"
 # one layer do not import each other (the CPU does not know the loader, and so on).
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("emu", "emu.errors", "emu.x86", "emu.result", "emu.events"),
-    ("emu.arch", "emu.inputs"),
+    ("emu.arch", "emu.inputs", "emu.signals"),
     ("emu.build",),
     ("emu.engine",),
     ("emu.hw",),

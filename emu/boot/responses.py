@@ -44,7 +44,9 @@ class Blob:
         return offset
 
     def string(self, text: str) -> int:
-        raw = text.encode() + b"\0"
+        # Arguments that were not valid UTF-8 reach Python as surrogate escapes: the guest
+        # gets the bytes the user gave (a C string holds any byte but NUL).
+        raw = text.encode("utf-8", "surrogateescape") + b"\0"
         offset = self.alloc(len(raw), 1)
         self.data[offset:offset + len(raw)] = raw
         return offset

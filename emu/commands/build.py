@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from emu.commands import console
+
 NAME = "build"
 HELP = "build the project's guest kernel and print the path of its ELF"
 
@@ -13,5 +15,5 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
 
 def execute(args) -> int:
     from emu.build import build_guest
-    print(build_guest())
+    console.out(str(build_guest()))
     return 0

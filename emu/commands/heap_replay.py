@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emu.commands import console
 from emu.commands.options import count, kernel_path
 from emu.hw.memmap import parse_memory_size
 from emu.workloads import heap_replay
@@ -45,6 +46,6 @@ def execute(args) -> int:
         kernel, trace, heaps, bare=args.bare, debug=args.debug,
         memory=parse_memory_size(args.memory) if args.memory else None,
         max_instructions=args.max_instructions or heap_replay.DEFAULT_BUDGET)
-    print(heap_replay.render_json(trace, outcomes) if args.json
-          else heap_replay.render_table(trace, outcomes))
+    console.out(heap_replay.render_json(trace, outcomes) if args.json
+                else heap_replay.render_table(trace, outcomes))
     return heap_replay.worst_status(outcomes)

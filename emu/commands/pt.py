@@ -9,9 +9,9 @@ Does not own: walking page tables (emu/arch/paging.py).
 from __future__ import annotations
 
 import argparse
-import sys
 
 from emu.arch.paging import MappedRange, mapped_ranges
+from emu.commands import console
 from emu.commands.options import add_machine_options, count, machine_config
 from emu.errors import ConfigError, UnbackedAccess
 from emu.events import Checkpoint, Observer
@@ -61,7 +61,7 @@ def execute(args) -> int:
     if args.at_checkpoint:
         machine.events.subscribe(watcher)
     result = machine.run()
-    print(f"--- {result.message}", file=sys.stderr)
+    console.err(f"--- {result.message}")
     if args.at_checkpoint:
         if watcher.picture is None:
             raise ConfigError(f"the guest reached {watcher.seen} checkpoints, not "
@@ -74,7 +74,7 @@ def execute(args) -> int:
         cr3, when = machine.cpu.cr3(), f"at the end of the run ({result.reason})"
         ranges = _listing(machine, cr3)
     for line in address_space_lines(cr3, when, ranges):
-        print(line)
+        console.out(line)
     return 0
 
 

@@ -7,12 +7,13 @@ Does not own: the machine, the checkers, the trace format.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from emu.commands import console
 from emu.commands.options import add_machine_options, count, machine_config
-from emu.errors import ConfigError
-from emu.events import SYSCALL_VECTOR
+from emu.errors import ConfigError, EmuError
+from emu.events import SYSCALL_VECTOR, GuestExit
+from emu.inputs import refuse_overwriting
 from emu.machine import Machine
 from emu.result import EXIT_STATUS_MEANINGS, RunEnd, RunResult
 from emu.x86 import exception_short_name
@@ -71,17 +72,16 @@ def execute(args) -> int:
         raise ConfigError("--trace stamps every event with an instruction count; drop --no-count")
     if args.no_count and args.check_every:
         raise ConfigError("--check-every counts instructions; drop --no-count")
-    observers = []
+    inputs = [("kernel", config.kernel), *(("module", m) for m in config.modules)]
+    for output, what in ((args.trace, "trace"), (args.screenshot, "screenshot")):
+        if output is not None:
+            refuse_overwriting(output, what, inputs)
     recorder = None
     if args.trace:
-        from emu.monitor.trace import TraceRecorder, file_sha256
-        recorder = TraceRecorder(args.trace, file_sha256(config.kernel), config.describe())
-        observers.append(recorder)
+        from emu.monitor.trace import TraceRecorder, kernel_digest
+        recorder = TraceRecorder(args.trace, kernel_digest(config.kernel), config.describe())
     try:
-        machine = Machine(config, observers, on_serial_text=None if args.quiet else _live)
-        checker = _attach_page_checks(machine, args) if "pt" in checks else None
-        heap_checker = _attach_heap_checks(machine, args) if "heap" in checks else None
-        result = machine.run()
+        result, machine, checker, heap_checker = _run(args, config, checks, recorder)
     finally:
         if recorder:
             recorder.close()
@@ -91,10 +91,26 @@ def execute(args) -> int:
     _summary(result)
     if checker is not None:
         counts = ", ".join(f"{rule} x{n}" for rule, n in checker.counts.items())
-        _err(f"--- invariant checks: {checker.checks}, violations: {counts or 'none'}")
+        console.err(f"--- invariant checks: {checker.checks}, "
+                    f"violations: {counts or 'none'}")
     if heap_checker is not None:
         _heap_summary(heap_checker)
     return result.exit_status
+
+
+def _run(args, config, checks: frozenset[str], recorder):
+    """Build the machine with its checkers and run it; a machine that cannot be built still
+    ends its trace with a GuestExit (reason error)."""
+    try:
+        machine = Machine(config, [recorder] if recorder else [],
+                          on_serial_text=None if args.quiet else console.live)
+        checker = _attach_page_checks(machine, args) if "pt" in checks else None
+        heap_checker = _attach_heap_checks(machine, args) if "heap" in checks else None
+    except EmuError:
+        if recorder:
+            recorder.on_event(GuestExit(0, None, RunEnd.ERROR.value))
+        raise
+    return machine.run(), machine, checker, heap_checker
 
 
 def _attach_page_checks(machine: Machine, args):
@@ -112,15 +128,15 @@ def _attach_heap_checks(machine: Machine, args):
             machine.stop(RunEnd.VIOLATION, f"heap finding {event.rule} at {event.address:#x}",
                          "  " + heapcheck.describe(event))
         else:
-            _err(f"emu: heap finding {heapcheck.describe(event)}")
+            console.err(f"emu: heap finding {heapcheck.describe(event)}")
     return heapcheck.attach(machine, found)
 
 
 def _print_violation(event) -> None:
     first, *rest = event.detail.splitlines()
-    _err(f"emu: invariant violation {event.rule} at {event.address:#x}: {first}")
+    console.err(f"emu: invariant violation {event.rule} at {event.address:#x}: {first}")
     for line in rest:
-        _err(f"  {line}")
+        console.err(f"  {line}")
 
 
 def _heap_summary(checker) -> None:
@@ -129,29 +145,20 @@ def _heap_summary(checker) -> None:
         rules[finding.rule] = rules.get(finding.rule, 0) + 1
     calls = sum(stats.calls for stats in checker.stats.values())
     counts = ", ".join(f"{rule} x{n}" for rule, n in rules.items())
-    _err(f"--- heap checks: {calls:,} calls, {len(checker.live):,} blocks live at the end, "
-         f"findings: {counts or 'none'}")
-
-
-def _live(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def _err(line: str) -> None:
-    print(line, file=sys.stderr)
+    console.err(f"--- heap checks: {calls:,} calls, {len(checker.live):,} blocks live at "
+                f"the end, findings: {counts or 'none'}")
 
 
 def _summary(result: RunResult) -> None:
     if result.report:
-        _err(result.report)
-    _err(f"--- {result.message}")
+        console.err(result.report)
+    console.err(f"--- {result.message}")
     if result.counted:
-        _err(f"--- {result.instructions:,} instructions in {result.seconds:.3f} s "
+        console.err(f"--- {result.instructions:,} instructions in {result.seconds:.3f} s "
              f"({result.mips:.1f} MIPS)")
     else:
-        _err(f"--- {result.seconds:.3f} s (instructions not counted: --no-count)")
+        console.err(f"--- {result.seconds:.3f} s (instructions not counted: --no-count)")
     if result.exceptions:
         parts = ", ".join(f"{exception_short_name(v) if v < SYSCALL_VECTOR else 'syscall'}"
                           f" x{n}" for v, n in result.exceptions.items())
-        _err(f"--- exceptions: {parts}")
+        console.err(f"--- exceptions: {parts}")

@@ -1,11 +1,13 @@
 """Saving the RAM-backed framebuffer as a PNG (zlib from the standard library; no Pillow)."""
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
 
-from emu.errors import ConfigError
+from emu.errors import ConfigError, OutputError
+from emu.inputs import display
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -33,7 +35,12 @@ def save_framebuffer(machine, path: Path) -> None:
     if info is None:
         raise ConfigError("--screenshot: the kernel asked for no framebuffer")
     pixels = machine.memory.read(info.address, info.pitch * info.height)
-    try:
-        Path(path).write_bytes(png_bytes(info.width, info.height, info.pitch, pixels))
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:                                   # never a half-written PNG under the real name
+        partial.write_bytes(png_bytes(info.width, info.height, info.pitch, pixels))
+        os.replace(partial, path)
     except OSError as exc:
-        raise ConfigError(f"cannot write screenshot {path}: {exc.strerror}") from None
+        partial.unlink(missing_ok=True)
+        raise OutputError(f"cannot write screenshot {display(path)}: {exc.strerror}") \
+            from None

@@ -3,90 +3,140 @@
 Format (documented for users in traces/README.md):
   line 1: {"format": "emu-trace", "version": 1, "kernel_sha256": ..., "config": {...}}
   then one event per line: {"type": "ExceptionDelivered", "icount": ..., ...}
-  the last line of a finished run is a GuestExit event.
-Every line is flushed when written, so a run that dies leaves a readable prefix.
+  the last line of a run is a GuestExit event, whatever ended it (a crash, the budget, a
+  signal, an error of the harness: the machine emits it before the error propagates).
+
+Writing is buffered and flushed at least every FLUSH_SECONDS and when the recorder closes,
+so only a SIGKILL can lose the last moments of a run; a crash leaves a readable prefix.
+Reading streams: memory does not grow with the trace's length.
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import time
 from pathlib import Path
 from typing import IO, Iterator
 
-from emu.errors import ConfigError, TraceError
+from emu.errors import ConfigError, OutputError, TraceError
 from emu.events import Event, Observer
+from emu.inputs import check_input, display, file_sha256
 
 FORMAT = "emu-trace"
 VERSION = 1
+FLUSH_SECONDS = 0.1
+MAX_LINE = 1 << 20                  # no event is a megabyte long: a longer line is corrupt
+MAX_TRACE_BYTES = 1 << 40           # a sanity bound; traces stream, so size costs no memory
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file (the kernel's, for trace headers); "" if it cannot be read."""
-    digest = hashlib.sha256()
+def kernel_digest(path: Path) -> str:
+    """The SHA-256 of the kernel for the trace header; "" if it cannot be read."""
     try:
-        with open(path, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except OSError:
         return ""
-    return digest.hexdigest()
 
 
 class TraceRecorder(Observer):
     """Writes every event to a JSON-lines file."""
 
     def __init__(self, path: Path, kernel_sha256: str, config: dict) -> None:
+        self.path = Path(path)
         try:
-            self._file: IO[str] = open(path, "w", encoding="utf-8")
+            self._file: IO[str] = open(path, "w", encoding="utf-8",
+                                       errors="surrogateescape")
         except OSError as exc:
-            raise ConfigError(f"cannot write trace file {path}: {exc.strerror}") from None
+            raise OutputError(f"cannot write trace {display(path)}: {exc.strerror}") from None
+        self._flushed = time.monotonic()
         self._write({"format": FORMAT, "version": VERSION, "kernel_sha256": kernel_sha256,
                      "config": config})
 
     def _write(self, record: dict) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            now = time.monotonic()
+            if now - self._flushed >= FLUSH_SECONDS:
+                self._file.flush()
+                self._flushed = now
+        except OSError as exc:
+            raise OutputError(f"cannot write trace {display(self.path)}: {exc.strerror}") \
+                from None
 
     def on_event(self, event: Event) -> None:
         self._write(event.to_dict())
 
     def close(self) -> None:
-        self._file.close()
+        """Flush and close; an error writing the last buffered lines is an OutputError."""
+        if self._file.closed:
+            return
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise OutputError(f"cannot write trace {display(self.path)}: {exc.strerror}") \
+                from None
 
 
 def read_trace(path: Path) -> tuple[dict, Iterator[dict]]:
-    """(header, events). Raises TraceError naming the line for anything malformed; a
-    truncated last line (a crash mid-write) is reported, not silently dropped."""
+    """(header, events), events read lazily. Raises TraceError naming the line for anything
+    malformed; a truncated last line (a crash mid-write) is reported, not dropped."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        check_input(path, "trace", MAX_TRACE_BYTES)
+    except ConfigError as exc:          # missing, a directory, a device: said as a trace's
+        raise TraceError(str(exc)) from None
+    try:
+        stream = open(path, "r", encoding="utf-8")
     except OSError as exc:
-        raise TraceError(f"cannot read trace {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise TraceError(f"{path} is not a trace file (not UTF-8 text)") from None
-    if not lines:
-        raise TraceError(f"{path} is empty: not a trace file")
-    header = _parse(path, 1, lines[0])
-    if header.get("format") != FORMAT:
-        raise TraceError(f"{path} is not an emu trace (line 1 has no \"format\": \"{FORMAT}\")")
-    if header.get("version") != VERSION:
-        raise TraceError(f"{path} is trace version {header.get('version')}; this emu reads "
-                         f"version {VERSION}")
+        raise TraceError(f"cannot read trace {display(path)}: {exc.strerror}") from None
+    try:
+        header = _header(path, stream)
+    except BaseException:
+        stream.close()
+        raise
+    return header, _events(path, stream)
 
-    def events() -> Iterator[dict]:
-        for number, line in enumerate(lines[1:], start=2):
+
+def _header(path: Path, stream: IO[str]) -> dict:
+    try:
+        first = stream.readline(MAX_LINE)
+    except UnicodeDecodeError:
+        raise TraceError(f"{display(path)} is not a trace file (not UTF-8 text)") from None
+    if not first:
+        raise TraceError(f"{display(path)} is empty: not a trace file")
+    header = _parse(path, 1, first)
+    if header.get("format") != FORMAT:
+        raise TraceError(f"{display(path)} is not an emu trace (line 1 has no \"format\": "
+                         f"\"{FORMAT}\")")
+    if header.get("version") != VERSION:
+        raise TraceError(f"{display(path)} is trace version {header.get('version')}; this "
+                         f"emu reads version {VERSION}")
+    return header
+
+
+def _events(path: Path, stream: IO[str]) -> Iterator[dict]:
+    with stream:
+        number = 1
+        while True:
+            number += 1
+            try:
+                line = stream.readline(MAX_LINE)
+            except UnicodeDecodeError:
+                raise TraceError(f"{display(path)}:{number}: not UTF-8 text") from None
+            if not line:
+                return
             record = _parse(path, number, line)
             if "type" not in record or "icount" not in record:
-                raise TraceError(f"{path}:{number}: event without type or icount")
+                raise TraceError(f"{display(path)}:{number}: event without type or icount")
             yield record
-
-    return header, events()
 
 
 def _parse(path: Path, number: int, line: str) -> dict:
+    if len(line) >= MAX_LINE and not line.endswith("\n"):
+        raise TraceError(f"{display(path)}:{number}: a line over {MAX_LINE:,} characters: "
+                         "corrupt trace")
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise TraceError(f"{path}:{number}: corrupt trace line ({exc.msg})") from None
+        raise TraceError(f"{display(path)}:{number}: corrupt trace line ({exc.msg})") \
+            from None
     if not isinstance(record, dict):
-        raise TraceError(f"{path}:{number}: corrupt trace line (not an object)")
+        raise TraceError(f"{display(path)}:{number}: corrupt trace line (not an object)")
     return record

@@ -1,0 +1,56 @@
+"""What commands print: standard output and standard error, with their failures turned
+into emu's errors (a closed pipe into OutputClosed, a full disk into OutputError), so no
+command meets a bare OSError from a print.
+
+Owns: writing text for the user. Does not own: what is written.
+"""
+from __future__ import annotations
+
+import errno
+import sys
+
+from emu.errors import OutputClosed, OutputError
+
+
+def _write(stream, name: str, text: str, flush: bool) -> None:
+    try:
+        stream.write(text)
+        if flush:
+            stream.flush()
+    except BrokenPipeError:
+        raise OutputClosed(f"{name} was closed") from None
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise OutputClosed(f"{name} was closed") from None
+        raise OutputError(f"cannot write to {name}: {exc.strerror}") from None
+    except UnicodeEncodeError:
+        _write(stream, name, text.encode(stream.encoding or "utf-8", "backslashreplace")
+               .decode(stream.encoding or "utf-8"), flush)
+
+
+_unflushed = False          # out() wrote to standard output since the last flush
+
+
+def out(text: str = "", end: str = "\n") -> None:
+    """A line (or any text) on standard output."""
+    global _unflushed
+    _unflushed = True
+    _write(sys.stdout, "standard output", text + end, flush=False)
+
+
+def live(text: str) -> None:
+    """Serial output as it comes: written and flushed at once."""
+    _write(sys.stdout, "standard output", text, flush=True)
+
+
+def err(line: str) -> None:
+    """A line on standard error."""
+    _write(sys.stderr, "standard error", line + "\n", flush=True)
+
+
+def flush() -> None:
+    """Flush what out() wrote (a flush of nothing can fail too, on a full device)."""
+    global _unflushed
+    if _unflushed:
+        _unflushed = False
+        _write(sys.stdout, "standard output", "", flush=True)
