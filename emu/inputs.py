@@ -39,8 +39,8 @@ def check_input(path: Path | str, what: str, limit: int, hint: str = "") -> int:
         raise ConfigError(f"cannot read {what} {shown}: {exc.strerror}") from None
     for test, kind in _KINDS:
         if test(info.st_mode):
-            raise ConfigError(f"{what} {shown} is {kind}, not a file; give the path of the "
-                              f"{what} file itself")
+            raise ConfigError(f"{what} {shown} is {kind}, not a regular file; give the path "
+                              "of the file itself")
     if not stat.S_ISREG(info.st_mode):
         raise ConfigError(f"{what} {shown} is not a regular file")
     if info.st_size > limit:

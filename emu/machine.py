@@ -91,7 +91,7 @@ class Machine:
         ram = memmap.total(memmaps.MemoryType.USABLE)
         needed = check_input(config.kernel, "kernel", ram, hint=KERNEL_HINT) + \
             sum(check_input(module, "module", ram) for module in config.modules)
-        memmaps.validate(memmap, needed=needed + LOADER_MARGIN)
+        memmaps.validate(memmap, needed=needed + LOADER_MARGIN, spec=config.memmap)
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.memory = PhysicalMemory(self.uc)
         for base, length in memmap.backed_ranges():

@@ -73,9 +73,16 @@ def parse_kernel(path: Path, data: bytes) -> KernelElf:
     if data[:4] != b"\x7fELF":
         raise LoaderError(f"{path} is not an ELF file; give the linked kernel (.elf), "
                           f"not a flat binary or an image")
-    if data[4:5] != b"\x02":
+    if data[4:5] == b"\x01":
         raise LoaderError(f"{path} is a 32-bit ELF; build the kernel for x86-64 "
                           f"(-target x86_64-freestanding-none)")
+    if data[4:5] != b"\x02":
+        raise LoaderError(f"{path} has an invalid ELF class ({data[4] if len(data) > 4 else 'none'}"
+                          f"; 2 is 64-bit): the file is corrupt, rebuild it")
+    if data[5:6] != b"\x01":
+        raise LoaderError(f"{path} is not a little-endian ELF (EI_DATA "
+                          f"{data[5] if len(data) > 5 else 'missing'}); x86-64 kernels are "
+                          "little-endian: the file is corrupt, rebuild it")
     try:
         elf = ELFFile(io.BytesIO(data))
         header = elf.header
@@ -102,11 +109,8 @@ def _layout(path: Path, is_pie: bool, entry: int, phdrs, data: bytes,
             dynamic_ph = ph
         if ph.p_type not in ("PT_LOAD", PT["PT_LOAD"]) or ph.p_memsz == 0:
             continue
-        if ph.p_filesz > ph.p_memsz or ph.p_offset + ph.p_filesz > len(data):
-            raise LoaderError(f"{path}: a PT_LOAD segment at {ph.p_vaddr:#x} has more file "
-                              f"data than memory or runs past the end of the file; the file "
-                              f"is truncated or corrupt, rebuild it")
-        if ph.p_align > 1 and ph.p_align & (ph.p_align - 1) == 0:
+        _check_segment(path, ph, len(data))
+        if ph.p_align > 1:
             align = max(align, min(ph.p_align, LARGE_PAGE_SIZE))
         segments.append(Segment(ph.p_vaddr, ph.p_memsz, ph.p_filesz, ph.p_offset,
                                  ph.p_flags))
@@ -142,6 +146,27 @@ def _layout(path: Path, is_pie: bool, entry: int, phdrs, data: bytes,
     dynamic = _dynamic_entries(path, data, dynamic_ph) if is_pie else ()
     return KernelElf(is_pie, entry, tuple(segments), dynamic, reqs_section, align, link_base,
                 link_end - link_base, slide)
+
+
+def _check_segment(path: Path, ph, file_size: int) -> None:
+    """What a loader refuses in one PT_LOAD header (ELF gABI, program header): file data
+    beyond the file or the memory size, an address range that wraps past 2^64, an alignment
+    that is not a power of two, and a virtual address whose page offset is not the file
+    offset's (the segment could not be mapped page by page)."""
+    where = f"{path}: the PT_LOAD segment at {ph.p_vaddr:#x}"
+    if ph.p_filesz > ph.p_memsz or ph.p_offset + ph.p_filesz > file_size:
+        raise LoaderError(f"{where} has more file data than memory or runs past the end of "
+                          f"the file; the file is truncated or corrupt, rebuild it")
+    if ph.p_vaddr + ph.p_memsz > ADDRESS_LIMIT:
+        raise LoaderError(f"{where} ({ph.p_memsz:#x} bytes) wraps past the top of the address "
+                          "space; the file is corrupt, rebuild it")
+    if ph.p_align > 1 and ph.p_align & (ph.p_align - 1):
+        raise LoaderError(f"{where} has p_align {ph.p_align:#x}, not a power of two; the file "
+                          "is corrupt, rebuild it")
+    modulus = max(ph.p_align, PAGE_SIZE)
+    if (ph.p_vaddr - ph.p_offset) % modulus:
+        raise LoaderError(f"{where} is not aligned like its file offset {ph.p_offset:#x} "
+                          f"(they must agree modulo {modulus:#x}); fix the linker script")
 
 
 def _dynamic_entries(path: Path, data: bytes, ph) -> tuple[tuple[int, int], ...]:

@@ -348,26 +348,30 @@ def load_memmap_file(path: str | Path) -> MemoryMap:
     except UnicodeDecodeError:
         raise ConfigError(f"{display(path)}: not valid TOML: the file is not UTF-8 text") \
             from None
+    shown = display(path)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{shown}: not valid TOML: {exc}") from None
 
     for key in document:
         if key != "region":
-            raise ConfigError(f"{path}: unknown top-level key {key!r} "
+            raise ConfigError(f"{shown}: unknown top-level key {key!r} "
                               f"(a memory map file holds only [[region]] tables)")
     entries = document.get("region", [])
     if not isinstance(entries, list):
-        raise ConfigError(f"{path}: write each entry as [[region]] (an array of tables), "
+        raise ConfigError(f"{shown}: write each entry as [[region]] (an array of tables), "
                           f"not [region]")
     if not entries:
-        raise ConfigError(f"{path}: no [[region]] entries")
-    return MemoryMap.of(_file_region(entry, f"{path}: [[region]] #{number}")
+        raise ConfigError(f"{shown}: no [[region]] entries")
+    return MemoryMap.of(_file_region(entry, f"{shown}: [[region]] #{number}")
                         for number, entry in enumerate(entries, 1))
 
 
-def _file_region(entry: dict, where: str) -> Region:
+def _file_region(entry: object, where: str) -> Region:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: an entry is a table with base, length and type "
+                          f"([[region]] then key = value lines), not {entry!r}")
     for key in entry:
         if key not in _FILE_KEYS:
             raise ConfigError(f"{where}: unknown key {key!r} (expected base, length, type)")
@@ -413,15 +417,15 @@ def resolve_memmap(spec: str | None, memory: int | None) -> MemoryMap:
     path = Path(spec)
     if spec.endswith(".toml") or path.exists() or len(path.parts) > 1:
         if memory is not None:
-            raise ConfigError(f"{spec}: --memory does not apply to a memory map file; "
+            raise ConfigError(f"{display(spec)}: --memory does not apply to a memory map file; "
                               f"the file's usable regions are the RAM")
         memmap = load_memmap_file(path)
         try:
             validate(memmap)
         except ConfigError as exc:
-            raise ConfigError(f"{spec}: {exc}") from None
+            raise ConfigError(f"{display(spec)}: {exc}") from None
         return memmap
-    raise ConfigError(f"unknown memory map {spec!r}: use a preset "
+    raise ConfigError(f"unknown memory map {display(spec)!r}: use a preset "
                       f"({', '.join(PRESET_NAMES)}) or the path of a .toml file")
 
 
@@ -434,10 +438,11 @@ _RAM_TYPES = (MemoryType.USABLE, MemoryType.BOOTLOADER_RECLAIMABLE,
               MemoryType.EXECUTABLE_AND_MODULES)
 
 
-def validate(memmap: MemoryMap, needed: int = 0) -> None:
+def validate(memmap: MemoryMap, needed: int = 0, spec: str | None = None) -> None:
     """Check the rules a map must follow to boot a kernel that needs `needed` bytes (kernel
     and modules) of USABLE memory above 1 MiB. Raises ConfigError naming the first entry and
-    rule broken; returns None when the map is fine."""
+    rule broken; returns None when the map is fine. `spec` is the map's name on the command
+    line (a preset or a file): it decides how a map too small can grow."""
     regions = memmap.regions
     limit = MAX_ENTRIES - LOADER_ENTRY_MARGIN
     if len(regions) > limit:
@@ -456,10 +461,16 @@ def validate(memmap: MemoryMap, needed: int = 0) -> None:
                           f"at most {format_size(MAX_RAM)} is supported")
     high = sum(max(0, r.end - max(r.base, MIB)) for r in regions if r.type == MemoryType.USABLE)
     if high < needed:
-        suggest = format_size(_align_up(needed + 16 * MIB, 16 * MIB))
         raise ConfigError(f"RAM too small: the kernel and modules need {format_size(needed)} of "
                           f"USABLE memory above 1 MiB but the map has {format_size(high)}; "
-                          f"give more with --memory (e.g. --memory {suggest.replace(' ', '')})")
+                          + _how_to_grow(spec, needed))
+
+
+def _how_to_grow(spec: str | None, needed: int) -> str:
+    if spec is not None and spec.lower() not in _PRESETS:
+        return f"add USABLE regions above 1 MiB to {display(spec)}"
+    suggest = format_size(_align_up(needed + 16 * MIB, 16 * MIB))
+    return f"give more with --memory (e.g. --memory {suggest.replace(' ', '')})"
 
 
 def _check_entry(number: int, region: Region) -> None:
