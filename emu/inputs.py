@@ -89,3 +89,19 @@ def refuse_overwriting(output: Path | str, what: str, inputs) -> None:
                                  os.path.abspath(output) == os.path.abspath(path)):
             raise ConfigError(f"{what} {display(output)} is the {name}; writing it would "
                               f"destroy an input: choose another path")
+
+
+def check_output(path: Path | str, what: str) -> None:
+    """ConfigError if an output path cannot be a file to write: a directory, a FIFO (opening
+    it would wait for a reader forever) or a socket. A missing file, a regular file and a
+    character device such as /dev/null are fine."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot write {what} {display(path)}: {exc.strerror}") from None
+    for test, kind in _KINDS:
+        if test(mode) and not stat.S_ISCHR(mode):
+            raise ConfigError(f"{what} {display(path)} is {kind}; give the path of a file "
+                              "to write")

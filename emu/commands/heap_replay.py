@@ -8,6 +8,7 @@ Not to be confused with the guest's `replay=` command-line option, which this dr
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from emu.commands import console
@@ -38,14 +39,16 @@ def add_arguments(replay: argparse.ArgumentParser) -> None:
 
 
 def execute(args) -> int:
-    """The trace is read and checked before anything boots."""
-    trace = heap_replay.parse_trace(args.trace)
-    kernel = kernel_path(args.kernel)
-    heaps = heap_replay.HEAP_KINDS if args.heap == "all" else (args.heap,)
-    outcomes = heap_replay.replay_all(
-        kernel, trace, heaps, bare=args.bare, debug=args.debug,
-        memory=parse_memory_size(args.memory) if args.memory else None,
-        max_instructions=args.max_instructions or heap_replay.DEFAULT_BUDGET)
+    """The trace is read and checked (streamed to a canonical copy) before anything boots."""
+    with tempfile.TemporaryDirectory(prefix="emu-heap-replay-") as tmp:
+        trace = heap_replay.stream_trace(args.trace, Path(tmp))
+        kernel = kernel_path(args.kernel)
+        heaps = heap_replay.HEAP_KINDS if args.heap == "all" else (args.heap,)
+        outcomes = heap_replay.replay_all(
+            kernel, trace, heaps, bare=args.bare, debug=args.debug,
+            memory=parse_memory_size(args.memory) if args.memory else None,
+            max_instructions=args.max_instructions or heap_replay.DEFAULT_BUDGET,
+            record_calls=False)
     console.out(heap_replay.render_json(trace, outcomes) if args.json
                 else heap_replay.render_table(trace, outcomes))
     return heap_replay.worst_status(outcomes)

@@ -13,7 +13,7 @@ from emu.commands import console
 from emu.commands.options import add_machine_options, count, machine_config
 from emu.errors import ConfigError, EmuError
 from emu.events import SYSCALL_VECTOR, GuestExit
-from emu.inputs import refuse_overwriting
+from emu.inputs import check_output, refuse_overwriting
 from emu.machine import Machine
 from emu.result import EXIT_STATUS_MEANINGS, RunEnd, RunResult
 from emu.x86 import exception_short_name
@@ -75,6 +75,7 @@ def execute(args) -> int:
     inputs = [("kernel", config.kernel), *(("module", m) for m in config.modules)]
     for output, what in ((args.trace, "trace"), (args.screenshot, "screenshot")):
         if output is not None:
+            check_output(output, what)
             refuse_overwriting(output, what, inputs)
     recorder = None
     if args.trace:

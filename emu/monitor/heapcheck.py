@@ -49,6 +49,7 @@ from emu.x86 import MASK64
 
 ALIGNMENT = 16
 U64 = struct.Struct("<Q")
+FREED_REMEMBERED = 1 << 18          # bounds the checker's memory on long traces
 
 RULES = ("overlap", "outside-heap", "misaligned", "double-free", "invalid-free")
 DESCRIPTOR_SYMBOL = "heap_descriptor"         # guest/heap/heap.h
@@ -132,10 +133,14 @@ class HeapChecker(Observer):
         self.record_calls = record_calls
         self.on_finding: Callable[[HeapFinding], None] | None = None
         self.live: dict[int, Block] = {}
-        self.freed: dict[int, Block] = {}          # freed and not handed out again
+        # Freed and not handed out again, the most recent FREED_REMEMBERED (oldest first): a
+        # double free of a block forgotten since is still found, as an invalid free.
+        self.freed: dict[int, Block] = {}
         self.findings: list[HeapFinding] = []
         self.calls: list[HeapCall] = []
         self.stats: dict[str, _Stats] = {}
+        self.total_calls = 0                       # outermost calls, and the instructions
+        self.total_instructions = 0                # inside them (kept with or without calls)
         self.functions: dict[int, str] = {}        # entry address -> name
         self._starts: list[int] = []               # sorted: live blocks that overlap none
         self._tangled: dict[int, Block] = {}       # live blocks that overlapped at birth
@@ -243,6 +248,8 @@ class HeapChecker(Observer):
         stats = self.stats.setdefault(name, _Stats())
         stats.calls += 1
         stats.instructions += icount - frame.entry_icount
+        self.total_calls += 1
+        self.total_instructions += icount - frame.entry_icount
         if self.record_calls:
             self.calls.append(HeapCall(name, frame.arguments,
                                        None if signature.kind == "free" else rax, caller,
@@ -272,6 +279,8 @@ class HeapChecker(Observer):
         if block is not None:
             self._remove(pointer)
             self.freed[pointer] = block
+            if len(self.freed) > FREED_REMEMBERED:
+                del self.freed[next(iter(self.freed))]
 
     def _bad_free(self, pointer: int, caller: str, icount: int, function: str) -> None:
         old = self.freed.get(pointer)

@@ -21,16 +21,21 @@ so the difference is exact and needs no per-instruction hook.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import struct
 import tempfile
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 from emu.errors import ConfigError, GuestMemoryError
+from emu.inputs import check_input, display, read_input
 from emu.events import HeapFinding, Marker, Observer
 from emu.machine import Machine, MachineConfig
+from emu.result import RunEnd
 from emu.monitor.heapcheck import HeapCall, HeapChecker, describe, heap_bounds
 
 HEAP_KINDS = ("list", "buddy", "slab", "chained")
@@ -38,6 +43,7 @@ MARK_START, MARK_END = 1, 2
 MAX_BLOCKS = 1 << 20               # ids: the replayer keeps one pointer per id
 MAX_OPERATIONS = 1 << 24
 MAX_SIZE = (1 << 32) - 1           # bytes per request
+MAX_TRACE_BYTES = 1 << 30          # 16 M operations of at most 22 characters fit
 DEFAULT_BUDGET = 5_000_000_000     # instructions: 4x the slowest trace known (list heap,
 #                                    realloc-bal); a corrupted free list loops forever
 RESULT_SYMBOL = "replay_result"
@@ -77,6 +83,13 @@ class Trace:
         """The canonical form the guest replays: two header lines, one op per line."""
         return f"{self.blocks}\n{len(self.ops)}\n" + "".join(op.line() + "\n" for op in self.ops)
 
+    @property
+    def operations(self) -> int:
+        return len(self.ops)
+
+    def write_module(self, path: Path) -> None:
+        Path(path).write_text(self.text(), encoding="ascii")
+
     def peak_payload(self) -> int:
         """The highest sum of live requested bytes (the utilization's numerator)."""
         live: dict[int, int] = {}
@@ -105,101 +118,182 @@ class Trace:
                  blocks: int | None = None) -> "Trace":
         ops = tuple(ops)
         count = blocks if blocks is not None else 1 + max((op.block for op in ops), default=0)
-        trace = cls(name, count, ops)
-        _check_semantics(trace, name, lines=None)
-        return trace
+        checker = _TraceChecker(name)
+        checker._set_header([count, len(ops)], 1)
+        for index, op in enumerate(ops):
+            checker.apply(op, f"{name}: operation {index + 1}")
+        return cls(name, count, ops)
 
 
 def parse_trace(path: Path) -> Trace:
-    """Read and validate a trace file. Raises ConfigError with one line naming the file,
+    """Read and validate a trace file into memory (tests, benchmarks: small traces; the
+    command streams with stream_trace). Raises ConfigError with one line naming the file,
     the line and what is wrong."""
-    path = Path(path)
+    data = read_input(path, "trace", MAX_TRACE_BYTES)
     try:
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError:
-        raise ConfigError(f"trace {path} not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"trace {path} is a directory, not a trace file") from None
+        text = data.decode("ascii")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not a malloc-lab trace (not ASCII text)") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read trace {path}: {exc.strerror}") from None
-    return parse_trace_text(text, str(path))
+        raise ConfigError(f"{display(path)} is not a malloc-lab trace (not ASCII text)") \
+            from None
+    return parse_trace_text(text, display(path))
 
 
 def parse_trace_text(text: str, where: str = "trace") -> Trace:
-    rows = [(number, line.split()) for number, line in enumerate(text.splitlines(), 1)]
-    rows = [(number, words) for number, words in rows if words]
-    header: list[int] = []
-    for number, words in rows:
-        if len(words) != 1 or not words[0].isdigit():
-            break
-        header.append(int(words[0]))
+    checker = _TraceChecker(where)
+    ops = list(checker.read(enumerate(text.splitlines(), 1)))
+    return Trace(Path(where).name, checker.blocks, tuple(ops))
+
+
+@dataclass(frozen=True, slots=True)
+class TraceFile:
+    """A validated trace, streamed to disk in the canonical form the guest replays (its
+    first Limine module): memory does not grow with the trace's length."""
+    name: str
+    blocks: int
+    operations: int
+    payload: int                 # the peak sum of live requested bytes
+    module: Path
+
+    def peak_payload(self) -> int:
+        return self.payload
+
+    def write_module(self, path: Path) -> None:
+        os.link(self.module, path) if _same_device(self.module, path) else \
+            shutil.copyfile(self.module, path)
+
+
+def stream_trace(path: Path, directory: Path) -> TraceFile:
+    """Validate a trace file line by line, writing its canonical form under `directory`.
+    ConfigError as parse_trace; a file with more operations than its header promises is
+    refused at the first extra line."""
+    check_input(path, "trace", MAX_TRACE_BYTES)
+    where = display(path)
+    module = Path(directory) / "trace.canonical"
+    checker = _TraceChecker(where)
+    try:
+        with open(path, "r", encoding="ascii") as source, open(module, "w") as out:
+            ops = checker.read(enumerate(source, 1))
+            first = next(ops, None)
+            out.write(f"{checker.blocks}\n{checker.count}\n")
+            if first is not None:
+                out.write(first.line() + "\n")
+            for op in ops:
+                out.write(op.line() + "\n")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where} is not a malloc-lab trace (not ASCII text)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read trace {where}: {exc.strerror}") from None
+    return TraceFile(Path(path).name, checker.blocks, checker.count, checker.peak, module)
+
+
+def _same_device(one: Path, other: Path) -> bool:
+    try:
+        return os.stat(one).st_dev == os.stat(Path(other).parent).st_dev
+    except OSError:
+        return False
+
+
+class _TraceChecker:
+    """Validates a trace as it is read: the header, each operation's syntax, and the
+    semantics (an id is allocated only when not live, reallocated or freed only when live),
+    with memory that depends on the number of block ids, not of operations."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.blocks = self.count = self.peak = 0
+        self._sizes: array | None = None           # per id: size + 1 while live, else 0
+        self._payload = 0
+
+    def read(self, lines: Iterable[tuple[int, str]]) -> Iterator[TraceOp]:
+        rows = ((number, line.split()) for number, line in lines)
+        rows = ((number, words) for number, words in rows if words)
+        pending = self._header(rows)
+        seen = 0
+        for number, words in _chain(pending, rows):
+            seen += 1
+            if seen > self.count:
+                raise ConfigError(f"{self.where}:{number}: more operations than the "
+                                  f"{self.count} the header promises")
+            yield self._operation(number, words)
+        if seen != self.count:
+            raise ConfigError(f"{self.where}: the header says {self.count} operations, the "
+                              f"file has {seen}")
+
+    def _header(self, rows) -> tuple[int, list[str]] | None:
+        """Reads the 2- or 4-integer header; returns the first operation row, if any."""
+        header: list[int] = []
+        last = 0
+        for number, words in rows:
+            last = number
+            if len(words) != 1 or not words[0].isdigit():
+                self._set_header(header, number)
+                return number, words
+            header.append(int(words[0]))
+            if len(header) == 4:
+                break
+        self._set_header(header, last + 1)
+        return None
+
+    def _set_header(self, header: list[int], number: int) -> None:
         if len(header) == 4:
-            break
-    if len(header) == 4:
-        blocks, count = header[1], header[2]
-    elif len(header) == 2:
-        blocks, count = header
-    else:
-        first = rows[len(header)][0] if len(rows) > len(header) else len(text.splitlines()) + 1
-        raise ConfigError(f"{where}:{first}: unparseable header: a malloc-lab trace starts "
-                          "with 2 integers (ids, operations) or 4 (heap size, ids, "
-                          "operations, weight), one per line")
-    if not 0 < blocks <= MAX_BLOCKS:
-        raise ConfigError(f"{where}: header says {blocks} block ids; expected 1 to {MAX_BLOCKS}")
-    if count > MAX_OPERATIONS:
-        raise ConfigError(f"{where}: header says {count} operations; at most "
-                          f"{MAX_OPERATIONS} are supported")
-    body = rows[len(header):]
-    ops = []
-    lines = []
-    for number, words in body:
+            blocks, count = header[1], header[2]
+        elif len(header) == 2:
+            blocks, count = header
+        else:
+            raise ConfigError(f"{self.where}:{number}: unparseable header: a malloc-lab trace "
+                              "starts with 2 integers (ids, operations) or 4 (heap size, ids, "
+                              "operations, weight), one per line")
+        if not 0 < blocks <= MAX_BLOCKS:
+            raise ConfigError(f"{self.where}: header says {blocks} block ids; expected 1 to "
+                              f"{MAX_BLOCKS}")
+        if count > MAX_OPERATIONS:
+            raise ConfigError(f"{self.where}: header says {count} operations; at most "
+                              f"{MAX_OPERATIONS} are supported")
+        self.blocks, self.count = blocks, count
+        self._sizes = array("Q", bytes(8 * blocks))
+
+    def _operation(self, number: int, words: list[str]) -> TraceOp:
+        at = f"{self.where}:{number}"
         kind = words[0]
         if kind not in _OP_ARITY:
-            raise ConfigError(f"{where}:{number}: unknown operation {kind!r} (expected a, r "
-                              "or f)")
+            raise ConfigError(f"{at}: unknown operation {kind!r} (expected a, r or f)")
         if len(words) != 1 + _OP_ARITY[kind]:
             usage = "f ID" if kind == "f" else f"{kind} ID SIZE"
-            raise ConfigError(f"{where}:{number}: {' '.join(words)!r} is not `{usage}`")
+            raise ConfigError(f"{at}: {' '.join(words)!r} is not `{usage}`")
         if not all(word.isdigit() for word in words[1:]):
-            raise ConfigError(f"{where}:{number}: {' '.join(words)!r}: ids and sizes are "
-                              "non-negative integers")
-        block = int(words[1])
-        if block >= blocks:
-            raise ConfigError(f"{where}:{number}: block id {block} out of range (the header "
-                              f"says ids 0 to {blocks - 1})")
-        size = int(words[2]) if kind != "f" else 0
-        if size > MAX_SIZE:
-            raise ConfigError(f"{where}:{number}: size {size} is too large (at most "
-                              f"{MAX_SIZE})")
-        ops.append(TraceOp(kind, block, size))
-        lines.append(number)
-    if len(ops) != count:
-        raise ConfigError(f"{where}: the header says {count} operations, the file has "
-                          f"{len(ops)}")
-    trace = Trace(Path(where).name, blocks, tuple(ops))
-    _check_semantics(trace, where, lines)
-    return trace
+            raise ConfigError(f"{at}: {' '.join(words)!r}: ids and sizes are non-negative "
+                              "integers")
+        op = TraceOp(kind, int(words[1]), int(words[2]) if kind != "f" else 0)
+        if op.size > MAX_SIZE:
+            raise ConfigError(f"{at}: size {op.size} is too large (at most {MAX_SIZE})")
+        self.apply(op, at)
+        return op
 
-
-def _check_semantics(trace: Trace, where: str, lines: list[int] | None) -> None:
-    live: set[int] = set()
-    for index, op in enumerate(trace.ops):
-        at = f"{where}:{lines[index]}" if lines else f"{where}: operation {index + 1}"
-        if not 0 <= op.block < trace.blocks:
-            raise ConfigError(f"{at}: block id {op.block} out of range (ids 0 to "
-                              f"{trace.blocks - 1})")
-        if op.kind == "a":
-            if op.block in live:
-                raise ConfigError(f"{at}: allocates block {op.block}, which is still "
-                                  "allocated")
-            live.add(op.block)
-        elif op.block not in live:
+    def apply(self, op: TraceOp, at: str) -> None:
+        """The semantics of one operation; tracks the live payload and its peak."""
+        if not 0 <= op.block < self.blocks:
+            raise ConfigError(f"{at}: block id {op.block} out of range (the header says ids 0 "
+                              f"to {self.blocks - 1})")
+        sizes = self._sizes
+        live = sizes[op.block]
+        if op.kind == "a" and live:
+            raise ConfigError(f"{at}: allocates block {op.block}, which is still allocated")
+        if op.kind != "a" and not live:
             verb = "frees" if op.kind == "f" else "reallocates"
             raise ConfigError(f"{at}: {verb} block {op.block}, which is not allocated")
-        elif op.kind == "f":
-            live.discard(op.block)
+        self._payload -= live - 1 if live else 0
+        if op.kind == "f":
+            sizes[op.block] = 0
+        else:
+            sizes[op.block] = op.size + 1
+            self._payload += op.size
+            self.peak = max(self.peak, self._payload)
+
+
+def _chain(first, rest):
+    if first is not None:
+        yield first
+    yield from rest
 
 
 # ---- running ------------------------------------------------------------------------------
@@ -286,20 +380,32 @@ class _Region(Observer):
         self.end: int | None = None
         self.live_at_start: dict[int, int] | None = None
         self.live_at_end: dict[int, int] | None = None
-        self.calls_at_start = 0
-        self.calls_at_end = 0
+        self.at_start = self.at_end = (0, 0, 0)    # calls recorded, calls, instructions
 
     def on_marker(self, event: Marker) -> None:
         if event.value == MARK_START and self.start is None:
             self.start = event.icount
             if self.checker is not None:
-                self.calls_at_start = len(self.checker.calls)
+                self.at_start = self.tally()
                 self.live_at_start = self.checker.live_sizes()
         elif event.value == MARK_END and self.start is not None and self.end is None:
             self.end = event.icount
             if self.checker is not None:
-                self.calls_at_end = len(self.checker.calls)
+                self.at_end = self.tally()
                 self.live_at_end = self.checker.live_sizes()
+
+    def tally(self) -> tuple[int, int, int]:
+        checker = self.checker
+        return len(checker.calls), checker.total_calls, checker.total_instructions
+
+    def inside(self) -> tuple[list[HeapCall], int, int]:
+        """The calls recorded between the markers (to the end of the run without an end
+        marker), how many there were and the instructions inside them."""
+        if self.checker is None or self.start is None:
+            return [], 0, 0
+        end = self.at_end if self.end is not None else self.tally()
+        return (self.checker.calls[self.at_start[0]:end[0]], end[1] - self.at_start[1],
+                end[2] - self.at_start[2])
 
 
 @dataclass(slots=True)
@@ -313,6 +419,7 @@ class ReplayRun:
     # heaptest=ops: (operation number, id, address returned) as the guest printed them
     addresses: list[tuple[int, int, int]] = field(default_factory=list)
     marks: tuple[int | None, int | None] = (None, None)     # icounts of the two markers
+    guest_resident: int = 0                                 # host bytes of guest RAM touched
 
     def region_live(self) -> dict[int, int] | None:
         """address -> size of the blocks allocated between the markers and live at the end
@@ -333,17 +440,21 @@ def cmdline_for(heap: str, bare: bool = False, debug: bool = False, extra: str =
     return " ".join(words)
 
 
-def replay(kernel: Path, trace: Trace, heap: str, *, bare: bool = False, debug: bool = False,
+def replay(kernel: Path, trace: "Trace | TraceFile", heap: str, *, bare: bool = False,
+           debug: bool = False,
            check: bool = True, memory: int | None = None,
            max_instructions: int | None = DEFAULT_BUDGET, observers=(),
-           extra_cmdline: str = "") -> ReplayRun:
-    """Boot `kernel` with `trace` as its module and `heap` selected; run it to the end."""
+           extra_cmdline: str = "", record_calls: bool = True) -> ReplayRun:
+    """Boot `kernel` with `trace` as its module and `heap` selected; run it to the end.
+    `record_calls` keeps every call in ReplayRun.calls (memory grows with the trace; the
+    outcome's figures do not need it)."""
     _check_heap(heap)
     return _boot_and_replay(
-        kernel, trace.name or "trace.rep", trace.text(),
-        cmdline_for(heap, bare, debug, extra_cmdline), heap=heap, ops=len(trace.ops),
+        kernel, trace.name or "trace.rep", trace.write_module,
+        cmdline_for(heap, bare, debug, extra_cmdline), heap=heap, ops=trace.operations,
         expected_payload=trace.peak_payload(), bare=bare, debug=debug, check=check,
-        memory=memory, max_instructions=max_instructions, observers=observers)
+        memory=memory, max_instructions=max_instructions, observers=observers,
+        record_calls=record_calls)
 
 
 def heaptest(kernel: Path, text: str, heap: str, ops: int, *, debug: bool = False,
@@ -356,7 +467,8 @@ def heaptest(kernel: Path, text: str, heap: str, ops: int, *, debug: bool = Fals
     otherwise)."""
     _check_heap(heap)
     words = [f"heaptest=ops heap={heap}"] + (["heapdebug=1"] if debug else [])
-    return _boot_and_replay(kernel, name, text, " ".join(words), heap=heap, ops=ops,
+    return _boot_and_replay(kernel, name, lambda path: path.write_text(text, encoding="ascii"),
+                            " ".join(words), heap=heap, ops=ops,
                             expected_payload=expected_payload, bare=False, debug=debug,
                             check=True, memory=None, max_instructions=max_instructions,
                             observers=())
@@ -368,16 +480,17 @@ def _check_heap(heap: str) -> None:
                           "or all")
 
 
-def _boot_and_replay(kernel: Path, name: str, text: str, cmdline: str, *, heap: str, ops: int,
-                     expected_payload: int | None, bare: bool, debug: bool, check: bool,
-                     memory: int | None, max_instructions: int | None,
-                     observers) -> ReplayRun:
+def _boot_and_replay(kernel: Path, name: str, write_module: Callable[[Path], None],
+                     cmdline: str, *, heap: str, ops: int, expected_payload: int | None,
+                     bare: bool, debug: bool, check: bool, memory: int | None,
+                     max_instructions: int | None, observers,
+                     record_calls: bool = True) -> ReplayRun:
     with tempfile.TemporaryDirectory(prefix="emu-replay-") as tmp:
         module = Path(tmp) / name
-        module.write_text(text, encoding="ascii")
+        write_module(module)
         config = MachineConfig(kernel=Path(kernel), memory=memory, cmdline=cmdline,
                                modules=(module,), max_instructions=max_instructions)
-        checker = HeapChecker(record_calls=True) if check else None
+        checker = HeapChecker(record_calls=record_calls) if check else None
         region = _Region(checker)
         machine = Machine(config, [region, *observers])
         if checker is not None:
@@ -396,10 +509,7 @@ def _boot_and_replay(kernel: Path, name: str, text: str, cmdline: str, *, heap: 
             reported["payload"] != expected_payload:
         notes.append(f"guest's peak payload {reported['payload']} is not the trace's "
                      f"{expected_payload}")
-    calls: list[HeapCall] = []
-    if checker is not None and region.start is not None:
-        end = region.calls_at_end if region.end is not None else len(checker.calls)
-        calls = checker.calls[region.calls_at_start:end]
+    calls, call_count, inside_instructions = region.inside()
     instructions = region.end - region.start if region.end is not None and \
         region.start is not None else None
     if panic is not None:
@@ -415,14 +525,13 @@ def _boot_and_replay(kernel: Path, name: str, text: str, cmdline: str, *, heap: 
         peak_footprint=reported["footprint"] if reported else None,
         utilization=(reported["payload"] / reported["footprint"]
                      if reported and reported["footprint"] else None),
-        instructions=instructions, calls=len(calls),
-        inside_instructions=sum(call.instructions for call in calls),
+        instructions=instructions, calls=call_count, inside_instructions=inside_instructions,
         expected_peak_payload=expected_payload, seconds=result.seconds,
         guest_tsc=reported.get("tsc") if reported else None, notes=tuple(notes))
     addresses = [(int(m["n"]), int(m["id"]), int(m["address"], 16))
                  for m in HEAPTEST_LINE.finditer(serial)]
     return ReplayRun(outcome, serial, calls, region.live_at_start, region.live_at_end,
-                     addresses, (region.start, region.end))
+                     addresses, (region.start, region.end), machine.memory.resident_bytes())
 
 
 def _read_report(machine, serial: str, notes: list[str]) -> dict | None:
@@ -459,9 +568,15 @@ def _read_record(machine) -> dict | None:
             "tsc": tsc}
 
 
-def replay_all(kernel: Path, trace: Trace, heaps: Iterable[str], **options) \
+def replay_all(kernel: Path, trace: "Trace | TraceFile", heaps: Iterable[str], **options) \
         -> list[ReplayOutcome]:
-    return [replay(kernel, trace, heap, **options).outcome for heap in heaps]
+    """One outcome per heap, in order; an interrupted run (SIGINT/SIGTERM) is the last."""
+    outcomes = []
+    for heap in heaps:
+        outcomes.append(replay(kernel, trace, heap, **options).outcome)
+        if outcomes[-1].reason == RunEnd.INTERRUPTED:
+            break
+    return outcomes
 
 
 def worst_status(outcomes: Iterable[ReplayOutcome]) -> int:
@@ -485,7 +600,7 @@ MAX_FINDINGS_SHOWN = 10
 def render_table(trace: Trace, outcomes: list[ReplayOutcome]) -> str:
     """A Markdown table, one row per allocator, then the findings (a few per allocator)."""
     bare = any(outcome.bare for outcome in outcomes)
-    lines = [f"{trace.name}: {len(trace.ops):,} operations on {trace.blocks:,} block ids, "
+    lines = [f"{trace.name}: {trace.operations:,} operations on {trace.blocks:,} block ids, "
              f"peak payload {trace.peak_payload():,} bytes "
              f"({'replay=bare' if bare else 'replay=1'})", "",
              "| heap | integrity | utilization | peak payload | peak footprint | "
@@ -509,7 +624,7 @@ def render_table(trace: Trace, outcomes: list[ReplayOutcome]) -> str:
 
 
 def render_json(trace: Trace, outcomes: list[ReplayOutcome]) -> str:
-    return json.dumps({"trace": trace.name, "blocks": trace.blocks, "ops": len(trace.ops),
+    return json.dumps({"trace": trace.name, "blocks": trace.blocks, "ops": trace.operations,
                        "peak_payload": trace.peak_payload(),
                        "results": [outcome.to_dict() for outcome in outcomes]}, indent=2)
 
@@ -522,6 +637,7 @@ def _count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-__all__ = ["HEAP_KINDS", "Trace", "TraceOp", "ReplayOutcome", "ReplayRun", "parse_trace",
+__all__ = ["HEAP_KINDS", "Trace", "TraceOp", "TraceFile", "ReplayOutcome", "ReplayRun",
+           "parse_trace", "stream_trace",
            "parse_trace_text", "replay", "heaptest", "replay_all", "worst_status", "render_table",
            "render_json"]
