@@ -10,6 +10,7 @@ predict exactly that.
 """
 from __future__ import annotations
 
+import struct
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from unicorn import x86_const as X
 from emu.bare import CODE, PML4, UCODE, UDATA, BareMachine
 from emu import x86
 from emu.arch import paging
+from emu.errors import UnbackedAccess
 
 PDPT_AT, PD_AT, PT_AT = 0x30000, 0x31000, 0x32000     # the generated tables (identity RAM)
 SCRATCH = 0x600000         # every generated leaf points into 0x600000-0x7fffff
@@ -445,3 +447,60 @@ def test_cpu_walk_uses_the_live_efer_nxe():
     m.boot(efer=0xD00)                 # NXE on, set after the Cpu was built
     result = m.cpu.walk(DEMAND)
     assert result.paddr == DEMAND and not result.reserved and not result.executable
+
+
+# --- the scan cache ---------------------------------------------------------------------
+
+def _random_tables(data, pages: dict[int, bytearray]) -> int:
+    """A random 4-level hierarchy in `pages` (paddr -> 4096 bytes); returns the root."""
+    from hypothesis import strategies as st
+    next_page = [0x100000]
+
+    def table() -> int:
+        paddr, next_page[0] = next_page[0], next_page[0] + 0x1000
+        pages[paddr] = bytearray(4096)
+        return paddr
+
+    def fill(paddr: int, level: int) -> None:
+        for index in data.draw(st.lists(st.integers(0, 511), max_size=4, unique=True)):
+            flags = data.draw(st.sampled_from([0x3, 0x7, 0x1, 0x8000000000000003, 0x83]))
+            if level < 3 and not flags & 0x80 and data.draw(st.booleans()):
+                child = table()
+                fill(child, level + 1)
+                entry = child | flags
+            else:
+                entry = (data.draw(st.integers(0, 0xFFFFF)) << 12) | flags
+                if level in (1, 2) and data.draw(st.booleans()):
+                    entry |= 0x80                         # a large page (maybe misaligned)
+            struct.pack_into("<Q", pages[paddr], 8 * index, entry)
+
+    root = table()
+    fill(root, 0)
+    return root
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_scan_cache_gives_what_a_fresh_scan_gives(data):
+    pages: dict[int, bytearray] = {}
+    root = _random_tables(data, pages)
+
+    def read_raw(paddr: int) -> bytes:
+        if paddr not in pages:
+            raise UnbackedAccess(paddr, 4096)
+        return bytes(pages[paddr])
+
+    cache = paging.ScanCache()
+    first = paging.scan(read_raw, root, True, cache)
+    assert first == paging.scan(read_raw, root, True)
+    if not first.unreadable:           # a table with no RAM behind it is never "unchanged"
+        assert paging.scan(read_raw, root, True, cache) is first     # nothing changed
+    for _ in range(data.draw(st.integers(1, 4))):                     # change some entries
+        paddr = data.draw(st.sampled_from(sorted(pages)))
+        index = data.draw(st.integers(0, 511))
+        struct.pack_into("<Q", pages[paddr], 8 * index, data.draw(st.sampled_from(
+            [0, 0x5003, 0x200083, 0x8000000000007003, (1 << 51) | 0x3])))
+    again = paging.scan(read_raw, root, True, cache)
+    fresh = paging.scan(read_raw, root, True)
+    assert again == fresh
+    assert [leaf.start for leaf in again.leaves] == sorted(leaf.start for leaf in again.leaves)

@@ -24,7 +24,7 @@ from emu.x86 import (ENTRIES_PER_TABLE, HUGE_PAGE_SIZE, LARGE_PAGE_SIZE, LEVEL_S
                      PTE_RESERVED_HIGH, PTE_USER, PTE_WRITABLE, PTE_WRITE_THROUGH, canonical,
                      sign_extend)
 
-__all__ = ["walk", "fault_code", "Walk", "Step", "scan", "merge", "mapped_ranges",
+__all__ = ["walk", "fault_code", "Walk", "Step", "scan", "ScanCache", "merge", "mapped_ranges",
            "MappedRange", "AddressSpace", "Table", "BadEntry", "PageTableBuilder",
            "entry_flags", "canonical", "sign_extend"]
 
@@ -190,44 +190,101 @@ class AddressSpace:
     unreadable: tuple[Table, ...]                 # tables with no RAM behind them
 
 
-def scan(read_table: Callable[[int], tuple[int, ...]], root: int, nxe: bool) -> AddressSpace:
-    """Every table, leaf and bad entry under `root`; `read_table(paddr)` gives the 512
-    entries of a table page (and raises UnbackedAccess where there is no RAM)."""
-    leaves: list[MappedRange] = []
-    tables: list[Table] = []
-    bad: list[BadEntry] = []
-    unreadable: list[Table] = []
+@dataclass(slots=True)
+class _TableScan:
+    """What one table held the last time a scan read it, for ScanCache: its entries in
+    address order, each a leaf, a bad entry or a child table (with the rights above it)."""
+    raw: bytes
+    items: list[MappedRange | BadEntry | tuple[Table, bool, bool, bool]]
+
+
+class ScanCache:
+    """Remembers each table page's bytes and what a scan found in them, so that scanning an
+    address space again re-decodes only the tables whose bytes changed, and returns the
+    very same AddressSpace object when nothing changed at all (callers may compare with
+    `is`). For repeated checks of a live address space (`--check-every`)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[tuple, _TableScan] = {}
+        self.spaces: dict[tuple[int, bool], AddressSpace] = {}
+
+
+def scan(read_table: Callable[[int], "tuple[int, ...] | bytes"], root: int, nxe: bool,
+         cache: ScanCache | None = None) -> AddressSpace:
+    """Every table, leaf and bad entry under `root`; `read_table(paddr)` gives a table page
+    as its 512 entries or as its 4096 bytes (and raises UnbackedAccess where there is no
+    RAM). With a `cache` (and bytes from read_table), unchanged tables are not decoded."""
+    found = _Found([], [], [], [])
+    changed = [cache is None]
 
     def visit(table: Table, w: bool, u: bool, x: bool) -> None:
-        tables.append(table)
+        found.tables.append(table)
         try:
-            entries = read_table(table.paddr)
+            raw = read_table(table.paddr)
         except UnbackedAccess:
-            unreadable.append(table)
+            found.unreadable.append(table)
+            changed[0] = True
             return
-        level, shift = table.level, LEVEL_SHIFTS[table.level]
-        for index, entry in enumerate(entries):
-            if not entry & PTE_PRESENT:
-                continue
-            vaddr = sign_extend(table.vaddr + (index << shift))
-            entry_address = table.paddr + 8 * index
-            if _reserved_bits(level, entry, nxe):
-                bad.append(BadEntry(vaddr, level, entry_address, entry))
-                continue
-            ww = w and bool(entry & PTE_WRITABLE)
-            uu = u and bool(entry & PTE_USER)
-            xx = x and not (nxe and entry & PTE_NO_EXECUTE)
-            if level == 3 or (entry & PTE_HUGE and level in (1, 2)):
-                size = 1 << shift
-                frame = entry & PTE_ADDRESS_MASK & ~(size - 1)
-                leaves.append(MappedRange(vaddr, vaddr + size, frame, ww, uu, xx))
+        key = (table, w, u, x, nxe)
+        known = cache.tables.get(key) if cache is not None else None
+        if known is None or known.raw != raw:
+            known = _decode(table, raw, w, u, x, nxe)
+            changed[0] = True
+            if cache is not None and isinstance(raw, bytes):
+                if len(cache.tables) > _CACHE_LIMIT:
+                    cache.tables.clear()
+                cache.tables[key] = known
+        for item in known.items:            # in address order: leaves stay sorted
+            if type(item) is MappedRange:
+                found.leaves.append(item)
+            elif type(item) is BadEntry:
+                found.bad.append(item)
             else:
-                visit(Table(entry & PTE_ADDRESS_MASK, level + 1, vaddr, entry_address),
-                      ww, uu, xx)
+                visit(*item)
 
     visit(Table(root & PTE_ADDRESS_MASK, 0, 0, None), True, True, True)
-    return AddressSpace(root & PTE_ADDRESS_MASK, tuple(leaves), tuple(tables), tuple(bad),
-                        tuple(unreadable))
+    space_key = (root & PTE_ADDRESS_MASK, nxe)
+    if cache is not None and not changed[0] and space_key in cache.spaces:
+        return cache.spaces[space_key]
+    space = AddressSpace(root & PTE_ADDRESS_MASK, tuple(found.leaves), tuple(found.tables),
+                         tuple(found.bad), tuple(found.unreadable))
+    if cache is not None:
+        cache.spaces[space_key] = space
+    return space
+
+
+@dataclass(slots=True)
+class _Found:
+    leaves: list[MappedRange]
+    tables: list[Table]
+    bad: list[BadEntry]
+    unreadable: list[Table]
+
+
+def _decode(table: Table, raw, w: bool, u: bool, x: bool, nxe: bool) -> _TableScan:
+    """The leaves, bad entries and child tables of one table page."""
+    entries = _TABLE.unpack(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else raw
+    out = _TableScan(raw, [])
+    level, shift = table.level, LEVEL_SHIFTS[table.level]
+    for index, entry in enumerate(entries):
+        if not entry & PTE_PRESENT:
+            continue
+        vaddr = sign_extend(table.vaddr + (index << shift))
+        entry_address = table.paddr + 8 * index
+        if _reserved_bits(level, entry, nxe):
+            out.items.append(BadEntry(vaddr, level, entry_address, entry))
+            continue
+        ww = w and bool(entry & PTE_WRITABLE)
+        uu = u and bool(entry & PTE_USER)
+        xx = x and not (nxe and entry & PTE_NO_EXECUTE)
+        if level == 3 or (entry & PTE_HUGE and level in (1, 2)):
+            size = 1 << shift
+            frame = entry & PTE_ADDRESS_MASK & ~(size - 1)
+            out.items.append(MappedRange(vaddr, vaddr + size, frame, ww, uu, xx))
+        else:
+            out.items.append((Table(entry & PTE_ADDRESS_MASK, level + 1, vaddr,
+                                    entry_address), ww, uu, xx))
+    return out
 
 
 def merge(leaves: Iterable[MappedRange]) -> list[MappedRange]:
@@ -325,3 +382,4 @@ class PageTableBuilder:
 
 
 _TABLE = struct.Struct(f"<{ENTRIES_PER_TABLE}Q")
+_CACHE_LIMIT = 1 << 16                  # tables remembered by a ScanCache

@@ -61,7 +61,6 @@ def execute(args) -> int:
     if args.at_checkpoint:
         machine.events.subscribe(watcher)
     result = machine.run()
-    console.err(f"--- {result.message}")
     if args.at_checkpoint:
         if watcher.picture is None:
             raise ConfigError(f"the guest reached {watcher.seen} checkpoints, not "
@@ -73,6 +72,7 @@ def execute(args) -> int:
     else:
         cr3, when = machine.cpu.cr3(), f"at the end of the run ({result.reason})"
         ranges = _listing(machine, cr3)
+    console.err(f"--- {result.message}")       # only now: a refusal above is one line
     for line in address_space_lines(cr3, when, ranges):
         console.out(line)
     return 0

@@ -44,6 +44,13 @@ def table_reader(memory: PhysicalMemory) -> Callable[[int], tuple[int, ...]]:
     return read_table
 
 
+def raw_table_reader(memory: PhysicalMemory) -> Callable[[int], bytes]:
+    def read_raw(paddr: int) -> bytes:
+        view, offset = memory.locate(paddr, PAGE_SIZE)
+        return bytes(view[offset:offset + PAGE_SIZE])
+    return read_raw
+
+
 def platform_of(machine) -> Platform:
     """What the checker needs to know about a Machine (its public surface only)."""
     boot = machine.boot
@@ -87,6 +94,10 @@ class InvariantChecker(Observer):
                                              if rule.id not in frozenset(allow))
         self._reported: set[tuple[str, int]] = set()
         self._read_table = table_reader(memory)
+        self._read_raw = raw_table_reader(memory)
+        self._scans = paging.ScanCache()        # repeated checks re-decode changed tables only
+        self._runs: tuple[AddressSpace | None, list] = (None, [])
+        self._last_space: AddressSpace | None = None
         self._layout = Layout(platform)
 
     def rule(self, rule_id: str) -> Rule | None:
@@ -127,12 +138,17 @@ class InvariantChecker(Observer):
         if root == self.platform.loader_root:
             return None
         self.checks += 1
-        space = paging.scan(self._read_table, root, self.cpu.nxe())
+        space = paging.scan(self._read_raw, root, self.cpu.nxe(), self._scans)
+        if self._runs[0] is not space:
+            self._runs = (space, paging.merge(space.leaves))
         context = Check(space, self.pmm_state(root), self._layout, self._reporter(root),
                         self._read_table, self._walk, self.cpu.tlb_translation,
-                        live=root == live, stale=stale)
+                        live=root == live, stale=stale, _runs=self._runs[1])
+        unchanged = space is self._last_space
         for rule in self.rules:
-            rule.check(context)
+            if not (unchanged and rule.space_only):
+                rule.check(context)
+        self._last_space = space
         return space
 
     def pmm_state(self, root: int) -> PmmState | None:

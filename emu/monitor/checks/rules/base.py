@@ -6,7 +6,9 @@ A rule is a class with an `id` (the name reports, traces and `--allow` use), a `
 and reports each violation with `check.report(self.id, address, detail)`. A rule that
 follows the guest between checks may also define `address_space_loaded(space)` (a CR3
 load) and `page_flushed(page, live_root, walk)` (an invlpg). One instance per checker, so
-a rule may keep state.
+a rule may keep state. A rule whose verdict depends on the page tables alone says so with
+`space_only = True`: the checker then skips it when the address space has not changed
+since its last check (emu/arch/paging.py's ScanCache returns the same object).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ class Rule:
     id: ClassVar[str]
     meaning: ClassVar[str]
     example: ClassVar[str]
+    space_only: ClassVar[bool] = False
 
     def check(self, check: Check) -> None:
         raise NotImplementedError

@@ -15,6 +15,7 @@ class KernelHalfDiffers(Rule):
     meaning = ("A kernel-half PML4 entry (256-511) differs from the same entry of the address "
                "space checked before (address: the first virtual address the entry covers).")
     example = "a new address space whose PML4 did not copy the kernel half"
+    space_only = True
 
     def __init__(self) -> None:
         # (root, kernel-half PML4 entries) of the address space checked last, and of the

@@ -11,6 +11,7 @@ class MapOutsideRam(Rule):
     meaning = ("A page maps a physical frame that is in no memory-map entry and no declared "
                "MMIO or framebuffer region (address: the virtual page).")
     example = "mapping physical 0xa0000 (the VGA hole) at HHDM + 0xa0000"
+    space_only = True
 
     def check(self, check: Check) -> None:
         for table in check.space.unreadable:

@@ -12,6 +12,7 @@ class ReservedBits(Rule):
                "MAXPHYADDR (40), NX without EFER.NXE, PS in a PT entry, frame bits below a "
                "large page's alignment (address: the first virtual address the entry covers).")
     example = "a PTE with bit 51 set"
+    space_only = True
 
     def check(self, check: Check) -> None:
         for bad in check.space.bad_entries:

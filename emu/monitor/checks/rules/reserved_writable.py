@@ -10,6 +10,7 @@ class ReservedWritable(Rule):
     meaning = ("A frame wholly inside a RESERVED, RESERVED_MAPPED, ACPI_RECLAIMABLE, "
                "ACPI_NVS or BAD_MEMORY entry is mapped writable (address: the virtual page).")
     example = "an HHDM that maps the ACPI tables read-write"
+    space_only = True
 
     def check(self, check: Check) -> None:
         for run in check.runs:

@@ -36,9 +36,12 @@ class StaleTlb(Rule):
     def __init__(self) -> None:
         self.shadow: dict[int, MappedRange] = {}     # what the TLB may hold, for shadow_root
         self.shadow_root: int | None = None
+        self._probed: AddressSpace | None = None     # the space probed last, if no flush since
+        self._included: AddressSpace | None = None   # the shadow holds its leaves, likewise
 
     def address_space_loaded(self, space: AddressSpace | None) -> None:
         """A CR3 load flushed the TLB: the shadow starts again from the new tables."""
+        self._probed = self._included = None
         if space is None:
             self.shadow, self.shadow_root = {}, None
         else:
@@ -49,6 +52,7 @@ class StaleTlb(Rule):
         """An invlpg: the page's shadow entry is what the tables say now."""
         if self.shadow_root is None or live_root != self.shadow_root:
             return
+        self._probed = self._included = None
         page &= ~(PAGE_SIZE - 1)
         for size in PAGE_SIZES:
             leaf = self.shadow.get(page & ~(size - 1))
@@ -64,10 +68,15 @@ class StaleTlb(Rule):
     def check(self, check: Check) -> None:
         if not check.live or check.root != self.shadow_root:
             return
+        if check.space is self._probed or (not check.stale and check.space is self._included):
+            return          # the same tables and no flush since: the same answer as before
         if check.stale:
             self._probe_lost(check)
-        for leaf in check.space.leaves:
-            self.shadow[leaf.start] = leaf
+            self._probed = check.space
+        if check.space is not self._included:
+            for leaf in check.space.leaves:
+                self.shadow[leaf.start] = leaf
+            self._included = check.space
 
     def _probe_lost(self, check: Check) -> None:
         current = {leaf.start: leaf for leaf in check.space.leaves}

@@ -11,6 +11,7 @@ class UserKernelHalf(Rule):
     meaning = ("A page at or above 0xffff800000000000 is user-accessible: U/S set at every "
                "level (address: the virtual page).")
     example = "the kernel's rodata mapped with VM_USER"
+    space_only = True
 
     def check(self, check: Check) -> None:
         for run in check.runs:

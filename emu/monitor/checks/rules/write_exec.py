@@ -9,6 +9,7 @@ class WriteExec(Rule):
     id = "WRITE_EXEC"
     meaning = "A page is writable and executable (address: the virtual page)."
     example = "the kernel's data and bss mapped without NX"
+    space_only = True
 
     def check(self, check: Check) -> None:
         for run in check.runs:
