@@ -13,6 +13,7 @@ Every option a later change adds joins OPTIONS below.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -34,7 +35,10 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database
 
 
 def judge(ending, allowed=None) -> None:
-    """No universal problem, and the status among `allowed` when given."""
+    """No universal problem, and the status among `allowed` when given. The devices a case
+    may name as outputs are still devices (a screenshot once replaced /dev/null)."""
+    for device in ("/dev/null", "/dev/zero", "/dev/full"):
+        assert stat.S_ISCHR(os.stat(device).st_mode), f"{device} is no longer a device"
     assert ending.problems() == [], (ending.problems(), ending.status, ending.err[-2000:])
     if allowed is not None:
         assert ending.status in allowed, (ending.status, ending.err[-2000:])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from emu.commands import console
 from emu.commands.options import add_machine_options, count, machine_config
-from emu.errors import ConfigError, EmuError
+from emu.errors import ConfigError, EmuError, Interrupted
 from emu.events import SYSCALL_VECTOR, GuestExit
 from emu.inputs import check_output, refuse_overwriting
 from emu.machine import Machine
@@ -107,9 +107,10 @@ def _run(args, config, checks: frozenset[str], recorder):
                           on_serial_text=None if args.quiet else console.live)
         checker = _attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = _attach_heap_checks(machine, args) if "heap" in checks else None
-    except EmuError:
+    except (EmuError, Interrupted) as exc:
         if recorder:
-            recorder.on_event(GuestExit(0, None, RunEnd.ERROR.value))
+            end = RunEnd.INTERRUPTED if isinstance(exc, Interrupted) else RunEnd.ERROR
+            recorder.on_event(GuestExit(0, None, end.value))
         raise
     return machine.run(), machine, checker, heap_checker
 

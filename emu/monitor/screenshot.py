@@ -35,12 +35,18 @@ def save_framebuffer(machine, path: Path) -> None:
     if info is None:
         raise ConfigError("--screenshot: the kernel asked for no framebuffer")
     pixels = machine.memory.read(info.address, info.pitch * info.height)
+    data = png_bytes(info.width, info.height, info.pitch, pixels)
     path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    try:                                   # never a half-written PNG under the real name
-        partial.write_bytes(png_bytes(info.width, info.height, info.pitch, pixels))
-        os.replace(partial, path)
+    try:
+        if path.exists() and not path.is_file():
+            path.write_bytes(data)         # a device (/dev/null): written, never replaced
+            return
+        partial = path.with_name(f".{path.name}.partial")
+        try:                               # never a half-written PNG under the real name
+            partial.write_bytes(data)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         raise OutputError(f"cannot write screenshot {display(path)}: {exc.strerror}") \
             from None

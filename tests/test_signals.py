@@ -1,0 +1,68 @@
+"""SIGINT and SIGTERM stop every kind of work within a second, end with 128 + the signal,
+and leave a trace that ends with GuestExit `interrupted` and holds no finding a clean run
+lacks (emu/signals.py). The moments are random but seeded: a failure names its case."""
+from __future__ import annotations
+
+import json
+import random
+import signal
+from pathlib import Path
+
+import pytest
+
+from fuzzing import run_emu
+
+RUNS = 20
+STOP_WITHIN = 1.0
+TRACES = Path(__file__).resolve().parent.parent / "traces" / "malloclab"
+KINDS = {
+    "budgeted loop": ["run", "--quiet", "--cmdline", "test=loop",
+                      "--max-instructions", str(10 ** 12)],
+    "uncounted loop": ["run", "--quiet", "--cmdline", "test=loop", "--no-count"],
+    "check every instruction": ["run", "--quiet", "--check-every", "1"],
+    "heap replay": ["heap-replay", str(TRACES / "random-bal.rep"), "--heap", "all"],
+    "build": ["build"],
+}
+
+
+def _trace_tail(path: Path) -> tuple[dict | None, list[dict]]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    records = [json.loads(line) for line in lines]        # every line readable
+    return (records[-1] if records else None), records
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_signal_stops_the_work_within_a_second(kind, tmp_path, kernel):
+    rng = random.Random(f"signals:{kind}")
+    for run in range(RUNS):
+        delay = rng.uniform(0.05, 1.0)
+        signum = signal.SIGINT if run % 4 else signal.SIGTERM
+        argv = list(KINDS[kind])
+        env = None
+        trace = tmp_path / f"trace-{run}.jsonl"
+        if argv[0] == "run" and "--no-count" not in argv:
+            argv += ["--trace", str(trace)]
+        if argv[0] == "run":
+            argv.insert(1, str(kernel))
+        if argv[0] == "heap-replay":
+            argv += ["--kernel", str(kernel)]
+        if kind == "build":                   # a cold build each time: it takes seconds
+            import os
+            env = dict(os.environ, EMU_CACHE_DIR=str(tmp_path / f"cache-{run}"))
+        ending = run_emu(argv, env=env, signal_after=(delay, signum), timeout=30)
+        case = f"{kind} run {run}: signal {signum} after {delay:.2f} s"
+        assert ending.problems() == [], (case, ending.problems(), ending.err[-800:])
+        if ending.status == 0 and ending.seconds < delay + 0.05:
+            continue                          # it finished before the signal came
+        assert ending.status == 128 + signum, (case, ending.status, ending.err[-800:])
+        assert ending.seconds - delay < STOP_WITHIN, (case, ending.seconds)
+        if "--trace" in argv:
+            last, records = _trace_tail(trace)
+            assert last is not None and last["type"] == "GuestExit", (case, last)
+            assert last["reason"] == "interrupted", (case, last)
+            assert not [r for r in records[1:] if r["type"] in ("InvariantViolation",
+                                                            "HeapFinding")], case
+        if kind == "heap replay":
+            out = ending.stdout.decode()
+            assert "finding" not in out and "double-free" not in out, (case, out)
