@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from emu.bus import Access, Device, Register
+from emu.bus import Device, Register
 
 IOAPIC_BASE = 0xFEC00000
 IOAPIC_SIZE = 0x1000
