@@ -43,7 +43,8 @@ ACPI PM timer):
   planned. It may also simply ask `next_deadline()` again after every stop.
 The run loop's side: stop when `now() == next_deadline()` (that many instructions retired),
 call `advance(now)`, then ask `InterruptRouting.pending()` before the next instruction. A
-halted CPU calls `skip_to(next_deadline())` and then does the same.
+deadline at or before `now()` (the loop ran on without catching the device up) means: call
+`advance(now)` at once. A halted CPU calls `skip_to(next_deadline())` and then does the same.
 """
 from __future__ import annotations
 

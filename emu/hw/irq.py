@@ -28,6 +28,12 @@ Which controller is in charge follows how the kernel programmed them, as on hard
 End of interrupt: the kernel writes the LAPIC's EOI register (a level-triggered vector also
 clears the IOAPIC's remote IRR through `LocalApic.eoi_broadcast`) or sends OCW2 to the 8259s;
 both are register writes on the devices, nothing here.
+
+When to ask `pending()`: at a timer deadline (after `advance`), and after any port or MMIO
+access the guest makes, since an access can raise or unmask an interrupt at once (a self-IPI,
+an EOI that uncovers a lower-priority request, an unmasked IOAPIC entry with its pin asserted,
+a keyboard byte after a read of port 0x60), and after the machine itself calls in (typed
+text, the power button).
 """
 from __future__ import annotations
 
