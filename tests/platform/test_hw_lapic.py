@@ -198,6 +198,7 @@ def test_software_disable_masks_lvts_and_holds_interrupts():
     wr(apic, L.SVR, 0x1FF)
     assert apic.acknowledge() == 0x80
     assert not irr_has(apic, 0x90)
+    assert rd(apic, L.LVT_LINT0) == 0x10700            # still masked after re-enabling
 
 
 def test_global_disable_returns_to_power_up_state():

@@ -15,9 +15,10 @@ Modelled as documented behaviour, not refused:
 - Moving the APIC base (IA32_APIC_BASE bits 35:12) is recorded in the MSR value but the MMIO
   window stays at 0xFEE00000 (the bus maps it once). Clearing the global enable bit (11)
   returns every register to its power-up state (SDM 11.4.3) and the window then reads 0.
-- While software-disabled (SVR bit 8 clear) the LVT mask bits read 1 and cannot be cleared,
-  fixed interrupts arriving are discarded, and those already in IRR/ISR are held, not
-  delivered (SDM 11.4.7.2: only INIT, NMI, SMI and SIPI are answered normally).
+- Clearing SVR bit 8 (software disable) sets every LVT mask bit, which then cannot be cleared
+  until it is re-enabled (they stay set after); fixed interrupts arriving are discarded, and
+  those already in IRR/ISR are held, not delivered (SDM 11.4.7.2: only INIT, NMI, SMI and
+  SIPI are answered normally).
 - ICR: fixed (and lowest-priority) IPIs that reach this CPU (shorthand self or all-including-
   self, or a destination naming it) set IRR; other delivery modes (NMI, SMI, INIT, SIPI) and
   IPIs for other CPUs go nowhere. Delivery status always reads idle.
@@ -281,6 +282,8 @@ class LocalApic(Device):
             self.dfr = value | 0x0FFFFFFF
         elif slot == SVR:
             self.svr = value & _SVR_WRITABLE
+            if not self.svr & SVR_ENABLE:    # software disable sets every LVT mask bit
+                self.lvt = {offset: entry | LVT_MASKED for offset, entry in self.lvt.items()}
         elif slot == ESR:                 # a write latches the errors since the last one
             self.esr, self._errors = self._errors, 0
         elif slot == ICR_HIGH:
