@@ -763,3 +763,69 @@ def test_symbols(kernels):
     assert slid.address_of("_start") == start + 0x1000
     assert slid.lookup(start + 0x1000 + 3) == "_start+0x3"
     assert slid.line_of(start + 0x1000 + 4) == line
+
+
+# --- ACPI and the RSDP request ----------------------------------------------------------
+
+def pc_acpi(base: int, revision: int):
+    from emu.hw.acpi import AcpiMachine, build_tables
+    return build_tables(AcpiMachine(), base, revision)
+
+
+@pytest.mark.parametrize("variant, physical", [("rev2", False), ("rev3", True),
+                                               ("rev4", True)])
+def test_rsdp_response_points_at_valid_tables(kernels, variant, physical):
+    """The RSDP request is answered, with a physical address from base revision 3 on, an
+    HHDM one before; the tables are checksummed and in ACPI_RECLAIMABLE RAM below 4 GiB."""
+    kernel = kernels[variant]
+    _, memory, info = load(kernel, BootConfig(acpi=pc_acpi))
+    assert "rsdp" in info.requests
+    answer = response(memory, info, kernel, "rsdp_req")
+    address = u64(memory, info, answer + 8)
+    rsdp = info.acpi.rsdp_address
+    assert address == (rsdp if physical else HHDM_OFFSET + rsdp)
+    raw = memory.read(rsdp, 36)
+    assert raw[:8] == b"RSD PTR " and sum(raw[:20]) % 256 == 0 and sum(raw) % 256 == 0
+    xsdt = struct.unpack_from("<Q", raw, 24)[0]
+    assert memory.read(xsdt, 4) == b"XSDT"
+    region = next(r for r in info.memmap.regions if r.base <= rsdp < r.end)
+    assert region.type == T.ACPI_RECLAIMABLE and region.end <= 1 << 32
+    assert info.acpi.base + len(info.acpi.blob) <= region.end
+
+
+def test_acpi_1_0_has_no_xsdt(kernels):
+    kernel = kernels["rev2"]
+    _, memory, info = load(kernel, BootConfig(acpi=pc_acpi, acpi_rsdp_revision=0))
+    raw = memory.read(info.acpi.rsdp_address, 20)
+    assert raw[15] == 0 and sum(raw) % 256 == 0 and "XSDT" not in info.acpi.addresses
+    rsdt = struct.unpack_from("<I", raw, 16)[0]
+    assert memory.read(rsdt, 4) == b"RSDT"
+
+
+def test_without_acpi_the_rsdp_request_is_ignored(kernels):
+    _, memory, info = load(kernels["rev2"])
+    assert "rsdp" in info.ignored_requests and info.acpi is None
+    assert response(memory, info, kernels["rev2"], "rsdp_req") == 0
+    assert not any(r.type == T.ACPI_RECLAIMABLE and r.base != 64 * MiB
+                   for r in info.memmap.regions)
+
+
+def test_acpi_needs_ram_below_4_gib(kernels):
+    regions = (Region(0, 0x9F000, T.RESERVED), Region(HIGH, 64 * MiB, T.USABLE))
+    with pytest.raises(LoaderError, match="below 4 GiB for the ACPI tables"):
+        load(kernels["rev2"], BootConfig(acpi=pc_acpi), regions=regions)
+
+
+def test_bad_rsdp_revision_is_a_config_error(kernels):
+    with pytest.raises(ConfigError, match="use 0 .* or 2"):
+        load(kernels["rev2"], BootConfig(acpi=pc_acpi, acpi_rsdp_revision=1))
+
+
+def test_acpi_tables_go_in_the_maps_acpi_region_or_a_carve(kernels):
+    _, _, info = load(kernels["rev2"], BootConfig(acpi=pc_acpi))
+    assert info.acpi.base == 64 * MiB                     # REGIONS' ACPI_RECLAIMABLE
+    plain = (Region(0, 0x9F000, T.USABLE), Region(0x100000, 63 * MiB, T.USABLE))
+    _, _, info = load(kernels["rev2"], BootConfig(acpi=pc_acpi), regions=plain)
+    carved = [r for r in info.memmap.regions if r.type == T.ACPI_RECLAIMABLE]
+    assert len(carved) == 1 and carved[0].base == info.acpi.base
+    assert carved[0].length == -(-len(info.acpi.blob) // 4096) * 4096

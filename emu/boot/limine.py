@@ -54,10 +54,10 @@ ANSWERED = {
     (0x3E7E279702BE32AF, 0xCA1C4F3BD1280CEE): "module",
     (0x502746E184C088AA, 0xFBC5EC83E6327893): "date_at_boot",
     (0x71BA76863CC55F63, 0xB2644A48C516A487): "executable_address",
+    (0xC5E77B6B397E7B43, 0x27637845ACCDCF3C): "rsdp",           # when the platform is on
 }
 # Known requests we leave unanswered (named only so reports read well).
 KNOWN_UNSUPPORTED = {
-    (0xC5E77B6B397E7B43, 0x27637845ACCDCF3C): "rsdp",
     (0x9E9046F11E095391, 0xAA4A520FEFBDE5EE): "smbios",
     (0x5CEBA5163EAAF6D6, 0x0A6981610CF65FCC): "efi_system_table",
     (0x7DF62A431D6872D5, 0xA4FCDFB3E57306C8): "efi_memmap",
@@ -71,6 +71,20 @@ KNOWN_UNSUPPORTED = {
     (0x1369359F025525F9, 0x2FF2A56178391BB6): "riscv_bsp_hartid",
     (0x0785A0AEA5D0750F, 0x1C1936FEE0D6CF6E): "terminal",
 }
+
+
+# Why a request emu knows went unanswered (the default: emu does not provide it).
+_WHY_UNANSWERED = {
+    "module": "no --module given", "framebuffer": "no framebuffer configured",
+    "rsdp": "no ACPI: --no-platform", "terminal": "deprecated; emu has no terminal",
+}
+
+
+def unanswered(name: str) -> str:
+    """`name (why)` for the summary and crash reports."""
+    if name.startswith("unknown:"):
+        return f"{name} (not a request emu knows)"
+    return f"{name} ({_WHY_UNANSWERED.get(name, 'not provided by emu')})"
 
 
 def request_name(key: tuple[int, int]) -> str:

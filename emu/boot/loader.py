@@ -13,14 +13,15 @@ kernel gets changes here:
   1,2 no identity map; HHDM covers 0-4 GiB plus every entry except RESERVED/BAD_MEMORY;
       page 0 is never USABLE. (Markers are honoured for every revision: for 0 and 1 they
       are hints that a loader may honour; from 2 on they bind.)
-  3   HHDM covers only USABLE, BOOTLOADER_RECLAIMABLE, EXECUTABLE_AND_MODULES, FRAMEBUFFER.
+  3   HHDM covers only USABLE, BOOTLOADER_RECLAIMABLE, EXECUTABLE_AND_MODULES, FRAMEBUFFER;
+      the RSDP response holds a physical address (an HHDM one before 3).
   4+  as 3 plus RESERVED_MAPPED, ACPI_RECLAIMABLE, ACPI_NVS (5 and 6 change nothing here).
 The tag: a supported revision N gets 0 in word [2]; an unsupported one is left there and the
 kernel boots with `max_base_revision`. A loader whose maximum is 3 or more always writes the
 revision in effect into word [1].
 
 Every response, string, array, the GDT, the page tables and the stack live in one carve of
-BOOTLOADER_RECLAIMABLE memory; the kernel image, the kernel file copy and modules are
+BOOTLOADER_RECLAIMABLE memory, above a RESERVED guard page (BootInfo.stack_guard); the kernel image, the kernel file copy and modules are
 EXECUTABLE_AND_MODULES. All pointers handed to the kernel are HHDM virtual addresses.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from elftools.elf.constants import P_FLAGS
 
@@ -42,6 +44,9 @@ from emu.inputs import read_input
 from emu.hw.memmap import MemoryMap, MemoryType, Region
 from emu.hw.memory import PhysicalMemory
 from emu.x86 import LARGE_PAGE_SIZE, PAGE_SIZE, PTE_NO_EXECUTE, PTE_WRITABLE
+
+if TYPE_CHECKING:
+    from emu.hw.acpi import AcpiTables
 
 
 def _default_version() -> str:
@@ -70,6 +75,10 @@ class BootConfig:
     bootloader_name: str = "emu"
     bootloader_version: str = _default_version()
     max_base_revision: int = 4                        # newest base revision we claim
+    # The platform's ACPI tables, built for a physical base: (base, rsdp revision) -> tables.
+    # None: a machine without ACPI (the RSDP request stays unanswered).
+    acpi: Callable[[int, int], AcpiTables] | None = None
+    acpi_rsdp_revision: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,7 @@ class FramebufferInfo:
 class BootInfo:
     entry: int
     stack_pointer: int
+    stack_guard: int                # physical page below the boot stack (RESERVED)
     cr3: int
     gdt_base: int                   # HHDM virtual address of the GDT
     gdt_limit: int
@@ -102,6 +112,7 @@ class BootInfo:
     ignored_requests: tuple[str, ...]   # found but left untouched (unsupported/unknown)
     framebuffer: FramebufferInfo | None
     kernel_sha256: str
+    acpi: "AcpiTables | None"        # where the ACPI tables went (None: no ACPI)
     executable_segments: tuple[tuple[int, int], ...]   # virtual [start, end) of PF_X segments
 
 
@@ -152,6 +163,7 @@ def boot(kernel: Path, memory: PhysicalMemory, memmap: MemoryMap,
     return BootInfo(
         entry=session.entry,
         stack_pointer=session.stack_pointer,
+        stack_guard=session.stack_guard,
         cr3=session.cr3,
         gdt_base=session.gdt_base,
         gdt_limit=GDT_LIMIT,
@@ -165,6 +177,7 @@ def boot(kernel: Path, memory: PhysicalMemory, memmap: MemoryMap,
         ignored_requests=tuple(session.ignored),
         framebuffer=session.framebuffer,
         kernel_sha256=hashlib.sha256(data).hexdigest(),
+        acpi=session.acpi,
         executable_segments=tuple((s.vaddr + elf.slide, s.vaddr + elf.slide + s.memsz)
                                   for s in elf.segments if s.flags & P_FLAGS.PF_X),
     )
@@ -174,6 +187,9 @@ def _check_config(config: BootConfig) -> None:
     if not 0 <= config.max_base_revision <= NEWEST_KNOWN_REVISION:
         raise ConfigError(f"max_base_revision {config.max_base_revision} is not a Limine base "
                           f"revision emu knows; use 0..{NEWEST_KNOWN_REVISION}")
+    if config.acpi_rsdp_revision not in (0, 2):
+        raise ConfigError(f"ACPI RSDP revision {config.acpi_rsdp_revision} does not exist; "
+                          f"use 0 (ACPI 1.0, RSDT only) or 2 (ACPI 2.0+, with an XSDT)")
     if config.stack_size <= 0:
         raise ConfigError(f"stack_size {config.stack_size} must be positive")
     if config.framebuffer is not None:
@@ -323,7 +339,8 @@ class Session:
         self.kernel_file: int | None = None         # physical address of the file copy
         self.module_files: list[int] = []
         self.framebuffer: FramebufferInfo | None = None
-        self.stack_pointer = self.cr3 = self.gdt_base = 0
+        self.acpi: AcpiTables | None = None
+        self.stack_pointer = self.cr3 = self.gdt_base = self.stack_guard = 0
 
     # Reading request fields from the loaded image.
     def _field(self, request: Request, offset: int) -> int:
@@ -360,6 +377,31 @@ class Session:
             self.module_files.append(address)
         if "framebuffer" in self.by_name and self.config.framebuffer is not None:
             memmap = self._make_framebuffer(memmap)
+        if self.config.acpi is not None:
+            memmap = self._place_acpi(memmap)
+        return memmap
+
+    def _place_acpi(self, memmap: MemoryMap) -> MemoryMap:
+        """The ACPI tables where firmware leaves them: in the map's first ACPI_RECLAIMABLE
+        region below 4 GiB that holds them (the RSDT has 32-bit pointers), else in
+        ACPI_RECLAIMABLE RAM carved below 4 GiB. Present whether or not the kernel asks."""
+        build, revision = self.config.acpi, self.config.acpi_rsdp_revision
+        size = len(build(0, revision).blob)     # the layout does not depend on the base
+        for region in memmap.regions:
+            base = align_up(region.base, PAGE_SIZE)
+            if region.type == MemoryType.ACPI_RECLAIMABLE and base + size <= \
+                    min(region.end, _4G):
+                break
+        else:
+            try:
+                base, memmap = memmap.carve(size, MemoryType.ACPI_RECLAIMABLE, PAGE_SIZE,
+                                            highest=_4G)
+            except ValueError:
+                raise LoaderError(f"no USABLE RAM below 4 GiB for the ACPI tables "
+                                  f"({size:#x} bytes); give the machine low memory or turn "
+                                  f"the platform off (--no-platform)") from None
+        self.acpi = build(base, revision)
+        self.memory.write(base, self.acpi.blob)
         return memmap
 
     def _entry_point(self, request: Request) -> int:
@@ -388,15 +430,23 @@ class Session:
         for index, descriptor in enumerate(GDT):
             blob.set(gdt + 8 * index, descriptor)
         responses = build_responses(self, blob)
-        # The carve below adds at most two entries (it splits one USABLE region).
-        capacity = len(memmap.regions) + 2
+        # The carve below adds at most two entries (it splits one USABLE region), the
+        # guard page one more.
+        capacity = len(memmap.regions) + 3
         entries = blob.alloc(24 * capacity)
         entry_pointers = blob.alloc(8 * capacity)
 
         table_bytes = tables.size()
-        size = self.stack_size + table_bytes + page_up(len(blob.data))
-        arena, memmap = _carve(memmap, size, MemoryType.BOOTLOADER_RECLAIMABLE, PAGE_SIZE,
+        size = PAGE_SIZE + self.stack_size + table_bytes + page_up(len(blob.data))
+        guard, memmap = _carve(memmap, size, MemoryType.BOOTLOADER_RECLAIMABLE, PAGE_SIZE,
                                "boot data (page tables, stack, responses)")
+        # The page below the stack is RESERVED: the machine leaves nothing behind it, so an
+        # overflow stops there instead of running into what lies below (often the kernel).
+        # The HHDM, planned from the map before this carve, still maps it.
+        memmap = _retype(memmap, guard, guard + PAGE_SIZE, MemoryType.BOOTLOADER_RECLAIMABLE,
+                         MemoryType.RESERVED)
+        self.stack_guard = guard
+        arena = guard + PAGE_SIZE
         if len(memmap.regions) > MAX_MEMMAP_ENTRIES:
             raise ConfigError(f"the memory map has {len(memmap.regions)} entries; Limine "
                               f"allows at most {MAX_MEMMAP_ENTRIES}")

@@ -1,9 +1,10 @@
 """Finding a kernel's Limine requests in its loaded image.
 
 Owns: scanning the image (from its base to the end of the last segment's file data) in
-8-byte steps for the base revision tag and the requests, honouring the start and end
-markers, base revision 0's deprecated `.limine_reqs` array, and refusing what the protocol
-forbids (duplicate requests, more than MAX_REQUESTS).
+8-byte steps for the base revision tag and the requests exactly as Limine does (a start
+marker resets what was found, the first end marker stops the scan), base revision 0's
+deprecated `.limine_reqs` array, and refusing what Limine refuses (duplicate requests, two
+base revision tags, more than MAX_REQUESTS).
 Does not own: answering them (responses.py, loader.py).
 """
 from __future__ import annotations
@@ -41,35 +42,59 @@ def _aligned_hits(blob: bytes, pattern: tuple[int, ...], end: int) -> list[int]:
     needle = struct.pack(f"<{len(pattern)}Q", *pattern)
     hits, at = [], blob.find(needle, 0, end)
     while at >= 0:
-        if at % 8 == 0 and at + len(needle) <= end:
+        if at % 8 == 0:
             hits.append(at)
         at = blob.find(needle, at + 1, end)
     return hits
 
 
+def _scan(blob: bytes, end: int) -> list[tuple[int, str]]:
+    """What Limine's 8-byte scan meets, in image order, up to the first end marker:
+    ("start", offset), ("tag", offset) and ("request", offset). Searching for each pattern
+    with bytes.find and merging the hits gives the same sequence as stepping through the
+    image, at C speed."""
+    kinds = [("start", START_MARKER), ("end", END_MARKER), ("tag", BASE_REVISION_TAG),
+             ("request", COMMON_ID)]
+    # A pattern is tested at offsets below `end` (Limine reads past it; we need the words).
+    hits = sorted((at, kind) for kind, pattern in kinds
+                  for at in _aligned_hits(blob, pattern, len(blob)) if at < end)
+    out = []
+    for at, kind in hits:
+        if kind == "end":
+            break
+        out.append((at, kind))
+    return out
+
+
 def find_requests(path: Path, elf: KernelElf, image: bytearray) -> FoundRequests:
-    """Scan the image (from its base to the end of the last segment's file data) in 8-byte
-    steps for the base revision tag and requests, honouring start/end markers."""
+    """Scan the image as Limine does: from its base to the end of the last segment's file
+    data, in 8-byte steps. A start marker forgets what came before it (requests and the
+    base revision tag), the first end marker stops the scan."""
     last = elf.segments[-1]
-    end = min(last.vaddr + last.filesz - elf.link_base, len(image))
-    blob = bytes(image[:end])
-    starts = _aligned_hits(blob, START_MARKER, end)
-    lo = starts[-1] + 32 if starts else 0
-    ends = [at for at in _aligned_hits(blob, END_MARKER, end) if at >= lo]
-    hi = ends[0] if ends else end
+    end = min(last.vaddr + last.filesz - elf.link_base, len(image)) & ~7
+    blob = bytes(image)
+    events = _scan(blob, end)
 
     tag_offset, requested = None, 0
-    for at in _aligned_hits(blob, BASE_REVISION_TAG, end):
-        if lo <= at and at + 24 <= hi:
-            tag_offset = at
-            requested = _U64.unpack_from(blob, at + 16)[0]
-            break
+    for at, kind in events:
+        if kind == "start":
+            tag_offset, requested = None, 0
+        elif kind == "tag" and at + 24 <= len(blob):
+            if requested != 0:
+                raise LoaderError(f"{path} has two base revision tags (at "
+                                  f"{elf.virt_base + tag_offset:#x} and "
+                                  f"{elf.virt_base + at:#x}); keep one")
+            tag_offset, requested = at, _U64.unpack_from(blob, at + 16)[0]
 
     if requested == 0 and elf.reqs_section is not None:
         offsets = _listed_requests(path, elf, image)
     else:
-        offsets = [at for at in _aligned_hits(blob, COMMON_ID, end)
-                   if lo <= at and at + 32 <= hi]
+        offsets = []
+        for at, kind in events:
+            if kind == "start":
+                offsets = []
+            elif kind == "request" and at + 32 <= len(blob):
+                offsets.append(at)
     requests: list[Request] = []
     seen: dict[tuple[int, int], int] = {}
     for at in offsets:

@@ -2,7 +2,7 @@
 
 Owns: `Blob` (bytes whose pointers are fixed up once the blob's address is known) and the
 response of every request emu answers, in the protocol's layouts (docs/LIMINE.md): strings,
-arrays of pointers, `limine_file`, `limine_framebuffer`, the MP response for one CPU.
+arrays of pointers, `limine_file`, `limine_framebuffer`, the MP response for one CPU, the RSDP.
 Does not own: where the blob goes, the memory map's entries or writing response pointers
 into the requests (loader.py).
 """
@@ -118,6 +118,11 @@ def build_responses(session: "Session", blob: Blob) -> dict[str, int]:
         out["module"] = blob.struct(0, len(files), Ptr(blob.pointers(files)))
     if "date_at_boot" in names:
         out["date_at_boot"] = blob.struct(0, config.boot_time)
+    if "rsdp" in names and session.acpi is not None:
+        # Base revision 3 hands over the physical address (its HHDM need not cover ACPI
+        # memory); the others an HHDM address.
+        rsdp = session.acpi.rsdp_address
+        out["rsdp"] = blob.struct(0, rsdp if session.revision >= 3 else hhdm(rsdp))
     if "executable_address" in names:
         out["executable_address"] = blob.struct(0, session.phys_base, session.elf.virt_base)
     return out
