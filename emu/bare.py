@@ -19,17 +19,23 @@ from emu.cpu import Cpu
 from emu.engine.guard import HookGuard
 from emu.errors import ConfigError
 from emu.events import EventBus
+from emu.hw.bus import Bus
+from emu.hw.clock import DEFAULT_IPS
 from emu.hw.memory import PhysicalMemory
+from emu.hw.platform import PcPlatform
 from emu.result import RunEnd
 
 GDT, TSS, IDT = 0x1000, 0x2000, 0x3000
 PML4, PDPT, PD, PT0 = 0x10000, 0x11000, 0x12000, 0x13000   # PT0..: 4 page tables (8 MiB)
 KERNEL_STACK_TOP, IST1_TOP, IST2_TOP, USER_STACK_TOP = 0x9000, 0xB000, 0xD000, 0x7F000
+MMIO_PT = 0x17000                 # after PT0..PT0+3
+MMIO_VIRTUAL = 0x800000           # map_mmio's pages: the 2 MiB after the identity map
+BOOT_TIME = 1_700_000_000
 CODE = 0x100000
 DEMAND = 0x400000          # pages here start not present
 RAM = 8 << 20
 KCODE, KDATA, UDATA, UCODE, TSS_SEL = 0x08, 0x10, 0x1B, 0x23, 0x28
-P, W, U = 1, 2, 4
+P, W, U, PCD = 1, 2, 4, 0x10
 
 @functools.lru_cache(maxsize=1)
 def _keystone():
@@ -56,15 +62,46 @@ class BareMachine:
     when `user_pages`), except the demand pages at DEMAND, which start not present."""
 
     def __init__(self, user_pages: bool = True, observers=(), count: bool = True,
-                 ram: int = RAM):
+                 ram: int = RAM, platform: bool = False, ips: int = DEFAULT_IPS):
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.memory = PhysicalMemory(self.uc)
         self.memory.add(0, ram)
         self.hooks = HookGuard(self.uc)
         self.events = EventBus(observers)
         self._tables(user_pages)
-        self.cpu = Cpu(self.uc, self.memory, self.events, self.hooks, count=count)
+        self.cpu = Cpu(self.uc, self.memory, self.events, self.hooks, count=count, ips=ips)
         self.gates: dict[int, tuple[int, int, int]] = {}
+        self._mmio_slots: dict[int, int] = {}
+        self.platform: PcPlatform | None = None
+        self.endings: list[str] = []            # resets and power-offs, as the platform said
+        if platform:
+            self._attach_platform()
+
+    def _attach_platform(self) -> None:
+        """The PC platform (emu/hw/platform.py) on a bus of its own. Its MMIO lies far
+        above the identity map: `map_mmio` maps a device's page for the guest."""
+        self.bus = Bus(self.uc, self.events, self.hooks, read_code=self.cpu.read_virtual,
+                       io_gate=self.cpu.io)
+        self.bus.limit_unbacked_checks(self.memory.ranges())
+
+        def end(what: str, how: RunEnd) -> None:
+            self.endings.append(what)
+            self.cpu.request_stop(how, in_instruction=self.bus.in_access)
+        self.platform = PcPlatform(
+            self.cpu.clock, boot_time=BOOT_TIME,
+            on_reset=lambda reason: end(f"reset: {reason.value}", RunEnd.RESET),
+            on_power_off=lambda: end("power off", RunEnd.POWER_OFF))
+        self.cpu.attach_platform(self.platform, self.bus)
+
+    def map_mmio(self, paddr: int) -> int:
+        """Map the 4 KiB page at physical `paddr` (a device's MMIO, e.g. the LAPIC at
+        0xFEE00000) uncached at the next free page from MMIO_VIRTUAL; returns its address.
+        Call before boot(), or flush the TLB."""
+        slot = self._mmio_slots.setdefault(paddr & ~0xFFF, len(self._mmio_slots))
+        if slot >= 512:
+            raise ValueError("the bare machine maps at most 512 MMIO pages")
+        self.u64(MMIO_PT + 8 * slot, (paddr & ~0xFFF) | P | W | PCD)
+        return MMIO_VIRTUAL + 0x1000 * slot + (paddr & 0xFFF)
 
     def u64(self, paddr: int, value: int) -> None:
         self.memory.write_u64(paddr, value)
@@ -82,6 +119,7 @@ class BareMachine:
             self.u64(PT0 + 8 * page, (page << 12) | P | W)
         for page in range(DEMAND >> 12, (DEMAND >> 12) + 512):
             self.u64(PT0 + 8 * page, 0)
+        self.u64(PD + 8 * (MMIO_VIRTUAL >> 21), MMIO_PT | P | W)   # filled by map_mmio
         gdt = [0, 0x00209A0000000000, 0x0000920000000000, 0x0000F20000000000,
                0x0020FA0000000000]
         limit = 0x67

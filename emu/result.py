@@ -21,6 +21,8 @@ class RunEnd(str, Enum):
     TRIPLE_FAULT = "triple-fault"  # delivering a #DF faulted
     VIOLATION = "violation"        # --strict: a checker finding ended the run
     INTERRUPTED = "interrupted"    # SIGINT or SIGTERM (emu/signals.py)
+    POWER_OFF = "power-off"        # ACPI S5 (soft off) through PM1a_CNT
+    RESET = "reset"                # 0xCF9, the keyboard controller's pulse, the FADT register
     ERROR = "error"                # the harness failed (its trace still ends with this)
 
 
@@ -36,17 +38,22 @@ EXIT_STATUS: dict[RunEnd, int] = {
     RunEnd.BUDGET: 71,
     RunEnd.HALT: 72,
     RunEnd.VIOLATION: 73,
+    RunEnd.RESET: 74,
+    RunEnd.POWER_OFF: 0,
     RunEnd.ERROR: EXIT_HARNESS_ERROR,
 }
 
 # What each status means, for --help and the README (tests keep them in step).
 EXIT_STATUS_MEANINGS: tuple[tuple[str, str], ...] = (
-    (f"0-{EXIT_GUEST_MAX}", "the guest exited through the debug-exit port with this value"),
+    (f"0-{EXIT_GUEST_MAX}", "the guest exited through the debug-exit port with this value; "
+                            "0 also when it powered the machine off (ACPI S5)"),
     ("70", "guest crash: triple fault, an access with nothing behind it, a fault the monitor "
            "cannot deliver"),
     ("71", "--max-instructions exhausted (a runaway loop?)"),
     ("72", "the guest halted with nothing to wake it, without using the debug exit"),
     ("73", "--strict: a checker found a violation"),
+    ("74", "the guest reset the machine (port 0xCF9, the keyboard controller, the FADT "
+           "reset register)"),
     ("130", "interrupted by SIGINT (Ctrl-C); the trace ends with GuestExit `interrupted`"),
     ("143", "interrupted by SIGTERM; likewise"),
     ("141", "standard output was closed by its reader (`emu run | head`): a quiet end"),

@@ -15,14 +15,16 @@ exact instruction count, so both land on the exact instruction.
 from __future__ import annotations
 
 import struct
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from unicorn import UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UcError
 from unicorn import x86_const as X
 
 from emu.cpu.counting import ExactCount
+from emu.cpu.cpuid import CpuidModel
 from emu.cpu.delivery import Delivery
-from emu.cpu.interrupts import InterruptSchedule
+from emu.cpu.interrupts import InterruptController, InterruptSchedule
+from emu.cpu.msr import MsrHooks
 from emu.cpu.iogate import IoPermission
 from emu.cpu.scan import PrivilegedWatch
 from emu.cpu.state import CpuState, Registers
@@ -34,9 +36,13 @@ from emu.engine.guard import HookGuard
 from emu.engine.icount import NEVER
 from emu.errors import EmuError, EngineError, GuestMemoryError
 from emu.events import EventBus, ExceptionDelivered
+from emu.hw.clock import DEFAULT_IPS, VirtualClock
 from emu.hw.memory import PhysicalMemory
 from emu.result import RunEnd
 from emu.x86 import HLT
+
+if TYPE_CHECKING:
+    from emu.hw.platform import PcPlatform as Platform
 
 I32 = struct.Struct("<i")
 U64 = struct.Struct("<Q")
@@ -50,7 +56,7 @@ class Cpu:
     """One x86-64 CPU over `memory`. Construct, set the boot state, then `run()`."""
 
     def __init__(self, uc, memory: PhysicalMemory, events: EventBus, guard: HookGuard,
-                 count: bool = True) -> None:
+                 count: bool = True, ips: int = DEFAULT_IPS) -> None:
         self.uc = uc
         self.memory = memory
         self.events = events
@@ -65,7 +71,9 @@ class Cpu:
         self._privileged = PrivilegedWatch(uc, guard, self.state, self.count, self.system,
                                            events, on_new_root=self.count.forget_code)
         self._syscall = SyscallEmulation(self.delivery, self.count)
-        self.tsc = TimeStampCounter(uc, guard, self.state, self.count)
+        self.clock = VirtualClock(self.now, ips)
+        self.tsc = TimeStampCounter(uc, guard, self.state, self.count, self.clock)
+        self.msrs = MsrHooks(uc, guard, self.count)
         events.clock = self.now
         self.stop_reason: RunEnd | None = None
         self.exit_value: int | None = None
@@ -114,7 +122,27 @@ class Cpu:
         CR3 writes and invlpgs were found."""
         found = self._privileged.scan(ranges)
         self.interrupts.add_openers(found.if_openers)
+        self.msrs.watch(found.rdmsrs, found.wrmsrs)
         return len(found.cr3_writes) + len(found.invlpgs)
+
+    def attach_controller(self, controller: InterruptController) -> None:
+        """The machine's interrupt controller (the PC platform): the run loop stops at its
+        deadlines and delivers what it acknowledges."""
+        self.interrupts.controller = controller
+
+    def attach_platform(self, platform: "Platform", bus) -> None:
+        """Run a platform (emu/hw/platform.py) on this CPU: its devices go on `bus` (an access
+        that leaves an interrupt pending stops the CPU before the next instruction), a device
+        arming an earlier deadline moves the run loop's next stop, its MSRs and CPUID facts
+        are answered. The platform must run on this CPU's `clock`."""
+        def after_access() -> None:
+            if platform.interrupts.pending():
+                self.request_attention()
+        platform.install(bus, after_access)
+        self.clock.on_wake = lambda tick: self.deadline_moved(tick - self.clock.skipped)
+        self.attach_controller(platform)
+        self.msrs.owner = platform
+        self._cpuid = CpuidModel(self.uc, self.guard, platform.cpuid())
 
     def schedule_interrupt(self, at_icount: int, vector: int) -> None:
         """Raise external interrupt `vector` when exactly `at_icount` instructions have
@@ -152,17 +180,16 @@ class Cpu:
         if budget != NEVER and not self.count.counting:
             raise EmuError("an instruction budget needs instruction counting (do not turn "
                            "it off)")
+        self._budget = budget
         while self.stop_reason is None:
-            target = self.interrupts.next_due()
-            stop_at = min(budget, target)
-            self.count.counter.request_stop_at(stop_at)
+            self.count.counter.request_stop_at(min(budget, self.interrupts.next_due()))
             self._emulate(self.uc.reg_read(X.UC_X86_REG_RIP))
-            ended = self._stop_cause(budget, target, stop_at)
+            ended = self._stop_cause(budget)
             if ended is not None:
                 return ended
         return self.stop_reason
 
-    def _stop_cause(self, budget: int, target: int, stop_at: int) -> RunEnd | None:
+    def _stop_cause(self, budget: int) -> RunEnd | None:
         """Why emu_start returned; None when the run goes on (an interrupt was delivered,
         guards were added, an IF-setting instruction was stepped over)."""
         if self.stop_reason is not None:
@@ -174,6 +201,7 @@ class Cpu:
                 self.interrupts.deliver_due(self.icount())
             return self.stop_reason
         counter = self.count.counter
+        stop_at = counter.state.stop_at           # moved earlier if a timer was armed since
         if counter.stop_requested and self.icount() < stop_at:
             self._run_exactly(stop_at)
             if self.stop_reason is not None:
@@ -181,7 +209,7 @@ class Cpu:
         icount = self.icount()
         if icount >= budget:
             return RunEnd.BUDGET
-        if icount >= target:
+        if self.interrupts.attention or icount >= self.interrupts.next_due():
             self.interrupts.deliver_due(icount)
             return None
         if counter.stop_requested:
@@ -189,6 +217,18 @@ class Cpu:
         if self._halted():
             return None if self.interrupts.wake_from_halt() else RunEnd.HALT
         raise EngineError(f"unicorn stopped at RIP {self.state.rip():#x} for no known reason")
+
+    def request_attention(self) -> None:
+        """A device made an interrupt pending: stop so that it can be taken (core.py's
+        run loop delivers it, or holds it while IF is clear)."""
+        if not self.interrupts.attention:
+            self.interrupts.attention = True
+            self.uc.emu_stop()
+
+    def deadline_moved(self, icount: int) -> None:
+        """A timer was armed for `icount`, earlier than the run planned to stop: the counter
+        stops there instead (it reads its target before every block)."""
+        self.count.counter.lower_stop_at(icount)
 
     def _emulate(self, start: int, count: int = 0) -> None:
         try:

@@ -23,7 +23,7 @@ from emu.cpu.counting import ExactCount
 from emu.cpu.state import CpuState
 from emu.cpu.system import SystemMemory
 from emu.engine.context import HF_CPL_MASK
-from emu.errors import CpuFault, GuestMemoryError, TripleFault
+from emu.errors import CpuFault, GuestCrash, GuestMemoryError, TripleFault
 from emu.events import EventBus, ExceptionDelivered
 from emu.x86 import (CONTRIBUTORY, DESC_CONFORMING, DESC_DPL_SHIFT, DOUBLE_FAULT,
                      ERROR_EXTERNAL, GATE_INTERRUPT, GATE_TRAP, GENERAL_PROTECTION,
@@ -52,6 +52,9 @@ class Delivery:
         self.layout = state.layout
         self.exceptions_by_vector: dict[int, int] = {}
         self.guest_cr2 = 0         # the guest's CR2, which emu_start clobbers on return
+        # Virtual [start, end) of the boot stack's guard page: a #PF there is an overflow
+        # of the boot stack (kernels whose own page tables leave the RESERVED page out).
+        self.stack_guard = (0, 0)
         self._last: tuple | None = None
         lay = self.layout
         self._rsp, self._cs, self._ss = lay.reg("rsp"), lay.seg("cs"), lay.seg("ss")
@@ -71,7 +74,16 @@ class Delivery:
             self.count.settle(rip)
             error = U32.unpack_from(env, lay.error_code)[0] if vector in WITH_ERROR_CODE \
                 else None
+            if vector == PAGE_FAULT:
+                self._check_stack_guard(env, rip)
             self.deliver(env, vector, "fault", error, rip, rip)
+
+    def _check_stack_guard(self, env: memoryview, rip: int) -> None:
+        start, end = self.stack_guard
+        cr2 = U64.unpack_from(env, self.layout.cr + _CR2_OFFSET)[0]
+        if start <= cr2 < end:
+            raise GuestCrash(f"boot stack overflow: page fault at {cr2:#x}, in the guard "
+                             f"page below the boot stack (RIP {rip:#x})")
 
     def on_invalid_opcode(self, uc, _data) -> bool:
         """UC_HOOK_INSN_INVALID: #UD does not reach the INTR hook."""

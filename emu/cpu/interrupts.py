@@ -1,16 +1,25 @@
-"""External interrupts at exact instruction counts, held while RFLAGS.IF is clear.
+"""External interrupts: at exact instruction counts (scheduled through the API) and from the
+machine's interrupt controller (the PC platform's timers and devices), held while
+RFLAGS.IF is clear.
 
-Owns: the schedule of external interrupts (raised when exactly N instructions have
-retired), holding one that comes due with IF clear until the first instruction that can set
-IF retires (sti, with its one-instruction shadow; popf, iretq, sysret), and waking a halted
-CPU with the next scheduled interrupt.
+Owns: the schedule of external interrupts; asking the controller when it next needs a stop
+and what to deliver (the INTA cycle); holding an interrupt that is due with IF clear until
+the first instruction that can set IF retires (sti, with its one-instruction shadow; popf,
+iretq, sysret); a stop requested because a device made an interrupt pending; waking a halted
+CPU (fast-forwarding virtual time to the controller's next interrupt).
 Does not own: delivery (delivery.py), running (core.py: it asks `next_due()` where to stop
-and calls `deliver_due()` there), finding the IF-setting instructions (scan.py).
+and calls `deliver_due()` there), finding the IF-setting instructions (scan.py), the
+devices (emu/hw).
+
+Timing: an interrupt from a timer is taken exactly at its deadline (or as soon after as IF
+allows). One a device access made pending (an EOI, an unmask, a self-IPI) is taken when
+the run next stops: right after a port access, at the end of the translated block after an
+MMIO access (Unicorn cannot stop between instructions of a block it is running).
 """
 from __future__ import annotations
 
 import heapq
-from typing import Callable
+from typing import Callable, Protocol
 
 from unicorn import x86_const as X
 
@@ -24,12 +33,32 @@ IF_OPENERS = {"sti": 2, "popfq": 1, "popf": 1, "iretq": 1, "iret": 1, "sysretq":
 HELD_INTERRUPT_RETRY = 1000      # retry period when no IF-setting instruction is known
 
 
+class InterruptController(Protocol):
+    """The machine's source of external interrupts (emu/hw/platform.py), in the CPU's
+    terms: instruction counts, not virtual ticks."""
+
+    def next_due(self) -> int | None:
+        """The instruction count at which a timer next needs attention, or None."""
+
+    def catch_up(self) -> bool:
+        """Bring the timers to now; True if an interrupt is pending (IF permitting)."""
+
+    def acknowledge(self) -> int:
+        """The INTA cycle: the vector to deliver."""
+
+    def idle(self) -> bool:
+        """A halted CPU with IF set: skip virtual time to the next interrupt; True if one
+        is pending now, False if none will come (a dead halt)."""
+
+
 class InterruptSchedule:
-    """Scheduled and held external interrupts of one CPU."""
+    """Scheduled, held and controller interrupts of one CPU."""
 
     def __init__(self, uc, delivery: Delivery) -> None:
         self.uc = uc
         self.delivery = delivery
+        self.controller: InterruptController | None = None
+        self.attention = False                    # a device made an interrupt pending
         self._scheduled: list[tuple[int, int, int]] = []   # (icount, sequence, vector)
         self._held: list[tuple[int, int]] = []    # (sequence, vector) waiting for IF
         self._openers: dict[int, int] = {}        # address of sti etc. -> shadow length
@@ -46,32 +75,47 @@ class InterruptSchedule:
 
     def next_due(self) -> int:
         """The instruction count at which the next interrupt is due, or NEVER."""
-        return self._scheduled[0][0] if self._scheduled else NEVER
+        due = self._scheduled[0][0] if self._scheduled else NEVER
+        if self.controller is not None:
+            timer = self.controller.next_due()
+            if timer is not None:
+                due = min(due, timer)
+        return due
 
     def deliver_due(self, icount: int) -> None:
-        """Deliver every interrupt due at `icount`; hold the ones IF keeps out."""
+        """Deliver every scheduled interrupt due at `icount` and what the controller has;
+        hold what IF keeps out."""
+        self.attention = False
         while self._scheduled and self._scheduled[0][0] <= icount:
             _, sequence, vector = self._scheduled[0]
             if self.delivery.external(vector):
                 heapq.heappop(self._scheduled)
                 continue
-            # IF is clear: held until an instruction that can set IF retires. Without
-            # known ones (code not scanned), try again later, deterministically.
-            self._watch_openers()
-            if self._exits_on:
-                heapq.heappop(self._scheduled)
-                self._held.append((sequence, vector))
-            else:
+            if not self._hold():       # no known IF-setting instruction: retry later
                 heapq.heapreplace(self._scheduled,
                                   (icount + HELD_INTERRUPT_RETRY, sequence, vector))
+                break
+            heapq.heappop(self._scheduled)
+            self._held.append((sequence, vector))
+        if self.controller is not None and self.controller.catch_up():
+            if self._interrupts_enabled():
+                self.delivery.external(self.controller.acknowledge())
+            else:
+                self._hold()          # taken when an IF-setting instruction retires
 
     def wake_from_halt(self) -> bool:
-        """A halted CPU with IF set takes the next scheduled interrupt now. True if it did."""
-        if not self._scheduled or not self.uc.reg_read(X.UC_X86_REG_EFLAGS) & RFLAGS_IF:
+        """A halted CPU with IF set takes the next interrupt now (virtual time skips to
+        the controller's next one). True if it did; False: a dead halt."""
+        if not self._interrupts_enabled():
             return False
-        _, _, vector = heapq.heappop(self._scheduled)
-        self.delivery.external(vector)
-        return True
+        if self._scheduled:
+            _, _, vector = heapq.heappop(self._scheduled)
+            self.delivery.external(vector)
+            return True
+        if self.controller is not None and self.controller.idle():
+            self.delivery.external(self.controller.acknowledge())
+            return True
+        return False
 
     def step_over_opener(self, rip: int, now: Callable[[], int],
                          run_exactly: Callable[[int], None]) -> bool:
@@ -88,6 +132,14 @@ class InterruptSchedule:
             heapq.heappush(self._scheduled, (due, sequence, vector))
         self._held = []
         return True
+
+    def _interrupts_enabled(self) -> bool:
+        return bool(self.uc.reg_read(X.UC_X86_REG_EFLAGS) & RFLAGS_IF)
+
+    def _hold(self) -> bool:
+        """Watch the IF-setting instructions; False if none are known."""
+        self._watch_openers()
+        return self._exits_on
 
     def _watch_openers(self) -> None:
         """Make the instructions that can set IF emulation exits, so the run stops right

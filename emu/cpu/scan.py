@@ -1,10 +1,10 @@
 """The privileged instructions of the guest's code, found once and hooked at exactly their
 addresses (a hook on every instruction costs about 50x, see docs/UNICORN.md).
 
-Owns: scanning executable ranges with capstone for `mov cr3, reg`, `invlpg` and the
-instructions that can set RFLAGS.IF; hooking the first two so that CR3 loads and TLB
-flushes reach the CPU's own caches and the event bus (Cr3Written fires before the `mov`
-runs, so observers see the new root before the guest uses it).
+Owns: scanning executable ranges with capstone for `mov cr3, reg`, `invlpg`, RDMSR and
+WRMSR (for msr.py) and the instructions that can set RFLAGS.IF; hooking the first two so
+that CR3 loads and TLB flushes reach the CPU's own caches and the event bus (Cr3Written
+fires before the `mov` runs, so observers see the new root before the guest uses it).
 Does not own: what observers do with the events, holding interrupts (interrupts.py).
 """
 from __future__ import annotations
@@ -36,6 +36,8 @@ class Privileged:
     cr3_writes: list[tuple[int, int]] = field(default_factory=list)
     invlpgs: list[tuple[int, object]] = field(default_factory=list)
     if_openers: dict[int, int] = field(default_factory=dict)
+    rdmsrs: list[int] = field(default_factory=list)
+    wrmsrs: list[int] = field(default_factory=list)
 
 
 def find_privileged(code: bytes, start: int, found: Privileged) -> None:
@@ -49,6 +51,9 @@ def find_privileged(code: bytes, start: int, found: Privileged) -> None:
     for address, size, mnemonic, op_str in scan.disasm_lite(code, start):
         if mnemonic in IF_OPENERS:
             found.if_openers[address] = IF_OPENERS[mnemonic]
+            continue
+        if mnemonic in ("rdmsr", "wrmsr"):
+            (found.rdmsrs if mnemonic == "rdmsr" else found.wrmsrs).append(address)
             continue
         if not (mnemonic == "invlpg" or (mnemonic == "mov" and op_str.startswith("cr3,"))):
             continue

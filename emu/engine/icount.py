@@ -130,6 +130,11 @@ class InstructionCounter:
         self.state.stop_at = icount
         self.state.stop_requested = 0
 
+    def lower_stop_at(self, icount: int) -> None:
+        """Stop earlier than planned (read by the hook before every block)."""
+        if icount < self.state.stop_at:
+            self.state.stop_at = icount
+
     @property
     def stop_requested(self) -> bool:
         return bool(self.state.stop_requested)
@@ -166,6 +171,9 @@ class NoInstructionCounter:
         pass
 
     def request_stop_at(self, icount: int) -> None:
+        pass
+
+    def lower_stop_at(self, icount: int) -> None:
         pass
 
     def adjust(self, delta: int) -> None:

@@ -195,6 +195,7 @@ class Bus:
         self._mmio: list[MmioRegion] = []
         self.in_access = False          # a device access is being made (an instruction retires)
         self._window: _Window | None = None
+        self._named_holes: list[tuple[int, int, str]] = []
         guard.hook_instruction(UC_X86_INS_IN, PORT_IN, self._in, on_error=0)
         guard.hook_instruction(UC_X86_INS_OUT, PORT_OUT, self._out)
         self._unbacked_hooks = [uc.hook_add(UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_FETCH_PROT,
@@ -219,6 +220,11 @@ class Bus:
             self.uc.hook_add(UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_FETCH_PROT, callback, None,
                              first, last) for first, last in holes]
 
+    def name_hole(self, paddr: int, size: int, meaning: str) -> None:
+        """Say what an access to [paddr, paddr+size), which has nothing behind it, means
+        ("boot stack overflow"): the crash message starts with it."""
+        self._named_holes.append((paddr, paddr + size, meaning))
+
     # --- wiring ----------------------------------------------------------------------------
 
     def add_ports(self, first_port: int, count: int, device: Device) -> None:
@@ -239,10 +245,15 @@ class Bus:
         self.add_ports(first_port, count, device)
         return device
 
-    def add_mmio(self, paddr: int, size: int, device: Device) -> MmioRegion:
+    def add_mmio(self, paddr: int, size: int, device: Device, exact: bool = True) -> MmioRegion:
         """Put `device` behind physical [paddr, paddr+size), page aligned and not RAM.
         Add devices before the first `emu_start`: Unicorn may not run hooks added later in
-        code it has already translated."""
+        code it has already translated. `exact`: a memory hook bounded to the region makes
+        each access whole (an 8-byte access is one call) with an exact RIP, at the price of
+        a range check on every guest memory access (about 1.5x on memory-heavy code, see
+        above); without it the device sees Unicorn's pieces (8-byte accesses as two 4-byte
+        ones) and events are stamped with the time at the start of the translated block.
+        Devices with 32-bit registers (APIC, IOAPIC, HPET) do not need it."""
         if paddr % PAGE_SIZE or size <= 0 or size % PAGE_SIZE:
             raise ValueError(f"MMIO for {device.name} at {paddr:#x}+{size:#x} is not whole pages")
         region = MmioRegion(paddr, size, device)
@@ -256,8 +267,9 @@ class Bus:
         except UcError as exc:
             raise ValueError(f"cannot put MMIO for {device.name} at {paddr:#x}+{size:#x}: "
                              f"{exc} (is there RAM there?)") from None
-        self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, self.guard.wrap(self._mmio_access),
-                         region, paddr, region.end - 1)
+        if exact:
+            self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE,
+                             self.guard.wrap(self._mmio_access), region, paddr, region.end - 1)
         self._mmio.append(region)
         return region
 
@@ -369,6 +381,10 @@ class Bus:
                              f"{self._at(uc)}")
         verb, preposition = _UNMAPPED_VERBS[access]
         plural = "" if size == 1 else "s"
+        for start, end, meaning in self._named_holes:
+            if start <= paddr < end:
+                raise GuestCrash(f"{meaning}: {verb} of {size} byte{plural} {preposition} "
+                                 f"physical {paddr:#x}{self._at(uc)}")
         raise GuestCrash(f"{verb} of {size} byte{plural} {preposition} physical {paddr:#x} "
                          f"with nothing behind it{self._at(uc)}")
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 try:
     import tomllib
@@ -102,9 +102,10 @@ class MemoryMap:
                 out.append(region)
         return MemoryMap(tuple(out))
 
-    def backed_ranges(self) -> list[tuple[int, int]]:
+    def backed_ranges(self, exclude: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
         """Page-aligned (base, length) ranges that need RAM behind them: every region,
-        merged where they touch or overlap."""
+        merged where they touch or overlap, less the `exclude` (base, length) windows
+        where devices answer instead."""
         spans: list[list[int]] = []
         for region in self.regions:
             start = region.base & ~(PAGE_SIZE - 1)
@@ -113,6 +114,11 @@ class MemoryMap:
                 spans[-1][1] = max(spans[-1][1], end)
             else:
                 spans.append([start, end])
+        for hole_base, hole_length in exclude:
+            hole_end = hole_base + hole_length
+            spans = [piece for start, end in spans
+                     for piece in ([start, min(end, hole_base)], [max(start, hole_end), end])
+                     if piece[0] < piece[1]]
         return [(start, end - start) for start, end in spans]
 
 

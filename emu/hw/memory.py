@@ -43,6 +43,21 @@ class PhysicalMemory:
         self._bases.insert(index, base)
         self._ranges.insert(index, (base, length, buffer, view))
 
+    def punch(self, paddr: int, length: int) -> None:
+        """Take whole pages [paddr, paddr+length) of one RAM range away: accesses there
+        reach whatever the bus puts there (a guard page: nothing)."""
+        index = bisect.bisect(self._bases, paddr) - 1
+        base, size, buffer, view = self._ranges[max(index, 0)]
+        offset = paddr - base
+        if index < 0 or offset + length > size:
+            raise ValueError(f"{paddr:#x}+{length:#x} is not inside one RAM range")
+        self.uc.mem_unmap(paddr, length)
+        pieces = [(base, offset, buffer, view[:offset]),
+                  (paddr + length, size - offset - length, buffer, view[offset + length:])]
+        pieces = [piece for piece in pieces if piece[1]]
+        self._ranges[index:index + 1] = pieces
+        self._bases[index:index + 1] = [piece[0] for piece in pieces]
+
     def ranges(self) -> list[tuple[int, int]]:
         return [(base, length) for base, length, _, _ in self._ranges]
 
@@ -81,10 +96,8 @@ class PhysicalMemory:
 
     def resident_bytes(self) -> int:
         """Host memory actually touched (for the 'untouched RAM costs nothing' promise)."""
-        total = 0
-        for _, length, buffer, _ in self._ranges:
-            total += _resident(buffer, length)
-        return total
+        buffers = {id(buffer): buffer for _, _, buffer, _ in self._ranges}   # punch shares
+        return sum(_resident(buffer, len(buffer)) for buffer in buffers.values())
 
 
 def _buffer_address(buffer: mmap.mmap) -> int:

@@ -50,6 +50,7 @@ from emu.hw.devices.rtc import RTC_IRQ, RTC_PORT, Mc146818Rtc
 from emu.hw.irq import InterruptRouting
 
 IOAPIC_ID = 1                    # distinct from the BSP's local APIC ID 0 (MP spec 3.6.6)
+IDLE_LIMIT_SECONDS = 3600        # a halted CPU with no interrupt within this is dead
 BSP_APIC_ID = 0
 
 
@@ -58,7 +59,29 @@ class PortsAndMmio(Protocol):
 
     def add_ports(self, first_port: int, count: int, device: Device) -> None: ...
 
-    def add_mmio(self, paddr: int, size: int, device: Device) -> object: ...
+    def add_mmio(self, paddr: int, size: int, device: Device, exact: bool = True) -> object: ...
+
+
+class _Watched(Device):
+    """A device whose every access is followed by a call (see PcPlatform.install)."""
+
+    def __init__(self, device: Device, after: Callable[[], None]) -> None:
+        super().__init__(device.name)
+        self.device = device
+        self.after = after
+        self.registers = device.registers
+
+    def read(self, offset: int, size: int) -> int:
+        value = self.device.read(offset, size)
+        self.after()
+        return value
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.device.write(offset, size, value)
+        self.after()
+
+    def active_banks(self) -> frozenset[str]:
+        return self.device.active_banks()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,16 +149,28 @@ class PcPlatform:
                 (PM_BASE, PM_PORT_COUNT, self.acpi_pm),
                 (CONFIG_ADDRESS_PORT, PCI_PORT_COUNT, self.pci))
 
+    @staticmethod
+    def mmio_windows() -> tuple[tuple[int, int, str], ...]:
+        """(base, size, name) of the MMIO windows: no RAM may be there."""
+        return ((IOAPIC_BASE, IOAPIC_SIZE, "IOAPIC"), (HPET_BASE, HPET_SIZE, "HPET"),
+                (LAPIC_BASE, LAPIC_SIZE, "local APIC"))
+
     def mmio_map(self) -> tuple[tuple[int, int, Device], ...]:
         return ((IOAPIC_BASE, IOAPIC_SIZE, self.ioapic), (HPET_BASE, HPET_SIZE, self.hpet),
                 (LAPIC_BASE, LAPIC_SIZE, self.lapic))
 
-    def install(self, bus: PortsAndMmio) -> None:
-        """Put every device on `bus` (before the first instruction runs)."""
+    def install(self, bus: PortsAndMmio,
+                after_access: Callable[[], None] | None = None) -> None:
+        """Put every device on `bus` (before the first instruction runs). `after_access`
+        is called after every access to one of them (the machine checks then whether an
+        interrupt became pending). MMIO regions are plain callbacks: no memory hook, so RAM
+        accesses cost nothing extra (emu/hw/bus.py, `exact`)."""
+        def watched(device: Device) -> Device:
+            return device if after_access is None else _Watched(device, after_access)
         for first, count, device in self.port_map():
-            bus.add_ports(first, count, device)
+            bus.add_ports(first, count, watched(device))
         for base, size, device in self.mmio_map():
-            bus.add_mmio(base, size, device)
+            bus.add_mmio(base, size, watched(device), exact=False)
 
     def acpi_machine(self) -> AcpiMachine:
         return AcpiMachine(lapic_address=LAPIC_BASE, lapic_id=self.lapic.initial_id,
@@ -165,6 +200,23 @@ class PcPlatform:
             self.clock.skip_to(deadline)
         return self.clock.now()
 
+    # --- the CPU's InterruptController protocol (emu/cpu/interrupts.py) ---------------------
+
+    def next_due(self) -> int | None:
+        """The instruction count of the next timer deadline (ticks minus halted time)."""
+        deadline = self.timers.next_deadline()
+        return None if deadline is None else max(deadline - self.clock.skipped, 0)
+
+    def catch_up(self) -> bool:
+        return self.service(self.clock.now())
+
+    def acknowledge(self) -> int:
+        return self.interrupts.acknowledge()
+
+    def idle(self) -> bool:
+        return self.idle_until_interrupt(self.clock.now() + IDLE_LIMIT_SECONDS *
+                                         self.clock.ips) is not None
+
     def read_msr(self, index: int) -> int | None:
         """The value of an MSR the platform owns, or None if it is not one of them."""
         if index == MSR_IA32_APIC_BASE:
@@ -182,6 +234,10 @@ class PcPlatform:
         else:
             return False
         return True
+
+    def cpuid(self) -> tuple[CpuidFact, ...]:
+        """The CPUID facts of this platform at its clock's rate."""
+        return cpuid_facts(self.clock.ips)
 
     def type_text(self, text: str) -> int:
         """Keys pressed on the PS/2 keyboard; returns characters no key types."""

@@ -122,6 +122,35 @@ def test_periodic_mode_with_val_set():
         assert hpet.read(comparator(0), 8) == value + 100
 
 
+def periodic_with_val_set(hpet: Hpet) -> None:
+    hpet.write(timer_config(0), 8, H.TN_INT_ENABLE | H.TN_PERIODIC | H.TN_VAL_SET
+               | 20 << H.TN_ROUTE_SHIFT)
+
+
+def test_a_64_bit_write_split_in_halves_sets_the_whole_comparator():
+    """The bus hands a 64-bit MMIO write over as two 32-bit halves, low first."""
+    _, hpet, _, _ = make()
+    periodic_with_val_set(hpet)
+    hpet.write(comparator(0), 4, 300)
+    hpet.write(comparator(0) + 4, 4, 0)
+    assert hpet.read(comparator(0), 8) == 300          # not 0xffffffff_0000012c
+    hpet.write(comparator(0), 4, 100)                  # a new write: the period only
+    hpet.write(comparator(0) + 4, 4, 0)
+    assert hpet.read(comparator(0), 8) == 300
+
+
+def test_32_bit_writes_with_val_set_as_linux_makes_them():
+    """Low half with VAL_SET (comparator and period), then the low half again (period)."""
+    _, hpet, _, _ = make()
+    hpet.write(comparator(0), 8, 0)
+    periodic_with_val_set(hpet)
+    hpet.write(comparator(0), 4, 5000)
+    hpet.write(comparator(0), 4, 250)
+    assert hpet.read(comparator(0), 8) == 5000
+    hpet.write(comparator(0) + 4, 4, 7)               # a later high half: period only
+    assert hpet.read(comparator(0), 8) == 5000
+
+
 def test_periodic_catch_up_coalesces_and_keeps_the_phase():
     time, hpet, lines, _ = make()
     hpet.write(timer_config(0), 8, H.TN_INT_ENABLE | H.TN_PERIODIC | H.TN_VAL_SET

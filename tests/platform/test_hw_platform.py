@@ -23,7 +23,7 @@ class StandInBus:
             assert port not in self.ports, f"port {port:#x} taken twice"
             self.ports[port] = (device, port - first_port)
 
-    def add_mmio(self, paddr, size, device):
+    def add_mmio(self, paddr, size, device, exact=True):
         for base, length, _ in self.regions:
             assert paddr + size <= base or base + length <= paddr
         self.regions.append((paddr, size, device))

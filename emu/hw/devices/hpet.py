@@ -17,7 +17,9 @@ Modelled as documented behaviour, not refused:
   mode); a value already passed matches only after the counter wraps, as on hardware. A
   comparator written equal to the current count matches at once.
 - Periodic mode: every comparator write sets the period; with Tn_VAL_SET_CNF it also sets the
-  comparator, and the write clears Tn_VAL_SET_CNF (spec 2.3.9.2.2). Each match adds the
+  comparator, and the write clears Tn_VAL_SET_CNF (spec 2.3.9.2.2). A 64-bit write reaches
+  the model as two 32-bit halves; the high half that follows a low half still counts as
+  written with Tn_VAL_SET_CNF. Each match adds the
   period to the comparator; a period of 0 matches once per counter wrap.
 - A route outside Tn_INT_ROUTE_CAP is ignored (the previous route stays). Writes to the main
   counter while it runs are accepted (the spec leaves them undefined).
@@ -46,6 +48,7 @@ LEG_RT_CAP, COUNT_SIZE_CAP = 1 << 15, 1 << 13
 TN_LEVEL, TN_INT_ENABLE, TN_PERIODIC = 1 << 1, 1 << 2, 1 << 3
 TN_PERIODIC_CAP, TN_SIZE_CAP, TN_VAL_SET, TN_32BIT = 1 << 4, 1 << 5, 1 << 6, 1 << 8
 TN_ROUTE_SHIFT, TN_ROUTE_MASK = 9, 0x1F << 9
+_LOW_HALF, _HIGH_HALF = 0xFFFFFFFF, 0xFFFFFFFF << 32
 _TN_WRITABLE = TN_LEVEL | TN_INT_ENABLE | TN_PERIODIC | TN_VAL_SET | TN_32BIT | TN_ROUTE_MASK
 LEGACY_IRQS = (0, 8)                     # timer 0 -> IRQ0, timer 1 -> IRQ8 in legacy mode
 _MASK64 = (1 << 64) - 1
@@ -69,6 +72,9 @@ class HpetTimer:
         self.last = -1
         self.status = False              # level mode: interrupt active (GINTR_STA bit)
         self.line: IrqLine | None = None
+        # Tn_VAL_SET_CNF was consumed by a write of the comparator's low half: the high half,
+        # if it comes next, belongs to the same 64-bit write (see Hpet.write).
+        self.value_set_high = False
 
     @property
     def width_mask(self) -> int:
@@ -90,10 +96,13 @@ class HpetTimer:
         """`written` masks the bytes the access covered (a 32-bit half or all 64 bits)."""
         merged = ((self.comparator & ~written) | (value & written)) & self.width_mask
         periodic = bool(self.config & TN_PERIODIC)
-        if not periodic or self.config & TN_VAL_SET:
+        value_set = bool(self.config & TN_VAL_SET) or \
+            (self.value_set_high and written == _HIGH_HALF)
+        if not periodic or value_set:
             self.comparator = merged
         if periodic:
             self.period = ((self.period & ~written) | (value & written)) & self.width_mask
+        self.value_set_high = bool(self.config & TN_VAL_SET) and written == _LOW_HALF
         self.config &= ~TN_VAL_SET
         self.last = counter_now - 1
 
@@ -218,6 +227,8 @@ class Hpet(Device):
     # --- registers --------------------------------------------------------------------------
 
     def read(self, offset: int, size: int) -> int:
+        for timer in self.timers:
+            timer.value_set_high = False
         now = self.clock.now()
         self.advance(now)
         shift = 8 * (offset & 7)
@@ -243,6 +254,12 @@ class Hpet(Device):
     def write(self, offset: int, size: int, value: int) -> None:
         now = self.clock.now()
         self.advance(now)
+        # The bus hands a 64-bit write over as its two 32-bit halves, low first (emu/hw/bus.py,
+        # exact=False): a high half right after the low half of the same comparator finishes
+        # that write, so Tn_VAL_SET_CNF covers both halves as it covers one 64-bit write.
+        for timer in self.timers:
+            if offset != TIMER_BASE + TIMER_STRIDE * timer.index + T_COMPARATOR + 4:
+                timer.value_set_high = False
         shift = 8 * (offset & 7)
         written = ((1 << (8 * size)) - 1) << shift
         self._write_register(offset & ~7, value << shift & written, written, now)

@@ -23,6 +23,7 @@ __all__ = ["install_pc_devices", "PcDevices", "PC_IGNORED_PORTS", "COM1", "DEBUG
 # Ports a kernel pokes at boot that this machine does not model. They read 0, not the
 # floating 0xff of a real bus: a PS/2 status of 0xff says "input buffer full" and a driver
 # waiting for it to drain would spin forever.
+POST_PORT = 0x80
 PC_IGNORED_PORTS = (
     (0x20, 2, "PIC master"),
     (0x40, 4, "PIT"),
@@ -44,10 +45,12 @@ class PcDevices:
 
 def install_pc_devices(bus: Bus, uart_on_text: Callable[[str], None] | None = None, *,
                        on_exit: Callable[[int], None],
-                       clock: Callable[[], int] | None = None) -> PcDevices:
+                       clock: Callable[[], int] | None = None,
+                       platform: bool = False) -> PcDevices:
     """Wire COM1, the debug-exit port, the checkpoint and marker ports and the ignored
-    legacy ports onto `bus`. `clock` stamps markers with the exact instruction count (default: the
-    event bus's clock)."""
+    legacy ports onto `bus`. `clock` stamps markers with the exact instruction count
+    (default: the event bus's clock). With `platform` (emu/hw/platform.py models the PIC,
+    PIT and 8042), only the POST port is ignored."""
     com1 = Uart16550(COM1, events=bus.events, on_text=uart_on_text)
     bus.add_ports(com1.port_base, 8, com1)
     debug_exit = DebugExit(on_exit)
@@ -57,5 +60,6 @@ def install_pc_devices(bus: Bus, uart_on_text: Callable[[str], None] | None = No
     marker = MarkerPort(bus.events, clock)
     bus.add_ports(marker.port, MarkerPort.port_count, marker)
     ignored = tuple(bus.ignore_ports(first, count, fill=0, name=name)
-                    for first, count, name in PC_IGNORED_PORTS)
+                    for first, count, name in PC_IGNORED_PORTS
+                    if not platform or first == POST_PORT)
     return PcDevices(com1, debug_exit, ignored, checkpoint, marker)

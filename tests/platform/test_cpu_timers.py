@@ -1,0 +1,192 @@
+"""Timer interrupts through the CPU (issue 15, "Done means"): small kernels assembled here
+run on a bare machine with the PC platform, program one timer each (the local APIC timer,
+the PIT through the 8259 pair, the HPET through the IOAPIC), halt between ticks, and count
+ten ticks in their handler, which records the TSC (virtual time) at each. The tick times
+must be exact: the period the device's clock arithmetic gives, the same in every run."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from emu.bare import BareMachine
+from emu.hw.clock import DEFAULT_IPS
+from emu.result import RunEnd
+
+TICKS = 10
+COUNT, STAMPS = 0x5000, 0x5100       # the handler's tick count and its TSC readings
+LAPIC, IOAPIC, HPET = 0xFEE00000, 0xFEC00000, 0xFED00000
+VECTOR = 0x40
+
+HANDLER = """
+    push rax
+    push rdx
+    push rbx
+    mov rbx, {count}
+    mov rbx, [rbx]
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov rdx, {stamps}
+    mov [rdx + rbx*8], rax
+    mov rdx, {count}
+    inc qword ptr [rdx]
+    {eoi}
+    pop rbx
+    pop rdx
+    pop rax
+    iretq
+"""
+
+# Halt until TICKS ticks were counted, then end with interrupts off (a HALT ending).
+WAIT = f"""
+    sti
+wait:
+    hlt
+    mov rax, {COUNT}
+    cmp qword ptr [rax], {TICKS}
+    jb wait
+    cli
+    hlt
+"""
+
+
+def run_ticks(setup: str, eoi: str, ips: int = DEFAULT_IPS, **mmio: int):
+    """Boot a kernel that runs `setup` (with {name} for each mapped MMIO page) and WAIT;
+    returns (the TSC at each tick, the instructions retired, how the run ended)."""
+    machine = BareMachine(platform=True, ips=ips)
+    pages = {name: machine.map_mmio(paddr) for name, paddr in mmio.items()}
+    routines = machine.load(setup.format(**pages) + WAIT,
+                            handler=HANDLER.format(count=COUNT, stamps=STAMPS,
+                                                   eoi=eoi.format(**pages)))
+    machine.gate(VECTOR, routines["handler"])
+    machine.boot()
+    end = machine.run(budget=50_000_000)
+    count = struct.unpack("<Q", machine.memory.read(COUNT, 8))[0]
+    stamps = struct.unpack(f"<{TICKS}Q", machine.memory.read(STAMPS, 8 * TICKS))
+    assert count == TICKS, (end, count)
+    return list(stamps), machine.cpu.icount(), end, machine
+
+
+LAPIC_EOI = "mov rax, {lapic}\n mov dword ptr [rax + 0xB0], 0"
+
+
+def lapic_timer(initial: int, divide_code: int) -> str:
+    return f"""
+    mov rax, {{lapic}}
+    mov dword ptr [rax + 0xF0], 0x1FF          /* SVR: enabled, spurious vector 0xFF */
+    mov dword ptr [rax + 0x3E0], {divide_code}
+    mov dword ptr [rax + 0x320], {VECTOR | 1 << 17}   /* LVT timer: periodic */
+    mov dword ptr [rax + 0x380], {initial}
+    """
+
+
+@pytest.mark.parametrize("initial, divide_code, divisor", [(50_000, 0xB, 1), (7_000, 0x3, 16)])
+def test_lapic_periodic_timer_ticks_at_exact_intervals(initial, divide_code, divisor):
+    stamps, _, end, _ = run_ticks(lapic_timer(initial, divide_code), LAPIC_EOI, lapic=LAPIC)
+    assert end is RunEnd.HALT
+    assert {b - a for a, b in zip(stamps, stamps[1:])} == {initial * divisor}
+
+
+def test_lapic_ticks_are_the_same_in_every_run():
+    first = run_ticks(lapic_timer(12_345, 0xB), LAPIC_EOI, lapic=LAPIC)[:2]
+    assert run_ticks(lapic_timer(12_345, 0xB), LAPIC_EOI, lapic=LAPIC)[:2] == first
+
+
+def test_halted_time_is_skipped_not_run():
+    """A 1 ms tick with the CPU halted between: virtual time advances by the period while
+    the instructions retired stay a few dozen per tick."""
+    stamps, retired, _, _ = run_ticks(lapic_timer(100_000, 0xB), LAPIC_EOI, lapic=LAPIC)
+    assert stamps[-1] - stamps[0] == 9 * 100_000
+    assert retired < 50 * TICKS + 200
+
+
+PIC_SETUP = f"""
+    mov al, 0x11
+    out 0x20, al
+    out 0xA0, al
+    mov al, {VECTOR}
+    out 0x21, al
+    mov al, {VECTOR + 8}
+    out 0xA1, al
+    mov al, 4
+    out 0x21, al
+    mov al, 2
+    out 0xA1, al
+    mov al, 1
+    out 0x21, al
+    out 0xA1, al
+    mov al, 0xFE                /* only IRQ0 */
+    out 0x21, al
+    mov al, 0xFF
+    out 0xA1, al
+    mov al, 0x34                /* channel 0, lobyte/hibyte, mode 2 (rate generator) */
+    out 0x43, al
+    mov al, {1193 & 0xFF}
+    out 0x40, al
+    mov al, {1193 >> 8}
+    out 0x40, al
+"""
+PIC_EOI = "mov al, 0x20\n out 0x20, al"
+
+
+def pit_edge(k: int, ips: int = DEFAULT_IPS) -> int:
+    """The tick of the PIT's k-th input clock edge: ceil(k * ips / (105/88 MHz))."""
+    return -(-k * 88 * ips // 105_000_000)
+
+
+def test_pit_through_the_8259_ticks_on_its_clock_edges():
+    stamps, _, end, _ = run_ticks(PIC_SETUP, PIC_EOI)
+    assert end is RunEnd.HALT
+    deltas = [b - a for a, b in zip(stamps, stamps[1:])]
+    # 1193 PIT clocks are 99,984.7 ticks: the intervals follow the exact edge times.
+    assert set(deltas) <= {99_984, 99_985} and len(set(deltas)) == 2
+    # Tick n is the PIT's (E + 1193 * (n + 1))-th clock edge for the edge E at which the
+    # count was loaded, plus the handler's few instructions before its rdtsc.
+    def offsets(first_edge: int) -> set[int]:
+        return {stamp - pit_edge(first_edge + 1193 * (n + 1)) for n, stamp in enumerate(stamps)}
+    assert any(len(offsets(e)) == 1 and 0 < min(offsets(e)) < 100 for e in range(2000))
+
+
+def test_pit_rate_follows_ips():
+    stamps, _, _, _ = run_ticks(PIC_SETUP, PIC_EOI, ips=10_000_000)
+    assert stamps[-1] - stamps[0] == pit_edge(1193 * 10, 10_000_000) - \
+        pit_edge(1193, 10_000_000)
+
+
+HPET_SETUP = f"""
+    mov al, 0xFF                /* both 8259s masked: the IOAPIC carries the interrupt */
+    out 0x21, al
+    out 0xA1, al
+    mov rax, {{lapic}}
+    mov dword ptr [rax + 0xF0], 0x1FF
+    mov rax, {{ioapic}}
+    mov dword ptr [rax], {0x10 + 2 * 20}      /* redirection entry 20, low half */
+    mov dword ptr [rax + 0x10], {VECTOR}      /* fixed, edge, active high, unmasked */
+    mov dword ptr [rax], {0x10 + 2 * 20 + 1}
+    mov dword ptr [rax + 0x10], 0             /* destination: APIC ID 0 */
+    mov rbx, {{hpet}}
+    mov rax, {1 << 2 | 1 << 3 | 1 << 6 | 20 << 9}   /* enabled, periodic, value set, pin 20 */
+    mov qword ptr [rbx + 0x100], rax
+    mov qword ptr [rbx + 0x108], 14318            /* first comparator value */
+    mov qword ptr [rbx + 0x108], 14318            /* then the period */
+    mov qword ptr [rbx + 0x10], 1                 /* the main counter runs */
+"""
+
+
+def hpet_edge(k: int, ips: int = DEFAULT_IPS) -> int:
+    """The tick of the HPET's k-th count: ceil(k * period_fs * ips / 10**15)."""
+    return -(-k * 69_841_279 * ips // 10**15)
+
+
+def test_hpet_through_the_ioapic_ticks_on_its_counts():
+    stamps, _, end, _ = run_ticks(HPET_SETUP, LAPIC_EOI, lapic=LAPIC, ioapic=IOAPIC,
+                                  hpet=HPET)
+    assert end is RunEnd.HALT
+    offsets = [stamp - hpet_edge(14318 * (n + 1)) for n, stamp in enumerate(stamps)]
+    assert len(set(offsets)) == 1 and 0 <= offsets[0] < 100
+
+
+def test_cli_hlt_is_a_halt_with_interrupts_disabled():
+    _, _, end, machine = run_ticks(lapic_timer(10_000, 0xB), LAPIC_EOI, lapic=LAPIC)
+    assert end is RunEnd.HALT and machine.endings == []
