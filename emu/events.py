@@ -31,6 +31,16 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Booted(Event):
+    """The loader is done (icount 0): the Limine base revision in effect, the requests it
+    answered and those it left unanswered, whose response pointers stay NULL."""
+    handler: ClassVar[str] = "on_booted"
+    base_revision: int
+    answered: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ExceptionDelivered(Event):
     """An exception or interrupt went through the guest IDT (or ended the run)."""
     handler: ClassVar[str] = "on_exception"
@@ -135,6 +145,7 @@ class Observer:
     """Base class for observers; override only the `on_*` methods you need."""
 
     def on_event(self, event: Event) -> None: ...
+    def on_booted(self, event: Booted) -> None: ...
     def on_exception(self, event: ExceptionDelivered) -> None: ...
     def on_cr3_write(self, event: Cr3Written) -> None: ...
     def on_tlb_flush(self, event: TlbFlush) -> None: ...

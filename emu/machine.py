@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
+from unicorn import x86_const as X
 
 from emu import signals
 from emu.boot import limine, loader
@@ -37,15 +38,19 @@ from emu.engine import capi
 from emu.engine.guard import HookGuard
 from emu.engine.icount import NEVER
 from emu.errors import ConfigError, GuestError, TripleFault
-from emu.events import EventBus, GuestExit, Observer
+from emu.events import Booted, EventBus, GuestExit, Observer
 from emu.hw import memmap as memmaps
 from emu.hw.bus import Bus
+from emu.hw.clock import DEFAULT_IPS
+from emu.hw.devices.scancodes import keystrokes
 from emu.hw.devices.pc import PcDevices, install_pc_devices, qemu_status
 from emu.hw.memory import PhysicalMemory
+from emu.hw.platform import PcPlatform
 from emu.inputs import check_input
 from emu.monitor import report
 from emu.monitor.symbols import Symbols
 from emu.result import RunEnd, RunResult, exit_status
+from emu.x86 import PAGE_SIZE, RFLAGS_IF
 
 LOADER_MARGIN = 1 << 20        # memory the loader needs beyond the kernel and modules
 HOOKED_PERIOD = 64             # every(n) below this uses a hook per instruction (see below)
@@ -63,6 +68,10 @@ class MachineConfig:
     boot_time: int = 1_700_000_000
     framebuffer: tuple[int, int] | None = (640, 480)
     count_instructions: bool = True        # False: no counting hook (fast, no budget/trace)
+    platform: bool = True                  # the PC platform (ACPI, APIC, PIC, PIT, HPET...)
+    ips: int = DEFAULT_IPS                 # virtual ticks (instructions) per second
+    acpi_rsdp_revision: int = 2            # 0: an RSDT only, for kernels that want ACPI 1.0
+    keys: str = ""                         # typed on the PS/2 keyboard from the start
 
     def describe(self) -> dict:
         """JSON-ready form for trace headers."""
@@ -70,7 +79,24 @@ class MachineConfig:
                 "cmdline": self.cmdline, "modules": [m.name for m in self.modules],
                 "max_instructions": self.max_instructions, "boot_time": self.boot_time,
                 "framebuffer": list(self.framebuffer) if self.framebuffer else None,
-                "count_instructions": self.count_instructions}
+                "count_instructions": self.count_instructions, "platform": self.platform,
+                "ips": self.ips, "acpi_rsdp_revision": self.acpi_rsdp_revision,
+                "keys": self.keys}
+
+
+MIN_IPS, MAX_IPS = 1_000_000, 100_000_000_000
+
+
+def _check_platform_options(config: MachineConfig) -> None:
+    if not MIN_IPS <= config.ips <= MAX_IPS:
+        raise ConfigError(f"--ips {config.ips}: virtual instructions per second must be "
+                          f"{MIN_IPS:,} to {MAX_IPS:,} (default {DEFAULT_IPS:,})")
+    if not config.platform and config.keys:
+        raise ConfigError("--keys types on the platform's PS/2 keyboard; drop --no-platform")
+    untypable = sorted({char for char in config.keys if keystrokes(char) is None})
+    if untypable:
+        raise ConfigError(f"--keys: {''.join(untypable)!r} has no key on the US keyboard emu "
+                          f"models; use printable ASCII, newline, tab and backspace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +114,44 @@ class Machine:
         self.config = config
         if not config.count_instructions and config.max_instructions:
             raise ConfigError("--max-instructions needs instruction counting; drop --no-count")
+        _check_platform_options(config)
         memmap = memmaps.resolve_memmap(config.memmap, config.memory)
         ram = memmap.total(memmaps.MemoryType.USABLE)
         needed = check_input(config.kernel, "kernel", ram, hint=KERNEL_HINT) + \
             sum(check_input(module, "module", ram) for module in config.modules)
         memmaps.validate(memmap, needed=needed + LOADER_MARGIN, spec=config.memmap)
+        self._build_hardware(memmap, observers, on_serial_text)
+        boot_config = loader.BootConfig(
+            cmdline=config.cmdline, modules=tuple((m, m.name) for m in config.modules),
+            boot_time=config.boot_time, framebuffer=config.framebuffer,
+            acpi=self.platform.acpi_tables if self.platform else None,
+            acpi_rsdp_revision=config.acpi_rsdp_revision)
+        self.boot = loader.boot(config.kernel, self.memory, memmap, boot_config)
+        self._guard_boot_stack(self.boot.stack_guard)
+        self.events.emit(Booted(0, self.boot.base_revision, self.boot.requests,
+                                self.boot.ignored_requests))
+        limine.enter_kernel(self.uc, self.boot)
+        self.cpu.watch_privileged(self.boot.executable_segments)
+        self.symbols = Symbols.from_elf(config.kernel, slide=self.boot.kernel_slide)
+        self._stop: _Stop | None = None
+        self._periodic: tuple[int, Callable[[], None]] | None = None
+        self._platform_end = ""
+
+    def _build_hardware(self, memmap: memmaps.MemoryMap, observers: Iterable[Observer],
+                        on_serial_text: Callable[[str], None] | None) -> None:
+        """RAM (not where devices answer), the CPU, the bus, the monitor's own ports, and
+        the PC platform unless turned off."""
+        config = self.config
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.memory = PhysicalMemory(self.uc)
-        for base, length in memmap.backed_ranges():
+        windows = [(base, size) for base, size, _ in PcPlatform.mmio_windows()] \
+            if config.platform else []
+        for base, length in memmap.backed_ranges(exclude=windows):
             self.memory.add(base, length)
         self.hooks = HookGuard(self.uc)
         self.events = EventBus(observers)
         self.cpu = Cpu(self.uc, self.memory, self.events, self.hooks,
-                       count=config.count_instructions)
+                       count=config.count_instructions, ips=config.ips)
         self.bus = Bus(self.uc, self.events, self.hooks, read_code=self.cpu.read_virtual,
                        io_gate=self.cpu.io)
         self.bus.limit_unbacked_checks(self.memory.ranges())
@@ -108,16 +159,33 @@ class Machine:
             self.bus, on_serial_text,
             on_exit=lambda value: self.cpu.request_stop(RunEnd.EXIT, value,
                                                         in_instruction=True),
-            clock=self.cpu.now)
-        boot_config = loader.BootConfig(
-            cmdline=config.cmdline, modules=tuple((m, m.name) for m in config.modules),
-            boot_time=config.boot_time, framebuffer=config.framebuffer)
-        self.boot = loader.boot(config.kernel, self.memory, memmap, boot_config)
-        limine.enter_kernel(self.uc, self.boot)
-        self.cpu.watch_privileged(self.boot.executable_segments)
-        self.symbols = Symbols.from_elf(config.kernel, slide=self.boot.kernel_slide)
-        self._stop: _Stop | None = None
-        self._periodic: tuple[int, Callable[[], None]] | None = None
+            clock=self.cpu.now, platform=config.platform)
+        self.platform: PcPlatform | None = self._build_platform() if config.platform else None
+
+    def _guard_boot_stack(self, page: int) -> None:
+        """Nothing behind the RESERVED page below the boot stack: a push into it stops the
+        run at that instruction, named."""
+        self.memory.punch(page, PAGE_SIZE)
+        self.bus.name_hole(page, PAGE_SIZE, "boot stack overflow (the guard page below the "
+                                            "boot stack)")
+        self.bus.limit_unbacked_checks(self.memory.ranges())
+        hhdm = self.boot.hhdm_offset + page
+        self.cpu.delivery.stack_guard = (hhdm, hhdm + PAGE_SIZE)
+
+    def _build_platform(self) -> PcPlatform:
+        """The PC platform on the CPU's virtual clock, with the keys to type."""
+        platform = PcPlatform(
+            self.cpu.clock, boot_time=self.config.boot_time,
+            on_reset=lambda reason: self._end_by_platform(RunEnd.RESET, reason.value),
+            on_power_off=lambda: self._end_by_platform(RunEnd.POWER_OFF, "ACPI S5 (soft off)"))
+        self.cpu.attach_platform(platform, self.bus)
+        platform.type_text(self.config.keys)
+        return platform
+
+    def _end_by_platform(self, end: RunEnd, why: str) -> None:
+        """The guest powered off or reset the machine: the run ends after this access."""
+        self._platform_end = why
+        self.cpu.request_stop(end, in_instruction=self.bus.in_access)
 
     # ---- for observers that act on the run ------------------------------------------------
 
@@ -189,11 +257,19 @@ class Machine:
         if end is RunEnd.BUDGET:
             message = f"instruction budget of {budget} exhausted (runaway loop?)"
             return end, message, self._report(message)
+        if end is RunEnd.POWER_OFF:
+            return end, f"guest powered the machine off: {self._platform_end}", ""
+        if end is RunEnd.RESET:
+            message = f"guest reset the machine: {self._platform_end}"
+            return end, message, self._report(message, heading="reset")
         if end is RunEnd.INTERRUPTED:
             message = f"interrupted by {signal.Signals(self.cpu.exit_value).name}" + \
                 (f" after {self.cpu.icount():,} instructions" if self.cpu.count.counting else "")
             return end, message, self._report(message, heading="interrupted")
-        message = "guest halted with nothing to wake it (hlt without the debug exit)"
+        if not self.cpu.reg(X.UC_X86_REG_EFLAGS) & RFLAGS_IF:
+            message = "guest halted with interrupts disabled (cli; hlt): nothing can wake it"
+        else:
+            message = "guest halted with nothing to wake it (no timer armed, no interrupt due)"
         # RIP is past the hlt: show the hlt itself
         return end, message, self._report(message, rip=self.cpu.state.rip() - 1)
 
@@ -232,6 +308,11 @@ class Machine:
 
     def _report(self, title: str, rip: int | None = None, heading: str = "guest crash",
                 details: str = "") -> str:
+        ignored = self.boot.ignored_requests
+        if ignored:     # a kernel that trusts one of these read a NULL response
+            note = "Limine requests emu left unanswered (NULL response): " + \
+                ", ".join(limine.unanswered(name) for name in ignored)
+            details = f"{details}\n{note}" if details else note
         return report.render(self.cpu, title, self.symbols, self.devices.com1.tail(10), rip,
                              heading=heading, details=details)
 

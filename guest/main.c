@@ -12,8 +12,9 @@
  * The others misbehave on purpose, for the emulator's crash reports:
  * test=triple faults with an empty IDT (a triple fault), test=deep does the
  * same from three calls down (for backtraces), test=wild reads physical
- * memory with nothing behind it, test=loop spins forever and test=halt
- * halts forever with interrupts off.
+ * memory with nothing behind it, test=loop spins forever, test=halt
+ * halts forever with interrupts off and test=overflow recurses until the
+ * boot stack runs into the guard page below it.
  */
 #include "arch/x86_64/gdt.h"
 #include "arch/x86_64/idt.h"
@@ -226,6 +227,20 @@ static void test_wild(void)
     panic("test wild: the read of physical memory with nothing behind it returned");
 }
 
+/* Recursion on the boot stack that a volatile limit makes endless; the value
+ * used after the call keeps it from becoming a loop. */
+static volatile uint64_t overflow_limit = ~(uint64_t)0;
+
+static __attribute__((noinline)) uint64_t overflow_frame(uint64_t depth)
+{
+    volatile uint8_t frame[200];
+
+    if (depth == overflow_limit)
+        return 0;
+    frame[depth % sizeof(frame)] = (uint8_t)depth;
+    return overflow_frame(depth + 1) + frame[0];
+}
+
 /* A runaway loop: only an instruction budget stops it. */
 static NORETURN void test_loop(void)
 {
@@ -266,6 +281,10 @@ static void run_test(const char *name)
         test_loop();
     } else if (strcmp(name, "halt") == 0) {
         test_halt();
+    } else if (strcmp(name, "overflow") == 0) {
+        kprintf("test overflow: recursing on the boot stack\n");
+        (void)overflow_frame(0);
+        panic("test overflow: endless recursion returned");
     } else if (strcmp(name, "compute") == 0) {
         /* CPU-bound work for bench/run.py: a sieve, about 37 M instructions. */
         static uint8_t composite[2000000];

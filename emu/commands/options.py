@@ -10,8 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emu.hw.clock import DEFAULT_IPS
 from emu.hw.memmap import parse_memory_size
+from emu.inputs import read_input
 from emu.machine import MachineConfig
+
+
+MAX_KEYS_FILE = 1 << 20
 
 
 def count(text: str) -> int:
@@ -42,6 +47,18 @@ def add_machine_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--boot-time", type=int, default=1_700_000_000,
                          help="date at boot given to the kernel, UNIX seconds (fixed: "
                               "deterministic)")
+    command.add_argument("--ips", type=count, default=DEFAULT_IPS, metavar="N",
+                         help=f"virtual instructions per second: the rate of the TSC, the "
+                              f"timers and the clock (default {DEFAULT_IPS:,})")
+    command.add_argument("--no-platform", action="store_true",
+                         help="no PC platform (ACPI tables, APIC, IOAPIC, PIC, PIT, HPET, RTC, "
+                              "PS/2, PCI): only the serial ports and the debug exit")
+    command.add_argument("--acpi-rsdp-rev", type=int, choices=(0, 2), default=2,
+                         help="ACPI RSDP revision: 2 (default, with an XSDT) or 0 (ACPI 1.0, "
+                              "an RSDT only)")
+    command.add_argument("--keys", default="", metavar="TEXT|FILE",
+                         help="keys typed on the PS/2 keyboard from the start: the text, or "
+                              "the contents of FILE if it names one (\\n in the text is Enter)")
     command.add_argument("--no-count", action="store_true",
                          help="do not count instructions: about 1.3x faster on tight loops, but "
                               "no --max-instructions, --trace, instruction figures or "
@@ -56,10 +73,18 @@ def kernel_path(kernel: Path | None) -> Path:
     return build_guest()
 
 
+def keys_text(value: str) -> str:
+    """--keys: a file's contents if it names a file, else the text with \\n as Enter."""
+    if value and Path(value).is_file():
+        return read_input(Path(value), "--keys file", MAX_KEYS_FILE).decode("utf-8", "replace")
+    return value.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def machine_config(args) -> MachineConfig:
     return MachineConfig(
         kernel=kernel_path(args.kernel),
         memory=parse_memory_size(args.memory) if args.memory else None,
         memmap=args.memmap, cmdline=args.cmdline, modules=tuple(args.module),
         max_instructions=args.max_instructions, boot_time=args.boot_time,
-        count_instructions=not args.no_count)
+        count_instructions=not args.no_count, platform=not args.no_platform, ips=args.ips,
+        acpi_rsdp_revision=args.acpi_rsdp_rev, keys=keys_text(args.keys))

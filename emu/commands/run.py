@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emu.boot.limine import unanswered
 from emu.commands import console
 from emu.commands.options import add_machine_options, count, machine_config
 from emu.errors import ConfigError, EmuError, Interrupted
@@ -90,6 +91,9 @@ def execute(args) -> int:
         from emu.monitor.screenshot import save_framebuffer
         save_framebuffer(machine, args.screenshot)
     _summary(result)
+    if machine.boot.ignored_requests:
+        console.err("--- Limine requests left unanswered: " +
+                    ", ".join(unanswered(name) for name in machine.boot.ignored_requests))
     if checker is not None:
         counts = ", ".join(f"{rule} x{n}" for rule, n in checker.counts.items())
         console.err(f"--- invariant checks: {checker.checks}, "

@@ -13,7 +13,8 @@ from emu.errors import GuestMemoryError, UnbackedAccess
 from emu.monitor.symbols import Symbols
 from emu.x86 import exception_name
 
-MAX_FRAMES = 32
+MAX_FRAMES = 32                # lines of a backtrace
+MAX_WALK = 20_000              # frames followed (a deep recursion collapses to one line)
 
 
 def _disassemble(cpu: Cpu, rip: int, symbols: Symbols | None) -> list[str]:
@@ -31,15 +32,14 @@ def _disassemble(cpu: Cpu, rip: int, symbols: Symbols | None) -> list[str]:
 
 def backtrace(cpu: Cpu, rip: int, rbp: int, symbols: Symbols | None) -> list[str]:
     """Frames from RIP, then return addresses along the RBP chain (frame pointers are kept
-    in the guest build)."""
+    in the guest build). A run of frames with the same return address (recursion) is one
+    line, so a deep recursion still shows what called it."""
     def name(address: int) -> str:
         return symbols.lookup(address) if symbols else hex(address)
 
-    lines = [f"  #0  {rip:#018x} {name(rip)}"]
+    returns: list[int] = []
     seen = set()
-    for depth in range(1, MAX_FRAMES):
-        if rbp == 0 or rbp in seen or rbp & 7:
-            break
+    while len(returns) < MAX_WALK and rbp != 0 and rbp not in seen and not rbp & 7:
         seen.add(rbp)
         try:
             saved_rbp, ret = (int.from_bytes(cpu.read_virtual(rbp + 8 * i, 8), "little")
@@ -48,8 +48,20 @@ def backtrace(cpu: Cpu, rip: int, rbp: int, symbols: Symbols | None) -> list[str
             break
         if ret == 0:
             break
-        lines.append(f"  #{depth:<2} {ret:#018x} {name(ret)}")
+        returns.append(ret)
         rbp = saved_rbp
+    lines = [f"  #0  {rip:#018x} {name(rip)}"]
+    depth = 1
+    while depth <= len(returns) and len(lines) < MAX_FRAMES:
+        ret, last = returns[depth - 1], depth
+        while last < len(returns) and returns[last] == ret:
+            last += 1
+        if last > depth:
+            lines.append(f"  #{depth}-#{last} {ret:#018x} {name(ret)} "
+                         f"({last - depth + 1} frames: recursion)")
+        else:
+            lines.append(f"  #{depth:<2} {ret:#018x} {name(ret)}")
+        depth = last + 1
     return lines
 
 
