@@ -189,6 +189,11 @@ class Machine:
 
     # ---- for observers that act on the run ------------------------------------------------
 
+    def vtime_of(self, icount: int) -> int:
+        """The virtual time of an event stamped `icount` now: the instructions skipped while
+        halted change only between instructions, never during one."""
+        return icount + self.cpu.clock.skipped
+
     def stop(self, end: RunEnd, message: str, details: str = "") -> None:
         """End the run after the current instruction with `end` (VIOLATION: a checker under
         --strict); the report is titled `message`, with `details` under the title."""

@@ -78,6 +78,25 @@ def test_halted_run_ends_its_trace_with_halt(kernel, tmp_path, capsys):
     assert (events[-1]["type"], events[-1]["reason"]) == ("GuestExit", "halt")
 
 
+def test_a_wild_access_is_the_last_event_at_the_crashing_instruction(kernel, tmp_path, capsys):
+    status, _, events, _ = traced_run(kernel, tmp_path, capsys, "--cmdline", "test=wild")
+    assert status == 70
+    access, final = events[-2:]
+    assert access["type"] == "MmioAccess" and access["address"] == 0xA0000
+    assert (access["write"], access["size"]) == (False, 8)
+    # the read did not retire: the run's count stops right before it
+    assert access["icount"] == final["icount"] and final["reason"] == "crash"
+
+
+def test_events_carry_virtual_time_and_the_boot(kernel, tmp_path, capsys):
+    _, _, events, _ = traced_run(kernel, tmp_path, capsys)
+    booted = events[0]
+    assert booted["type"] == "Booted" and booted["icount"] == 0
+    assert "memmap" in booted["answered"] and "module" in booted["ignored"]
+    # our kernel never halts waiting for a timer here: no time was skipped
+    assert all(event["vtime"] == event["icount"] for event in events)
+
+
 # --- read_trace refuses what is not a trace ----------------------------------------------
 
 HEADER = {"format": "emu-trace", "version": 1, "kernel_sha256": "0" * 64, "config": {}}

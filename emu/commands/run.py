@@ -109,6 +109,8 @@ def _run(args, config, checks: frozenset[str], recorder):
     try:
         machine = Machine(config, [recorder] if recorder else [],
                           on_serial_text=None if args.quiet else console.live)
+        if recorder:
+            recorder.vtime_of = machine.vtime_of
         checker = _attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = _attach_heap_checks(machine, args) if "heap" in checks else None
     except (EmuError, Interrupted) as exc:

@@ -34,7 +34,7 @@ from emu.cpu.tsc import TimeStampCounter
 from emu.engine.context import ContextBuffer, layout
 from emu.engine.guard import HookGuard
 from emu.engine.icount import NEVER
-from emu.errors import EmuError, EngineError, GuestMemoryError
+from emu.errors import EmuError, EngineError, GuestError, GuestMemoryError
 from emu.events import EventBus, ExceptionDelivered
 from emu.hw.clock import DEFAULT_IPS, VirtualClock
 from emu.hw.memory import PhysicalMemory
@@ -235,11 +235,11 @@ class Cpu:
             self.uc.emu_start(start, NOWHERE, 0, count)
             self._repair_after_stop()
         except UcError as exc:
-            self.guard.reraise()
+            self._reraise_at_rip()
             if self.count.counter.error is not None:
                 raise self.count.counter.error
             raise EngineError(f"unicorn stopped: {exc}") from None
-        self.guard.reraise()
+        self._reraise_at_rip()
         if self.count.counter.error is not None:
             error, self.count.counter.error = self.count.counter.error, None
             raise error
@@ -247,6 +247,16 @@ class Cpu:
         if self._stopped_at is not None and self.count.counting:
             self.count.counter.adjust(self._stopped_at - self.count.counter.raw)
             self._stopped_at = None
+
+    def _reraise_at_rip(self) -> None:
+        """Re-raise what a hook raised; a guest crash first makes the count exact at the
+        instruction that crashed (hooks that raise one see an exact RIP), so the run's
+        count and the trace's GuestExit name that instruction, which did not retire."""
+        try:
+            self.guard.reraise()
+        except GuestError:
+            self.count.settle(self.uc.reg_read(X.UC_X86_REG_RIP))
+            raise
 
     def _repair_after_stop(self) -> None:
         """When emu_start returns, Unicorn has probed the `until` address as a page fault:

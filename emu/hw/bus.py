@@ -297,12 +297,10 @@ class Bus:
         elif self.unknown_ports == "float":
             value = _mask(size)
         else:
+            self._emit_port(port, size, _mask(size), False)     # the trace shows the access
             raise GuestCrash(f"in from port {port:#x} with no device behind it"
                              f"{self._at(self.uc)}")
-        if self.events.wants(PortAccess):
-            self.in_access = True
-            self.events.emit(PortAccess(self.events.now(), port, size, value, False))
-        self.in_access = False
+        self._emit_port(port, size, value, False)
         return value
 
     def _out(self, _handle, port: int, size: int, value: int, _user_data) -> None:
@@ -317,11 +315,15 @@ class Bus:
             self.in_access = True
             device.write(offset, size, value)
         elif self.unknown_ports == "error":
+            self._emit_port(port, size, value, True)
             raise GuestCrash(f"out of {value:#x} to port {port:#x} with no device behind it"
                              f"{self._at(self.uc)}")
+        self._emit_port(port, size, value, True)
+
+    def _emit_port(self, port: int, size: int, value: int, write: bool) -> None:
         if self.events.wants(PortAccess):
             self.in_access = True
-            self.events.emit(PortAccess(self.events.now(), port, size, value, True))
+            self.events.emit(PortAccess(self.events.now(), port, size, value, write))
         self.in_access = False
 
     # --- MMIO ------------------------------------------------------------------------------
@@ -381,6 +383,9 @@ class Bus:
                              f"{self._at(uc)}")
         verb, preposition = _UNMAPPED_VERBS[access]
         plural = "" if size == 1 else "s"
+        if access != UC_MEM_FETCH_UNMAPPED:     # the trace shows the access (a read: all ones)
+            write = access == UC_MEM_WRITE_UNMAPPED
+            self._emit_mmio(paddr, size, value if write else _mask(size), write)
         for start, end, meaning in self._named_holes:
             if start <= paddr < end:
                 raise GuestCrash(f"{meaning}: {verb} of {size} byte{plural} {preposition} "

@@ -2,7 +2,7 @@
 
 Format (documented for users in traces/README.md):
   line 1: {"format": "emu-trace", "version": 1, "kernel_sha256": ..., "config": {...}}
-  then one event per line: {"type": "ExceptionDelivered", "icount": ..., ...}
+  then one event per line: {"type": "ExceptionDelivered", "icount": ..., ..., "vtime": ...}
   the last line of a run is a GuestExit event, whatever ended it (a crash, the budget, a
   signal, an error of the harness: the machine emits it before the error propagates).
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from emu.errors import ConfigError, OutputError, TraceError
 from emu.events import Event, Observer
@@ -37,7 +37,10 @@ def kernel_digest(path: Path) -> str:
 
 
 class TraceRecorder(Observer):
-    """Writes every event to a JSON-lines file."""
+    """Writes every event to a JSON-lines file, each with its `vtime`: the virtual time
+    (emu/hw/clock.py) at the event, `icount` plus the instructions skipped while halted.
+    `vtime_of(icount)` is the machine's; until it is set (events before the machine
+    exists), no time was skipped."""
 
     def __init__(self, path: Path, kernel_sha256: str, config: dict) -> None:
         self.path = Path(path)
@@ -47,6 +50,7 @@ class TraceRecorder(Observer):
         except OSError as exc:
             raise OutputError(f"cannot write trace {display(path)}: {exc.strerror}") from None
         self._flushed = time.monotonic()
+        self.vtime_of: Callable[[int], int] | None = None
         self._write({"format": FORMAT, "version": VERSION, "kernel_sha256": kernel_sha256,
                      "config": config})
 
@@ -62,7 +66,9 @@ class TraceRecorder(Observer):
                 from None
 
     def on_event(self, event: Event) -> None:
-        self._write(event.to_dict())
+        record = event.to_dict()
+        record["vtime"] = self.vtime_of(event.icount) if self.vtime_of else event.icount
+        self._write(record)
 
     def close(self) -> None:
         """Flush and close; an error writing the last buffered lines is an OutputError."""
