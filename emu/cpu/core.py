@@ -202,7 +202,8 @@ class Cpu:
             return self.stop_reason
         counter = self.count.counter
         stop_at = counter.state.stop_at           # moved earlier if a timer was armed since
-        if counter.stop_requested and self.icount() < stop_at:
+        planned = counter.stop_requested          # the counter reached the stop we asked for
+        if planned and self.icount() < stop_at:
             self._run_exactly(stop_at)
             if self.stop_reason is not None:
                 return self.stop_reason
@@ -212,7 +213,7 @@ class Cpu:
         if self.interrupts.attention or icount >= self.interrupts.next_due():
             self.interrupts.deliver_due(icount)
             return None
-        if counter.stop_requested:
+        if planned:     # a deadline since cancelled (a timer stopped): nothing is due
             return None
         if self._halted():
             return None if self.interrupts.wake_from_halt() else RunEnd.HALT
