@@ -14,13 +14,17 @@
  * same from three calls down (for backtraces), test=wild reads physical
  * memory with nothing behind it, test=loop spins forever, test=halt
  * halts forever with interrupts off and test=overflow recurses until the
- * boot stack runs into the guard page below it.
+ * boot stack runs into the guard page below it. test=timer spends one
+ * virtual second in hlt on the local APIC timer's 100 Hz tick.
  */
 #include "arch/x86_64/gdt.h"
 #include "arch/x86_64/idt.h"
 #include "boot/boot.h"
 #include "boot/cmdline.h"
+#include "dev/clock.h"
+#include "dev/platform.h"
 #include "dev/serial.h"
+#include "dev/timer.h"
 #include "heap/heap.h"
 #include "lib/format.h"
 #include "lib/panic.h"
@@ -241,6 +245,29 @@ static __attribute__((noinline)) uint64_t overflow_frame(uint64_t depth)
     return overflow_frame(depth + 1) + frame[0];
 }
 
+static bool platform_ready;
+
+/* seconds= virtual seconds (default 1) of hz= ticks (default 100) spent in
+ * hlt, measured by the HPET: an emulator that skips halted time runs them in
+ * next to no host time. */
+static void test_timer(void)
+{
+    uint64_t hz = cmdline_u64("hz", 100), ticks = cmdline_u64("seconds", 1) * hz;
+    uint64_t start;
+
+    if (!platform_ready)
+        panic("test timer: no timer on this machine");
+    if (hz == 0 || hz > 100000)
+        panic("test timer: hz=%lu is not 1..100000", hz);
+    kprintf("test timer: %lu ticks at %lu Hz\n", ticks, hz);
+    start = clock_ns();
+    timer_start((uint32_t)hz, NULL);
+    while (timer_ticks() < ticks)
+        __asm__ volatile("sti; hlt; cli" : : : "memory");
+    timer_stop();
+    kprintf("test timer: %lu ticks, HPET %lu us\n", timer_ticks(), (clock_ns() - start) / 1000);
+}
+
 /* A runaway loop: only an instruction budget stops it. */
 static NORETURN void test_loop(void)
 {
@@ -281,6 +308,8 @@ static void run_test(const char *name)
         test_loop();
     } else if (strcmp(name, "halt") == 0) {
         test_halt();
+    } else if (strcmp(name, "timer") == 0) {
+        test_timer();
     } else if (strcmp(name, "overflow") == 0) {
         kprintf("test overflow: recursing on the boot stack\n");
         (void)overflow_frame(0);
@@ -306,6 +335,7 @@ static void run_test(const char *name)
 NORETURN void kmain(void)
 {
     char test[32];
+    paddr_t rsdp;
 
     if (!boot_revision_accepted()) {
         serial_init();
@@ -325,9 +355,11 @@ NORETURN void kmain(void)
     print_platform();
 
     replay_save_module(); /* the module response is reclaimed by mm_init */
+    rsdp = boot_rsdp();
     mm_init();
     checkpoint(CHECKPOINT_MM_INIT);
     heap_init();
+    platform_ready = platform_init(rsdp);
     replay_main(); /* replay= or heaptest=: runs and exits */
     if (cmdline_get("selftest", test, sizeof(test)) >= 0)
         selftest_run(test);

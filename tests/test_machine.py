@@ -56,6 +56,12 @@ type = "bad_memory"
 """
 
 
+def faults(result) -> dict[int, int]:
+    """The exceptions of a run, without external interrupts (our kernel takes the PIT's
+    once at boot, calibrating its timer)."""
+    return {vector: n for vector, n in result.exceptions.items() if vector < 32}
+
+
 def printed_map(serial: str) -> list[tuple[int, int, str]]:
     """(base, end, type name) of every memory map entry the kernel printed."""
     return [(int(m["base"], 16), int(m["last"], 16) + 1, m["type"])
@@ -93,7 +99,7 @@ def test_kernel_boots_on_preset_and_prints_the_map_it_was_given(boot, memmap):
 
     assert (result.reason, result.exit_status, result.guest_value) == ("exit", 0, 0), serial
     assert "kmain: done" in serial
-    assert result.exceptions == {}
+    assert faults(result) == {}
     regions = machine.boot.memmap.regions
     assert f"memory map: {len(regions)} entries" in serial
     assert printed_map(serial) == expected_map(machine)
@@ -253,7 +259,7 @@ def test_int3_is_delivered_to_the_kernel_handler_and_returns(boot):
     serial = machine.serial_output()
 
     assert (result.reason, result.exit_status, result.guest_value) == ("exit", 0, 0), serial
-    assert result.exceptions == {3: 1}
+    assert faults(result) == {3: 1}
     assert "test int3: returned from the breakpoint handler" in serial
     # the frame's RIP, as the handler printed it, is just after an int3 (0xcc) in the kernel
     rip = int(re.search(r"breakpoint at rip=0x([0-9a-f]+)", serial)[1], 16)
@@ -268,7 +274,7 @@ def test_pf_is_reported_by_the_kernel_with_cr2(boot):
     serial = machine.serial_output()
 
     assert (result.reason, result.guest_value) == ("exit", EXIT_PANIC), serial
-    assert result.exceptions == {14: 1}
+    assert faults(result) == {14: 1}
     assert "exception: #PF page fault (vector 14) error code 0x0" in serial
     assert "  cr2 0x0000000000001000  [P=0 W=0 U=0 RSVD=0 I=0]" in serial
     assert "panic: unhandled exception: #PF page fault" in serial

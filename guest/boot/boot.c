@@ -73,6 +73,9 @@ LIMINE_REQUEST
 static volatile struct limine_executable_address_request executable_address_request = {
     .id = LIMINE_EXECUTABLE_ADDRESS_ID, .revision = 0};
 
+LIMINE_REQUEST
+static volatile struct limine_rsdp_request rsdp_request = {.id = LIMINE_RSDP_ID, .revision = 0};
+
 LIMINE_REQUESTS_END
 static volatile uint64_t requests_end_marker[2] = LIMINE_REQUESTS_END_MARKER_WORDS;
 
@@ -129,6 +132,19 @@ const struct limine_paging_mode_response *boot_paging_mode(void)
 const struct limine_date_at_boot_response *boot_date(void)
 {
     return date_request.response;
+}
+
+paddr_t boot_rsdp(void)
+{
+    const struct limine_rsdp_response *rsdp = rsdp_request.response;
+    const struct limine_hhdm_response *hhdm = hhdm_request.response;
+
+    if (rsdp == NULL)
+        return 0;
+    /* A loader that did not take base revision 3 hands over an HHDM address. */
+    if (hhdm != NULL && rsdp->address >= hhdm->offset)
+        return rsdp->address - hhdm->offset;
+    return rsdp->address;
 }
 
 bool boot_stack_size_answered(void)

@@ -32,6 +32,10 @@ const struct limine_paging_mode_response *boot_paging_mode(void);
 const struct limine_date_at_boot_response *boot_date(void);
 bool boot_stack_size_answered(void);
 
+/* The physical address of the ACPI RSDP; 0 if the loader gave none. Read it
+ * before mm_init reclaims the loader's memory. */
+paddr_t boot_rsdp(void);
+
 /* The kernel command line; "" if the loader gave none. Never NULL. */
 const char *boot_cmdline(void);
 

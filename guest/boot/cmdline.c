@@ -7,6 +7,7 @@
 #include "boot/cmdline.h"
 
 #include "boot/boot.h"
+#include "lib/panic.h"
 
 static bool is_space(char c)
 {
@@ -75,4 +76,21 @@ bool cmdline_has(const char *key)
     char unused[1];
 
     return cmdline_get(key, unused, sizeof(unused)) >= 0;
+}
+
+uint64_t cmdline_u64(const char *key, uint64_t dflt)
+{
+    char buf[24];
+    uint64_t value = 0;
+
+    if (cmdline_get(key, buf, sizeof(buf)) < 0)
+        return dflt;
+    if (buf[0] == '\0')
+        panic("cmdline: %s= needs a decimal number", key);
+    for (const char *p = buf; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9')
+            panic("cmdline: %s=%s is not a decimal number", key, buf);
+        value = value * 10 + (uint64_t)(*p - '0');
+    }
+    return value;
 }

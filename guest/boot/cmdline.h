@@ -25,4 +25,8 @@ int cmdline_find(const char *cmdline, const char *key, char *buf, size_t len);
 /* True if key appears at all (with or without a value). */
 bool cmdline_has(const char *key);
 
+/* The decimal value of key=, or dflt if absent; a value that is not a
+ * decimal number panics (a mistyped test option). */
+uint64_t cmdline_u64(const char *key, uint64_t dflt);
+
 #endif

@@ -56,6 +56,7 @@
 #define LIMINE_MODULE_ID LIMINE_ID(0x3e7e279702be32afULL, 0xca1c4f3bd1280ceeULL)
 #define LIMINE_DATE_AT_BOOT_ID LIMINE_ID(0x502746e184c088aaULL, 0xfbc5ec83e6327893ULL)
 #define LIMINE_EXECUTABLE_ADDRESS_ID LIMINE_ID(0x71ba76863cc55f63ULL, 0xb2644a48c516a487ULL)
+#define LIMINE_RSDP_ID LIMINE_ID(0xc5e77b6b397e7b43ULL, 0x27637845accdcf3cULL)
 
 /* Memory map entry types. */
 enum limine_memmap_type {
@@ -198,6 +199,11 @@ struct limine_executable_address_response {
     vaddr_t virtual_base;
 };
 
+struct limine_rsdp_response {
+    uint64_t revision;
+    uint64_t address; /* physical from base revision 3, an HHDM address before */
+};
+
 /* Requests: id, revision, response, then request-specific fields. */
 #define LIMINE_REQUEST_HEAD(response_type) \
     uint64_t id[4];                        \
@@ -256,6 +262,10 @@ struct limine_date_at_boot_request {
 
 struct limine_executable_address_request {
     LIMINE_REQUEST_HEAD(limine_executable_address_response);
+};
+
+struct limine_rsdp_request {
+    LIMINE_REQUEST_HEAD(limine_rsdp_response);
 };
 
 /* The offsets the protocol fixes. */

@@ -28,24 +28,6 @@ static const char *current = "?";
             panic("selftest %s: check failed: %s (line %d)", current, #cond, __LINE__); \
     } while (0)
 
-/* A decimal option from the command line, or dflt if absent. */
-static uint64_t option_u64(const char *key, uint64_t dflt)
-{
-    char buf[24];
-    uint64_t value = 0;
-
-    if (cmdline_get(key, buf, sizeof(buf)) < 0)
-        return dflt;
-    if (buf[0] == '\0')
-        panic("selftest: %s= needs a decimal number", key);
-    for (const char *p = buf; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9')
-            panic("selftest: %s=%s is not a decimal number", key, buf);
-        value = value * 10 + (uint64_t)(*p - '0');
-    }
-    return value;
-}
-
 /* ---- The memory map, as the tests see it --------------------------------- */
 
 static bool is_ram_type(uint64_t type)
@@ -206,7 +188,7 @@ static void test_pmm(void)
     struct tracker t;
 
     check_accounting();
-    limit = option_u64("selftest-frames", (uint64_t)-1);
+    limit = cmdline_u64("selftest-frames", (uint64_t)-1);
     t = tracker_create();
     start = pmm_free_count();
     CHECK(start == free0 - t.frames);
@@ -324,8 +306,8 @@ static void test_pmm_random(void)
 {
     static struct block slots[RANDOM_SLOTS];
     struct random_stats st = {0};
-    uint64_t seed = option_u64("selftest-seed", 0x2545f4914f6cdd1dULL) | 1;
-    uint64_t steps = option_u64("selftest-steps", 20000);
+    uint64_t seed = cmdline_u64("selftest-seed", 0x2545f4914f6cdd1dULL) | 1;
+    uint64_t steps = cmdline_u64("selftest-steps", 20000);
     size_t free0 = pmm_free_count();
 
     for (uint64_t i = 0; i < steps; i++) {
@@ -362,9 +344,9 @@ static void test_pmm_random(void)
 static void test_pmm_bench(void)
 {
     static paddr_t ring[BENCH_MAX_HELD];
-    uint64_t pairs = option_u64("selftest-pairs", 10000);
-    uint64_t order = option_u64("selftest-order", 0);
-    uint64_t held = option_u64("selftest-held", 100);
+    uint64_t pairs = cmdline_u64("selftest-pairs", 10000);
+    uint64_t order = cmdline_u64("selftest-order", 0);
+    uint64_t held = cmdline_u64("selftest-held", 100);
     size_t frames = (size_t)1 << order, free0 = pmm_free_count(), slot = 0;
 
     CHECK(held >= 1 && held <= BENCH_MAX_HELD && order <= PMM_BUDDY_MAX_ORDER);

@@ -8,7 +8,8 @@ from emu.monitor.checks.rules.base import Rule
 class ReservedWritable(Rule):
     id = "RESERVED_WRITABLE"
     meaning = ("A frame wholly inside a RESERVED, RESERVED_MAPPED, ACPI_RECLAIMABLE, "
-               "ACPI_NVS or BAD_MEMORY entry is mapped writable (address: the virtual page).")
+               "ACPI_NVS or BAD_MEMORY entry, other than a device's registers, is mapped "
+               "writable (address: the virtual page).")
     example = "an HHDM that maps the ACPI tables read-write"
     space_only = True
 
@@ -18,6 +19,8 @@ class ReservedWritable(Rule):
                 continue
             overlaps = check.layout.reserved.overlaps(run.paddr, run.paddr + run.end - run.start)
             for first, last, kind in overlaps:
+                if check.layout.is_device(first, last):
+                    continue
                 check.report(self.id, run.start + first - run.paddr,
                              f"{span(run)} maps {kind} memory {first:#x}-{last:#x} writable")
                 break
