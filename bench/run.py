@@ -7,8 +7,10 @@
     instructions) under the monitor (`Machine.run()`, construction excluded) against bare
     Unicorn running the same kernel from the same RAM and boot registers with no monitor
     hooks (only port I/O for the UART and the debug exit, and an INTR hook that stops).
-    Both runs must print the same serial text and exit with 0; the monitor's instruction
-    count is used for both MIPS figures.
+    Both runs must print the same serial text and exit with 0, so the monitor runs without
+    the PC platform (bare Unicorn has none, and our kernel sets the platform up when it is
+    there; bench/pc_platform.py measures what the platform costs); the monitor's
+    instruction count is used for both MIPS figures.
 (b) page faults: a loop on a 128 MiB BareMachine (tests/bare.py) touching N distinct
     not-present pages; the guest's #PF handler (reached through the IDT, delivered by the
     monitor) maps the page and iretq retries the store.
@@ -156,9 +158,12 @@ def _install_block_floor(uc) -> ctypes.Array:
     return memory
 
 
-def monitor_run(kernel: Path, count: bool = True) -> tuple[float, int, str]:
-    """Machine.run() timed alone (construction excluded); `count=False` is `--no-count`."""
-    machine = Machine(MachineConfig(kernel, cmdline=CMDLINE, count_instructions=count))
+def monitor_run(kernel: Path, count: bool = True, platform: bool = True
+                ) -> tuple[float, int, str]:
+    """Machine.run() timed alone (construction excluded); `count=False` is `--no-count`,
+    `platform=False` is `--no-platform`."""
+    machine = Machine(MachineConfig(kernel, cmdline=CMDLINE, count_instructions=count,
+                                    platform=platform))
     gc.collect()
     started = time.perf_counter()
     result = machine.run()
@@ -190,19 +195,20 @@ class BigBareMachine(BareMachine):
     identity-mapped once present. Their page tables are contiguous at DEMAND_TABLES, so the
     PTE of virtual v is at DEMAND_TABLES + 8 * ((v - DEMAND_BASE) >> 12)."""
 
-    def __init__(self, pages: int) -> None:
+    def __init__(self, pages: int, platform: bool = False) -> None:
         tables = -(-pages // 512)
         if DEMAND_BASE + pages * 4096 > BIG_RAM or DEMAND_TABLES + tables * 4096 > 8 << 20:
             raise ValueError(f"{pages} demand pages do not fit in {BIG_RAM >> 20} MiB")
-        super().__init__(ram=BIG_RAM)
+        super().__init__(ram=BIG_RAM, platform=platform)
         first_pde = DEMAND_BASE >> 21
         for i in range(tables):      # PTEs start zero: not present
             self.u64(PD + 8 * (first_pde + i), (DEMAND_TABLES + 0x1000 * i) | P | W)
 
 
-def page_fault_run(pages: int) -> tuple[float, int, int]:
-    """(seconds of run(), #PFs delivered, instructions retired)."""
-    machine = BigBareMachine(pages)
+def page_fault_run(pages: int, platform: bool = False) -> tuple[float, int, int]:
+    """(seconds of run(), #PFs delivered, instructions retired); `platform`: with the PC
+    platform's devices on the bus and its interrupt controller on the CPU."""
+    machine = BigBareMachine(pages, platform)
     main = f"""
         mov rcx, {pages}
         mov rax, {DEMAND_BASE}
@@ -250,8 +256,8 @@ def page_fault_run(pages: int) -> tuple[float, int, int]:
 def measure(quick: bool, repeats: int, pages: int, diagnostics: bool) -> dict:
     kernel = build_guest()
     variants = {
-        "monitor": lambda: monitor_run(kernel),
-        "monitor_no_count": lambda: monitor_run(kernel, count=False),
+        "monitor": lambda: monitor_run(kernel, platform=False),
+        "monitor_no_count": lambda: monitor_run(kernel, count=False, platform=False),
         "bare": lambda: bare_run(kernel),
         "page_faults": lambda: page_fault_run(pages),
     }

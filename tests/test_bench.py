@@ -44,3 +44,18 @@ def test_quick_benchmark_writes_results(tmp_path):
     for name, samples in results["samples_seconds"].items():
         assert len(samples) == results["repeats"], name
         assert all(_positive(s) for s in samples), name
+
+
+def test_quick_platform_benchmark_writes_results(tmp_path):
+    out = tmp_path / "platform.json"
+    script = RUN.parent / "pc_platform.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+    for part in ("compute", "page_faults"):
+        assert _positive(results[part]["with_platform_seconds"])
+        assert _positive(results[part]["without_platform_seconds"])
+    timer = results["timer"]
+    assert timer["virtual_seconds"] == 5 and _positive(timer["us_per_timer_interrupt"])
+    assert "per timer interrupt" in proc.stdout

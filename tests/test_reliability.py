@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from emu.engine import icount
 from fuzzing import run_emu
 
 CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
@@ -78,6 +79,9 @@ def test_a_full_standard_output_is_one_line(kernel, argv):
 
 @pytest.mark.parametrize("cache", ["dev-null", "file", "truncated-library"])
 def test_a_damaged_or_unusable_counter_cache_still_runs(kernel, tmp_path, cache):
+    # run_emu forks this process: a counter library an earlier test loaded here would be
+    # inherited, and the child would never look at its own cache.
+    icount.load_library.cache_clear()
     env = dict(os.environ)
     env.pop("EMU_CACHE_DIR", None)
     if cache == "dev-null":

@@ -211,7 +211,10 @@ class Mc146818Rtc(Device):
 
     def next_deadline(self) -> int | None:
         tick, ips = self._caught_up, self.clock.ips
-        flags, enabled = self.flags(tick), self.ram[REG_B]
+        enabled = self.ram[REG_B]
+        if not enabled & (B_PIE | B_AIE | B_UIE):
+            return None                              # no flag can raise IRQ 8
+        flags = self.flags(tick)
         if flags & C_IRQF:
             return None                              # IRQ 8 stays high until C is read
         deadlines = []
@@ -231,7 +234,9 @@ class Mc146818Rtc(Device):
             return
         self._caught_up = now
         if self.irq is not None:
-            self.irq.set(bool(self.flags(now) & C_IRQF))
+            # Without an enable bit in register B no flag raises IRQ 8: skip the flags.
+            enabled = self.ram[REG_B] & (B_PIE | B_AIE | B_UIE)
+            self.irq.set(bool(enabled) and bool(self.flags(now) & C_IRQF))
 
     def _announce(self) -> None:
         deadline = self.next_deadline()
