@@ -141,11 +141,22 @@ class HeapFinding(Event):
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Injection(Event):
+    """A fault injector acted (emu/inject/): `kind` (fail-function, ram, irq, spurious-pf),
+    `target` (the function, address or vector), `detail` (which call, the bits flipped)."""
+    handler: ClassVar[str] = "on_injection"
+    kind: str
+    target: str
+    detail: str
+
+
 class Observer:
     """Base class for observers; override only the `on_*` methods you need."""
 
     def on_event(self, event: Event) -> None: ...
     def on_booted(self, event: Booted) -> None: ...
+    def on_injection(self, event: Injection) -> None: ...
     def on_exception(self, event: ExceptionDelivered) -> None: ...
     def on_cr3_write(self, event: Cr3Written) -> None: ...
     def on_tlb_flush(self, event: TlbFlush) -> None: ...

@@ -72,6 +72,7 @@ class MachineConfig:
     ips: int = DEFAULT_IPS                 # virtual ticks (instructions) per second
     acpi_rsdp_revision: int = 2            # 0: an RSDT only, for kernels that want ACPI 1.0
     keys: str = ""                         # typed on the PS/2 keyboard from the start
+    injections: tuple[str, ...] = ()       # --inject specs (emu/inject attaches them)
 
     def describe(self) -> dict:
         """JSON-ready form for trace headers."""
@@ -81,7 +82,7 @@ class MachineConfig:
                 "framebuffer": list(self.framebuffer) if self.framebuffer else None,
                 "count_instructions": self.count_instructions, "platform": self.platform,
                 "ips": self.ips, "acpi_rsdp_revision": self.acpi_rsdp_revision,
-                "keys": self.keys}
+                "keys": self.keys, "injections": list(self.injections)}
 
 
 MIN_IPS, MAX_IPS = 1_000_000, 100_000_000_000

@@ -267,6 +267,11 @@ def test_fuzz_emu_traces_are_read_or_refused_as_traces(tmp_path, lines, raw):
 COUNTS = st.sampled_from(["1", "0", "-3", "lots", "3000000", "0x10", "1_000", "99" * 12])
 IPS = st.sampled_from(["1000000", "100000000", "999", "0", "1e9", str(10**12), "0x5f5e100"])
 KEYS = "path|ls\\n|Hello, World!|\u00e9|"
+INJECT = st.sampled_from([
+    "fail-function:function=kmalloc,fail-nth=1", "fail-function:function=pmm_alloc,times=3",
+    "fail-function:function=nope", "ram:at=1000,type=usable,flips=64,seed=3",
+    "ram:at=10,paddr=0xa0000", "ram:at=10,symbol=kmain,bit=7", "irq:at=50000,vector=255",
+    "spurious-pf:at=200000", "spurious-pf:at=0", "bogus", "ram:at=x", ":", ""])
 OPTIONS = {   # every option of every command, with awkward values; new options join here
     "run": {"--memory": SIZES, "--memmap": "path|pc|tiny|fragmented|bogus",
             "--cmdline": "text", "--module": "path", "--max-instructions": COUNTS,
@@ -275,11 +280,12 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
             "--check": st.sampled_from(["pt", "heap", "pt,heap", "bogus", ""]),
             "--allow": st.sampled_from([",".join(RULE_IDS[:2]), "NOPE", "", "write_exec"]),
             "--strict": None, "--check-every": COUNTS, "--ips": IPS, "--no-platform": None,
-            "--acpi-rsdp-rev": st.sampled_from(["0", "2", "1", "x"]), "--keys": KEYS},
+            "--acpi-rsdp-rev": st.sampled_from(["0", "2", "1", "x"]), "--keys": KEYS,
+            "--inject": INJECT},
     "pt": {"--memory": SIZES, "--memmap": "path|pc|tiny", "--cmdline": "text",
            "--max-instructions": COUNTS, "--cr3": st.sampled_from(["0", "0x1000", "x", "-1"]),
            "--at-checkpoint": COUNTS, "--no-count": None, "--ips": IPS, "--no-platform": None,
-           "--keys": KEYS},
+           "--keys": KEYS, "--inject": INJECT},
     "heap-replay": {"--heap": st.sampled_from(["list", "chained", "all", "nope"]),
                     "--debug": None, "--bare": None, "--json": None, "--kernel": "path",
                     "--memory": SIZES, "--max-instructions": COUNTS},

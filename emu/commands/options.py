@@ -13,7 +13,8 @@ from pathlib import Path
 from emu.hw.clock import DEFAULT_IPS
 from emu.hw.memmap import parse_memory_size
 from emu.inputs import read_input
-from emu.machine import MachineConfig
+from emu.inject import attach, parse_spec
+from emu.machine import Machine, MachineConfig
 
 
 MAX_KEYS_FILE = 1 << 20
@@ -59,6 +60,12 @@ def add_machine_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--keys", default="", metavar="TEXT|FILE",
                          help="keys typed on the PS/2 keyboard from the start: the text, or "
                               "the contents of FILE if it names one (\\n in the text is Enter)")
+    command.add_argument("--inject", action="append", default=[], metavar="SPEC",
+                         help="a fault injection, KIND:KEY=VALUE,... (repeatable): "
+                              "fail-function:function=NAME[,retval=N][,caller=SYM]"
+                              "[,probability=P,interval=N,times=N,space=B,fail-nth=N,seed=S]; "
+                              "ram:at=N,paddr=A|symbol=S|type=T[,bit=B,flips=K,seed=S]; "
+                              "irq:at=N,vector=V; spurious-pf:at=N")
     command.add_argument("--no-count", action="store_true",
                          help="do not count instructions: about 1.3x faster on tight loops, but "
                               "no --max-instructions, --trace, instruction figures or "
@@ -81,10 +88,20 @@ def keys_text(value: str) -> str:
 
 
 def machine_config(args) -> MachineConfig:
+    for spec in args.inject:        # every spec's error before anything boots
+        parse_spec(spec)
     return MachineConfig(
         kernel=kernel_path(args.kernel),
         memory=parse_memory_size(args.memory) if args.memory else None,
         memmap=args.memmap, cmdline=args.cmdline, modules=tuple(args.module),
         max_instructions=args.max_instructions, boot_time=args.boot_time,
         count_instructions=not args.no_count, platform=not args.no_platform, ips=args.ips,
-        acpi_rsdp_revision=args.acpi_rsdp_rev, keys=keys_text(args.keys))
+        acpi_rsdp_revision=args.acpi_rsdp_rev, keys=keys_text(args.keys),
+        injections=tuple(args.inject))
+
+
+def build_machine(config: MachineConfig, observers=(), on_serial_text=None) -> Machine:
+    """The machine of a command, with the config's injections attached."""
+    machine = Machine(config, observers, on_serial_text=on_serial_text)
+    attach(machine, [parse_spec(spec) for spec in config.injections])
+    return machine

@@ -15,7 +15,7 @@ exact instruction count, so both land on the exact instruction.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from unicorn import UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UcError
 from unicorn import x86_const as X
@@ -39,7 +39,7 @@ from emu.events import EventBus, ExceptionDelivered
 from emu.hw.clock import DEFAULT_IPS, VirtualClock
 from emu.hw.memory import PhysicalMemory
 from emu.result import RunEnd
-from emu.x86 import HLT
+from emu.x86 import HLT, PAGE_FAULT
 
 if TYPE_CHECKING:
     from emu.hw.platform import PcPlatform as Platform
@@ -151,6 +151,40 @@ class Cpu:
             raise EmuError("interrupts at instruction counts need instruction counting "
                            "(do not turn it off)")
         self.interrupts.schedule(at_icount, vector)
+
+    def call_at(self, at_icount: int, callback: Callable[[], None]) -> None:
+        """Call `callback` between instructions when exactly `at_icount` have retired (a
+        fault injection at an instruction count). Never, if the guest halts for good
+        first."""
+        if not self.count.counting:
+            raise EmuError("calls at instruction counts need instruction counting "
+                           "(do not turn it off)")
+        self.interrupts.call_at(at_icount, callback)
+
+    def return_from_call(self, value: int) -> None:
+        """From a code hook at a function's first instruction: return `value` in RAX to
+        the caller without running the function (the SysV convention; fail-function
+        injection). The hooked instruction does not retire."""
+        rip = self.state.fast_reg(X.UC_X86_REG_RIP)
+        rsp = self.state.fast_reg(X.UC_X86_REG_RSP)
+        return_address = U64.unpack(self.read_virtual(rsp, 8))[0]
+        self.count.settle(rip)
+        self.uc.reg_write(X.UC_X86_REG_RAX, value & ((1 << 64) - 1))
+        self.uc.reg_write(X.UC_X86_REG_RSP, rsp + 8)
+        self.uc.reg_write(X.UC_X86_REG_RIP, return_address)
+
+    def forget_code(self) -> None:
+        """Guest memory changed behind the CPU's back (an injected bit flip): drop the
+        translated code and the cached block counts, so code runs as it is now."""
+        self.uc.ctl_flush_tb()
+        self.count.forget_code()
+
+    def raise_page_fault(self, address: int, error_code: int) -> None:
+        """Between instructions: deliver #PF for `address` at the next instruction, which
+        does not retire (a spurious page fault; the guest's handler resumes it)."""
+        env = self.context.save()
+        U64.pack_into(env, self.context.layout.cr + _CR2_OFFSET, address)
+        self.delivery.fault(env, PAGE_FAULT, error_code, self.state.fast_reg(X.UC_X86_REG_RIP))
 
     def raise_interrupt(self, vector: int) -> bool:
         """Deliver an external interrupt now, between instructions. False if IF is clear."""

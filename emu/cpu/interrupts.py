@@ -2,7 +2,7 @@
 machine's interrupt controller (the PC platform's timers and devices), held while
 RFLAGS.IF is clear.
 
-Owns: the schedule of external interrupts; asking the controller when it next needs a stop
+Owns: the schedule of external interrupts and of calls at exact counts (injections); asking the controller when it next needs a stop
 and what to deliver (the INTA cycle); holding an interrupt that is due with IF clear until
 the first instruction that can set IF retires (sti, with its one-instruction shadow; popf,
 iretq, sysret); a stop requested because a device made an interrupt pending; waking a halted
@@ -60,6 +60,7 @@ class InterruptSchedule:
         self.controller: InterruptController | None = None
         self.attention = False                    # a device made an interrupt pending
         self._scheduled: list[tuple[int, int, int]] = []   # (icount, sequence, vector)
+        self._calls: list[tuple[int, int, Callable[[], None]]] = []   # (icount, seq, fn)
         self._held: list[tuple[int, int]] = []    # (sequence, vector) waiting for IF
         self._openers: dict[int, int] = {}        # address of sti etc. -> shadow length
         self._exits_on = False
@@ -73,9 +74,16 @@ class InterruptSchedule:
         self._sequence += 1
         heapq.heappush(self._scheduled, (at_icount, self._sequence, vector))
 
+    def call_at(self, at_icount: int, callback: Callable[[], None]) -> None:
+        """Call `callback` between instructions when exactly `at_icount` have retired."""
+        self._sequence += 1
+        heapq.heappush(self._calls, (at_icount, self._sequence, callback))
+
     def next_due(self) -> int:
-        """The instruction count at which the next interrupt is due, or NEVER."""
+        """The instruction count at which the next interrupt or call is due, or NEVER."""
         due = self._scheduled[0][0] if self._scheduled else NEVER
+        if self._calls:
+            due = min(due, self._calls[0][0])
         if self.controller is not None:
             timer = self.controller.next_due()
             if timer is not None:
@@ -84,8 +92,10 @@ class InterruptSchedule:
 
     def deliver_due(self, icount: int) -> None:
         """Deliver every scheduled interrupt due at `icount` and what the controller has;
-        hold what IF keeps out."""
+        hold what IF keeps out. Calls due come first."""
         self.attention = False
+        while self._calls and self._calls[0][0] <= icount:
+            heapq.heappop(self._calls)[2]()
         while self._scheduled and self._scheduled[0][0] <= icount:
             _, sequence, vector = self._scheduled[0]
             if self.delivery.external(vector):

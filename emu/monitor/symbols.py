@@ -22,6 +22,7 @@ from elftools.elf.elffile import ELFFile
 
 from emu.errors import ConfigError, LoaderError
 
+CLONE_SUFFIXES = ("isra", "part", "constprop", "cold", "llvm")
 _BIND_RANK = {"STB_GLOBAL": 0, "STB_WEAK": 1, "STB_LOCAL": 2}
 
 
@@ -101,6 +102,13 @@ class Symbols:
     def address_of(self, name: str) -> int | None:
         symbol = self._by_name.get(name)
         return None if symbol is None else symbol.address + self.slide
+
+    def clones_of(self, name: str) -> list[str]:
+        """Compiler clones of function `name` (`name.isra.0`, `name.part.1`,
+        `name.constprop.0`, `name.cold`): code that runs for some of its calls."""
+        prefix = name + "."
+        return sorted(other for other in self._by_name if other.startswith(prefix) and
+                      other[len(prefix):].split(".")[0] in CLONE_SUFFIXES)
 
     def size_of(self, name: str) -> int | None:
         symbol = self._by_name.get(name)
