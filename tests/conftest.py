@@ -12,6 +12,8 @@ import pytest
 from emu.build import build_guest
 from emu.machine import Machine, MachineConfig, RunResult
 
+pytest_plugins = ["pytester"]
+
 RUN_DEADLINE = 30.0       # seconds; every kernel run in these tests takes well under one
 
 

@@ -57,7 +57,11 @@ def paths(tmp_path, kernel):
     regular = tmp_path / "empty.bin"
     regular.write_bytes(b"")
     weird = os.fsencode(tmp_path) + b"/\xff\xfe-name"
-    return {"kernel": str(kernel), "missing": str(tmp_path / "missing"),
+    # The campaign's default output folder is beside it: a copy keeps the corpus clean.
+    campaign = tmp_path / "tiny-campaign.toml"
+    campaign.write_text((CORPUS / "tiny-campaign.toml").read_text().replace(
+        "../../traces", str(CORPUS.parent.parent / "traces")))
+    return {"campaign": str(campaign), "kernel": str(kernel), "missing": str(tmp_path / "missing"),
             "directory": str(tmp_path), "dev-null": "/dev/null", "dev-zero": "/dev/zero",
             "dev-full": "/dev/full", "fifo": str(fifo), "empty": str(regular),
             "not-utf8": os.fsdecode(weird), "nested-missing": str(tmp_path / "a" / "b")}
@@ -289,6 +293,8 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
     "heap-replay": {"--heap": st.sampled_from(["list", "chained", "all", "nope"]),
                     "--debug": None, "--bare": None, "--json": None, "--kernel": "path",
                     "--memory": SIZES, "--max-instructions": COUNTS},
+    "campaign": {"--out": "path", "--workers": COUNTS, "--sample": COUNTS,
+                 "--executor": "local|dask|bogus", "--scheduler": "local|tcp://127.0.0.1:1|x"},
     "build": {},
 }
 TEXTS = st.one_of(st.text(max_size=30), st.sampled_from(["test=int3", "pmm=buddy",
@@ -306,6 +312,8 @@ def command_lines(draw, paths: dict) -> list:
     if command == "heap-replay":
         argv.append(draw(st.sampled_from([paths[name] for name in sorted(paths)] +
                                          [str(CORPUS / "small.rep")])))
+    if command == "campaign":
+        argv.append(draw(st.sampled_from([paths[name] for name in sorted(paths)])))
     options = sorted(OPTIONS[command])
     chosen = draw(st.lists(st.sampled_from(options), max_size=5, unique=True)) if options else []
     for option in chosen:

@@ -246,3 +246,15 @@ def test_a_flip_in_code_already_run_changes_what_runs():
     machine.run()
     before = sum(0x11 for _ in range(40))
     assert before < machine.reg(X.UC_X86_REG_RBX) < 40 * 0x31
+
+
+def test_fail_function_counts_only_after_a_checkpoint(kernel):
+    """Calls before checkpoint 1 (mm_init returned) are not counted with after=1."""
+    def calls(spec: str) -> int:
+        machine = Machine(MachineConfig(kernel, cmdline="selftest=pmm"))
+        (injector,) = attach(machine, [parse_spec(spec)])
+        machine.run()
+        return injector.decider.calls
+    every = calls("fail-function:function=pmm_alloc,probability=0")
+    after = calls("fail-function:function=pmm_alloc,probability=0,after=1")
+    assert 0 < after < every

@@ -100,8 +100,8 @@ def machine_config(args) -> MachineConfig:
         injections=tuple(args.inject))
 
 
-def build_machine(config: MachineConfig, observers=(), on_serial_text=None) -> Machine:
-    """The machine of a command, with the config's injections attached."""
-    machine = Machine(config, observers, on_serial_text=on_serial_text)
-    attach(machine, [parse_spec(spec) for spec in config.injections])
-    return machine
+def attach_injections(machine: Machine) -> None:
+    """The config's injections, attached after everything else on the machine: a hook an
+    injector adds must run after the others at the same address (a checker at a function's
+    entry sees the call before fail-function makes it return)."""
+    attach(machine, [parse_spec(spec) for spec in machine.config.injections])

@@ -12,7 +12,7 @@ import argparse
 
 from emu.arch.paging import MappedRange, mapped_ranges
 from emu.commands import console
-from emu.commands.options import add_machine_options, build_machine, count, machine_config
+from emu.commands.options import add_machine_options, attach_injections, count, machine_config
 from emu.errors import ConfigError, UnbackedAccess
 from emu.events import Checkpoint, Observer
 from emu.hw.memmap import format_size
@@ -56,10 +56,11 @@ def _listing(machine: Machine, cr3: int) -> list[MappedRange]:
 
 
 def execute(args) -> int:
-    machine = build_machine(machine_config(args))
+    machine = Machine(machine_config(args))
     watcher = _AtCheckpoint(machine, args.at_checkpoint)
     if args.at_checkpoint:
         machine.events.subscribe(watcher)
+    attach_injections(machine)
     result = machine.run()
     if args.at_checkpoint:
         if watcher.picture is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from emu.boot.limine import unanswered
 from emu.commands import console
-from emu.commands.options import add_machine_options, build_machine, count, machine_config
+from emu.commands.options import add_machine_options, attach_injections, count, machine_config
 from emu.errors import ConfigError, EmuError, Interrupted
 from emu.events import SYSCALL_VECTOR, GuestExit
 from emu.inputs import check_output, refuse_overwriting
@@ -107,12 +107,13 @@ def _run(args, config, checks: frozenset[str], recorder):
     """Build the machine with its checkers and run it; a machine that cannot be built still
     ends its trace with a GuestExit (reason error)."""
     try:
-        machine = build_machine(config, [recorder] if recorder else [],
-                                on_serial_text=None if args.quiet else console.live)
+        machine = Machine(config, [recorder] if recorder else [],
+                          on_serial_text=None if args.quiet else console.live)
         if recorder:
             recorder.vtime_of = machine.vtime_of
         checker = _attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = _attach_heap_checks(machine, args) if "heap" in checks else None
+        attach_injections(machine)
     except (EmuError, Interrupted) as exc:
         if recorder:
             end = RunEnd.INTERRUPTED if isinstance(exc, Interrupted) else RunEnd.ERROR

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from emu.inject.fail_function import FailFunction
 from emu.inject.knobs import Decider, Knobs
 from emu.inject.spec import InjectionSpec, parse_spec
-from emu.inject.timed import Irq, RamFlip, SpuriousPageFault
-
-INJECTORS = {"fail-function": FailFunction, "ram": RamFlip, "irq": Irq,
-             "spurious-pf": SpuriousPageFault}
 
 __all__ = ["Decider", "InjectionSpec", "Knobs", "attach", "parse_spec"]
 
 
 def attach(machine, specs: Iterable[InjectionSpec]) -> list:
-    """Install one injector per spec on a machine that has not run yet."""
-    return [INJECTORS[spec.kind](machine, spec) for spec in specs]
+    """Install one injector per spec on a machine that has not run yet, after every other
+    observer and checker: an injector's hook must run after the others at the same address
+    (Unicorn calls them in the order they were added), so that a checker at a function's
+    entry sees the call before fail-function makes it return."""
+    # Imported here: the package stays light for the pytest plugin (Unicorn, capstone).
+    from emu.inject.fail_function import FailFunction
+    from emu.inject.timed import Irq, RamFlip, SpuriousPageFault
+    injectors = {"fail-function": FailFunction, "ram": RamFlip, "irq": Irq,
+                 "spurious-pf": SpuriousPageFault}
+    return [injectors[spec.kind](machine, spec) for spec in specs]

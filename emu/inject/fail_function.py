@@ -1,7 +1,7 @@
 """fail-function: make a kernel function fail from outside, like Linux's fail_function.
 
 Owns: hooking the function's first instruction, counting its calls (those from `caller`
-only, if given), and, when the knobs say so, returning `retval` to the caller without
+only, if given; those after checkpoint `after` only, if given), and, when the knobs say so, returning `retval` to the caller without
 running the body (SysV: the value in RAX, the return address popped).
 Does not own: the knobs' decision (knobs.py), the CPU's redirection (Cpu.return_from_call).
 
@@ -16,7 +16,7 @@ import struct
 from unicorn import x86_const as X
 
 from emu.errors import ConfigError
-from emu.events import Injection
+from emu.events import Checkpoint, Injection, Observer
 from emu.inject.knobs import Decider
 from emu.inject.spec import InjectionSpec
 from emu.monitor.symbols import CLONE_SUFFIXES
@@ -24,9 +24,11 @@ from emu.monitor.symbols import CLONE_SUFFIXES
 _U64 = struct.Struct("<Q")
 
 
-class FailFunction:
+class FailFunction(Observer):
     def __init__(self, machine, spec: InjectionSpec) -> None:
         self.machine = machine
+        self.after = spec.number("after")           # a checkpoint number, or None
+        self.armed = self.after is None
         self.spec = spec
         self.function = spec.params["function"]
         self.retval = spec.number("retval", 0)
@@ -46,11 +48,19 @@ class FailFunction:
                               f"({', '.join(clones)}) that some calls reach instead; build "
                               f"the kernel with it noinline (__attribute__((noinline)))")
         machine.hooks.on_execute(self.address, self._entry)
+        if not self.armed:
+            machine.events.subscribe(self)
+
+    def on_checkpoint(self, event: Checkpoint) -> None:
+        if event.number == self.after:
+            self.armed = True
 
     def describe(self) -> str:
         return f"fail-function {self.function} at {self.address:#x}"
 
     def _entry(self, uc, address: int, size: int, _data) -> None:
+        if not self.armed:
+            return
         cpu = self.machine.cpu
         return_address = _U64.unpack(cpu.read_virtual(cpu.reg(X.UC_X86_REG_RSP), 8))[0]
         caller = self.machine.symbols.lookup(return_address)

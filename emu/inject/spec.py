@@ -1,8 +1,10 @@
 """The `--inject SPEC` grammar: one injection per spec, `KIND:KEY=VALUE,KEY=VALUE...`.
 
-    fail-function:function=NAME[,retval=N][,caller=SYMBOL][,KNOBS]
+    fail-function:function=NAME[,retval=N][,caller=SYMBOL][,after=C][,KNOBS]
         at the entry of the kernel function NAME, skip its body and return N (default 0:
-        NULL for pointers; use retval=-12 for -ENOMEM) when the knobs say so
+        NULL for pointers; use retval=-12 for -ENOMEM) when the knobs say so; calls count
+        only from SYMBOL, and only once the guest reached checkpoint C (port 0xf0; our
+        kernel's 1 is "mm_init returned")
     ram:at=N,(paddr=ADDR|symbol=NAME|type=MEMMAP_TYPE)[,bit=B][,flips=K][,seed=S]
         when N instructions have retired, flip K bits (default 1): of the byte at ADDR or
         at the symbol's address, or of a random frame of that memory-map type; bit B of
@@ -31,7 +33,7 @@ KNOB_KEYS = {"probability": "probability", "interval": "interval", "times": "tim
              "space": "space", "fail-nth": "fail_nth", "seed": "seed"}
 # kind -> (required keys, optional keys besides the knobs)
 KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "fail-function": (frozenset({"function"}), frozenset({"retval", "caller"})),
+    "fail-function": (frozenset({"function"}), frozenset({"retval", "caller", "after"})),
     "ram": (frozenset({"at"}), frozenset({"paddr", "symbol", "type", "bit", "flips",
                                           "seed"})),
     "irq": (frozenset({"at", "vector"}), frozenset()),

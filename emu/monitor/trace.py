@@ -26,10 +26,19 @@ VERSION = 1
 FLUSH_SECONDS = 0.1
 MAX_LINE = 1 << 20                  # no event is a megabyte long: a longer line is corrupt
 MAX_TRACE_BYTES = 1 << 40           # a sanity bound; traces stream, so size costs no memory
+MAX_KERNEL_BYTES = 1 << 40          # hashing streams too; the machine bounds it by RAM
 
 
 def kernel_digest(path: Path) -> str:
-    """The SHA-256 of the kernel for the trace header; "" if it cannot be read."""
+    """The SHA-256 of the kernel for the trace header; "" if it cannot be read. A kernel
+    that is not a regular file (a device, a FIFO: a read that never ends) is refused with
+    the kernel check's one-line ConfigError."""
+    try:
+        check_input(path, "kernel", MAX_KERNEL_BYTES)
+    except ConfigError as exc:
+        if not Path(path).exists():
+            return ""               # the machine says it is missing, with its hint
+        raise exc from None
     try:
         return file_sha256(path)
     except OSError:

@@ -200,8 +200,10 @@ static bool valid_range(vaddr_t va, size_t pages)
 
 /* ---- Table pages ---------------------------------------------------------- */
 
-/* A zeroed page-table page; 0 if the PMM has none. */
-static paddr_t table_alloc(void)
+/* A zeroed page-table page; 0 if the PMM has none. Never inlined, so that
+ * every call is seen by a fault injector at its entry (emu --inject
+ * fail-function:function=table_alloc). */
+static __attribute__((noinline)) paddr_t table_alloc(void)
 {
     paddr_t pa = pmm_alloc();
 

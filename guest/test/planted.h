@@ -36,6 +36,10 @@
  *       it, so the bitmap disagrees with the slab's free count
  *   104 heap/buddy.c takes the block to the right as the buddy, buddy or
  *       not, so free buddies stay apart
+ *
+ * Failure paths, for fault-injection campaigns (emu campaign):
+ *   201 test/replay.c stamps a large block's first byte before it checks
+ *       that kmalloc returned one: an unchecked allocation on one path
  */
 #ifndef PLANTED_H
 #define PLANTED_H

@@ -9,6 +9,7 @@
  * Does not own: the heap (heap.h) or its checks (heap_check).
  */
 #include "test/replay.h"
+#include "test/planted.h"
 
 #include "arch/x86_64/io.h"
 #include "boot/boot.h"
@@ -554,6 +555,10 @@ static void do_alloc(struct run *run, uint64_t i, const struct op *op)
     print_address(run, i, op->id, s->p);
     s->size = s->p != NULL ? bytes : 0;
     s->seed = seed_of(op->id, bytes);
+#if PLANT_BUG == 201 /* planted bug 201: a large block is stamped before the NULL check */
+    if (bytes > 1024)
+        s->p[0] = 0xa5;
+#endif
     if (s->p == NULL) {
         if (run->mode != REPLAY_HEAPTEST && bytes > 0)
             error(run, i, "allocation returned", 0);

@@ -1,0 +1,175 @@
+"""Fault-injection campaigns (emu campaign, emu/inject/): the campaign file is checked, a
+correct kernel passes every point, a planted unchecked allocation is found, grouped and
+reduced to a reproducer that fails alone, the local and Dask executors agree, and the pytest
+plugin runs a workload with injections."""
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from emu.build import build_guest
+from emu.cli import main
+from emu.errors import ConfigError
+from emu.inject.campaign import expand_points, load_campaign, sample
+from emu.inject.runner import clean_run, run_campaign
+from emu.inject.variant import minimize, run_variant
+
+TRACE = Path(__file__).resolve().parent.parent / "traces" / "malloclab" / "short1-bal.rep"
+CAMPAIGN = f"""
+name = "kmalloc after mm_init"
+[machine]
+cmdline = "replay=1 heap=list"
+modules = ["{TRACE}"]
+checks = ["pt", "heap"]
+KERNEL
+[injection]
+template = "fail-function:function=kmalloc,after=1,fail-nth={{n}}"
+n = "1..auto"
+[accept]
+exit = [0, 1]
+output = ['^replay: error: op \\d+ \\(a \\d+ \\d+\\): allocation returned 0x0$',
+          '^replay: heap=list ops=12 errors=1 ']
+"""
+
+
+def campaign_file(tmp_path: Path, kernel: Path | None = None, text: str = CAMPAIGN) -> Path:
+    path = tmp_path / "kmalloc.toml"
+    path.write_text(text.replace("KERNEL", f'kernel = "{kernel}"' if kernel else ""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def planted_kernel() -> Path:
+    return build_guest(defines={"PLANT_BUG": "201"})
+
+
+# --- the file -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, says", [
+    (("[injection]", "[bogus]\n[injection]"), "unknown section or key bogus"),
+    (('n = "1..auto"', 'n = "1..x"'), 'n is "A..B", "A..auto" or "A,B,C"'),
+    (("fail-nth={n}", "fail-nth=3"), "must contain {n}"),
+    (("fail-function:function=kmalloc,after=1,fail-nth={n}", "ram:at={n},paddr=0"),
+     '"..auto" counts the calls of a fail-function template'),
+    (("checks = [\"pt\", \"heap\"]", "checks = [\"nope\"]"), "checks are pt, heap"),
+    (("cmdline =", "colour = 1\ncmdline ="), "[machine] takes"),
+    (("exit = [0, 1]", "exit = [0, 1]\nwhatever = 2"), "[accept] takes exit, output, panic"),
+    (("'^replay: heap", "'(^replay: heap"), "is not a regex"),
+    (("fail-function:", "fail-functon:"), "unknown kind 'fail-functon'"),
+    (("[machine]", "[machine\n"), "not TOML"),
+])
+def test_a_bad_campaign_file_is_one_line(tmp_path, change, says):
+    path = campaign_file(tmp_path, text=CAMPAIGN.replace(*change))
+    with pytest.raises(ConfigError) as info:
+        load_campaign(path)
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
+def test_points_and_samples():
+    assert expand_points("1..auto", 4) == [1, 2, 3, 4]
+    assert expand_points("3..5", None) == [3, 4, 5] and expand_points("2,7", None) == [2, 7]
+    assert sample(list(range(1, 101)), 5) == [1, 26, 51, 75, 100]   # round half to even
+    assert sample([1, 2], 5) == [1, 2] and sample([4, 5, 6], 1) == [4]
+
+
+# --- running ---------------------------------------------------------------------------------
+
+def test_the_correct_kernel_survives_every_kmalloc_failure(tmp_path, kernel):
+    report = run_campaign(load_campaign(campaign_file(tmp_path)), tmp_path / "out",
+                          workers=2)
+    assert report.calls == 6 and len(report.outcomes) == 6
+    assert report.counts() == {"passed": 6} and report.groups == []
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| passed | 6 |" in summary and "(the clean run made 6 calls)" in summary
+    assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 6
+
+
+def test_a_planted_unchecked_allocation_is_found_and_reproduced(tmp_path, planted_kernel,
+                                                                 capsys):
+    report = run_campaign(load_campaign(campaign_file(tmp_path, planted_kernel)),
+                          tmp_path / "out", workers=2)
+    (group,) = report.groups
+    kind, where = group.signature
+    assert kind == "panic" and "#PF" in where
+    # The trace's six allocations are 2040, 2040, 48, 4072, 4072, 4072 bytes: a failure of
+    # any but the 48-byte one hits the stamp (planted bug 201 stamps blocks over 1 KiB).
+    assert sorted(outcome.n for outcome in group.outcomes) == [1, 2, 4, 5, 6]
+    assert report.counts() == {"panic": 5, "passed": 1}
+    assert group.reproduces and group.specs == (
+        "fail-function:function=kmalloc,after=1,fail-nth=1",)
+    assert (tmp_path / "out" / group.trace).exists()
+    words = shlex.split(group.command)
+    assert words[:3] == ["emu", "run", str(planted_kernel)]
+    capsys.readouterr()
+    status = main(words[1:])                        # the one line, alone: it fails again
+    printed = capsys.readouterr()
+    assert status == 1 and "panic: unhandled exception: #PF" in printed.out + printed.err
+
+
+def test_delta_debugging_keeps_only_the_injection_that_matters(tmp_path, planted_kernel):
+    campaign = load_campaign(campaign_file(tmp_path, planted_kernel))
+    job, _ = clean_run(campaign)
+    specs = ("irq:at=400000,vector=0xff", "fail-function:function=kmalloc,after=1,fail-nth=2",
+             "ram:at=1000,paddr=0x8000000,bit=1")
+    failing = run_variant(job, 0, 0, specs)
+    assert failing.kind == "panic"
+    assert minimize(job, failing) == (specs[1],)
+
+
+def test_the_command_line_runs_a_sample(tmp_path, capsys):
+    status = main(["campaign", str(campaign_file(tmp_path)), "--sample", "2",
+                   "--workers", "1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 0 and "--- 2 runs: passed 2" in err
+    assert main(["campaign", str(tmp_path / "missing.toml")]) == 2
+
+
+@pytest.mark.slow
+def test_local_and_dask_executors_agree(tmp_path, planted_kernel):
+    campaign = load_campaign(campaign_file(tmp_path, planted_kernel))
+    local = run_campaign(campaign, tmp_path / "local", workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # Dask's own deprecation notices
+        dask = run_campaign(campaign, tmp_path / "dask", executor="dask", workers=2)
+    assert [o.to_dict() for o in local.outcomes] == [o.to_dict() for o in dask.outcomes]
+    assert [g.signature for g in local.groups] == [g.signature for g in dask.groups]
+
+
+# --- the pytest plugin --------------------------------------------------------------------------
+
+def test_the_plugin_imports_nothing_heavy():
+    code = ("import sys, emu.inject.pytest_plugin; "
+            "print(sorted(m for m in ('unicorn', 'capstone', 'elftools', 'emu.machine') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_plugin_runs_a_workload_with_injections(pytester, kernel):
+    path = campaign_file(pytester.path)
+    pytester.makepyfile(f"""
+        import pytest
+        from emu.inject.pytest_plugin import campaign_points
+
+        @pytest.mark.emu(cmdline="replay=1 heap=list", modules=[{str(TRACE)!r}])
+        def test_third_kmalloc_fails(emu_run):
+            run = emu_run(inject=["fail-function:function=kmalloc,after=1,fail-nth=3"],
+                          checks=("pt", "heap"))
+            assert run.end == "exit" and run.exit_value == 1
+            assert "allocation returned 0x0" in run.output
+            assert len(run.injections) == 1 and not run.violations and not run.findings
+
+        @pytest.mark.emu(cmdline="replay=1 heap=list", modules=[{str(TRACE)!r}])
+        @pytest.mark.parametrize("spec", campaign_points({str(path)!r}, sample=2))
+        def test_points(emu_run, spec):
+            assert emu_run(inject=[spec]).end == "exit"
+    """)
+    result = pytester.runpytest_subprocess("-q", "--emu-kernel", str(kernel))
+    result.assert_outcomes(passed=3)
+    disabled = pytester.runpytest_subprocess("-q", "-p", "no:emu")
+    assert "fixture 'emu_run' not found" in disabled.stdout.str()
