@@ -29,6 +29,20 @@ NO_BUILTIN void *memcpy(void *restrict dst, const void *restrict src, size_t n)
     return dst;
 }
 
+NO_BUILTIN void page_zero(void *page)
+{
+    size_t n = PAGE_SIZE / 8;
+
+    __asm__ volatile("rep stosq" : "+D"(page), "+c"(n) : "a"(0) : "memory");
+}
+
+NO_BUILTIN void page_copy(void *dst, const void *src)
+{
+    size_t n = PAGE_SIZE / 8;
+
+    __asm__ volatile("rep movsq" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+}
+
 /* Copies backwards when dst overlaps the tail of src. DF is clear on entry
  * and on return, as the ABI requires. */
 NO_BUILTIN void *memmove(void *dst, const void *src, size_t n)

@@ -59,6 +59,8 @@ struct pml4 {
 
 static pml4_t *kernel_root;
 static size_t table_frames;
+static bool user_roots_exist;               /* kernel-half PDPTs are permanent from then on */
+static uint64_t kernel_half_generation = 1; /* bumped when the kernel root gains a PML4 entry */
 static bool have_1g;
 static size_t kept_frames;
 
@@ -129,6 +131,11 @@ static bool is_leaf(uint64_t e, int level)
 static uint64_t *table_of(uint64_t e)
 {
     return phys_to_virt(e & PTE_ADDR);
+}
+
+static bool in_kernel_half(vaddr_t va)
+{
+    return va >= 0xffff800000000000ULL;
 }
 
 /* ---- Walking ------------------------------------------------------------- */
@@ -243,9 +250,11 @@ static uint64_t *entry_create(pml4_t *root, vaddr_t va, int level, vm_flags_t fl
             if (pa == 0)
                 return NULL;
             *e = pa | TABLE_ENTRY;
+            if (l == LEVEL_TOP && root == kernel_root && in_kernel_half(va))
+                kernel_half_generation++;
         }
-        if (flags & VM_USER)
-            *e |= PTE_USER;
+        if ((flags & VM_USER) || va < VMM_USER_END)
+            *e |= PTE_USER; /* user-half tables: the leaves alone decide */
         table = table_of(*e);
     }
     return &table[index_of(va, level)];
@@ -267,6 +276,8 @@ static void prune(pml4_t *root, vaddr_t va)
         level--;
     }
     for (; level < LEVEL_TOP && table_empty(path[level]); level++) {
+        if (level == LEVEL_TOP - 1 && user_roots_exist && in_kernel_half(va))
+            break; /* user roots point at this PDPT too */
 #if PLANT_BUG != 7 /* planted bug 7: the parent keeps pointing at the freed table */
         path[level + 1][index_of(va, level + 1)] = 0;
 #endif
@@ -462,6 +473,197 @@ paddr_t vmm_translate(pml4_t *root, vaddr_t va)
     struct vm_mapping m;
 
     return vmm_lookup(root, va, &m) == VMM_OK ? m.paddr : VMM_NO_TRANSLATION;
+}
+
+/* ---- User address spaces ------------------------------------------------ */
+
+#define KERNEL_HALF_FIRST (ENTRIES / 2)
+
+static bool is_live(const pml4_t *root)
+{
+    return (read_cr3() & PTE_ADDR) == virt_to_phys(root);
+}
+
+void vmm_kernel_range_prepare(vaddr_t start, vaddr_t end)
+{
+    uint64_t slot = level_bytes(LEVEL_TOP);
+    vaddr_t first = start & ~(slot - 1);
+    uint64_t slots = (end - first + slot - 1) / slot;
+
+    for (uint64_t i = 0; i < slots; i++) {
+        vaddr_t va = first + i * slot;
+
+        if (!in_kernel_half(va) || entry_create(kernel_root, va, LEVEL_TOP - 1, VM_READ) == NULL)
+            panic("vmm_kernel_range_prepare: cannot give 0x%lx a PDPT", va);
+    }
+}
+
+paddr_t vmm_root_paddr(const pml4_t *root)
+{
+    return virt_to_phys(root);
+}
+
+pml4_t *vmm_root_create(void)
+{
+    paddr_t pa = table_alloc();
+    pml4_t *root;
+
+    if (pa == 0)
+        return NULL;
+    root = phys_to_virt(pa);
+    for (int i = KERNEL_HALF_FIRST; i < ENTRIES; i++)
+        root->entry[i] = kernel_root->entry[i];
+    user_roots_exist = true;
+    return root;
+}
+
+void vmm_root_destroy(pml4_t *root)
+{
+    if (root == kernel_root || is_live(root))
+        panic("vmm_root_destroy: 0x%lx is the kernel's or the live root", virt_to_phys(root));
+    for (int i = 0; i < KERNEL_HALF_FIRST; i++) {
+        if (root->entry[i] != 0)
+            panic("vmm_root_destroy: user mappings left (PML4 entry %d)", i);
+    }
+    table_free(root->entry);
+}
+
+void vmm_activate(pml4_t *root, uint64_t *generation)
+{
+    if (*generation != kernel_half_generation) {
+        for (int i = KERNEL_HALF_FIRST; i < ENTRIES; i++)
+            root->entry[i] = kernel_root->entry[i];
+        *generation = kernel_half_generation;
+    }
+    if (!is_live(root))
+        write_cr3(virt_to_phys(root));
+}
+
+bool vmm_sync_kernel_entry(pml4_t *root, vaddr_t va)
+{
+    unsigned i = index_of(va, LEVEL_TOP);
+
+    if (!in_kernel_half(va) || (root->entry[i] & PTE_PRESENT) ||
+        !(kernel_root->entry[i] & PTE_PRESENT))
+        return false;
+    root->entry[i] = kernel_root->entry[i];
+    return true;
+}
+
+/*
+ * A walk's TLB work: up to FLUSH_BATCH pages are invalidated one by one at
+ * the end of the walk; beyond that one CR3 reload flushes everything (as
+ * Linux's flush_tlb_mm_range gives up on ranges past a ceiling). Nothing
+ * touches the walked pages before the walk ends.
+ */
+#define FLUSH_BATCH 32
+
+struct user_walk {
+    vmm_leaf_fn fn;
+    void *ctx;
+    bool live;
+    size_t flushes;
+    vaddr_t flush[FLUSH_BATCH];
+};
+
+static void flush_later(struct user_walk *w, vaddr_t va)
+{
+    if (!w->live)
+        return;
+    if (w->flushes < FLUSH_BATCH)
+        w->flush[w->flushes] = va;
+    w->flushes++;
+}
+
+static void flush_now(struct user_walk *w)
+{
+    if (w->flushes > FLUSH_BATCH) {
+        write_cr3(read_cr3());
+        return;
+    }
+    for (size_t i = 0; i < w->flushes; i++)
+        invlpg(w->flush[i]);
+}
+
+/* Applies the callback's verdict to the leaf *e; returns 1 if it was cleared. */
+static size_t visit_leaf(struct user_walk *w, uint64_t *e, vaddr_t va)
+{
+    struct vmm_leaf leaf = {.va = va, .pa = *e & PTE_ADDR, .flags = leaf_flags(*e, 0)};
+    uint64_t updated;
+
+    switch (w->fn(w->ctx, &leaf)) {
+    case VMM_KEEP:
+        return 0;
+    case VMM_REPROTECT:
+        updated = (*e & PTE_ADDR) | leaf_bits(leaf.flags, 0) | (*e & (PTE_ACCESSED | PTE_DIRTY));
+        if (updated != *e) {
+            *e = updated;
+            flush_later(w, va);
+        }
+        return 0;
+    case VMM_CLEAR:
+        *e = 0;
+        flush_later(w, va);
+        return 1;
+    }
+    panic("vmm_walk_user: unknown action");
+}
+
+/* Walks [start, end) inside table (at level); returns the leaves cleared. */
+static size_t walk_user_table(struct user_walk *w, uint64_t *table, int level, vaddr_t start,
+                              vaddr_t end)
+{
+    uint64_t size = level_bytes(level);
+    size_t cleared = 0;
+
+    for (vaddr_t va = start; va < end;) {
+        vaddr_t next = (va & ~(size - 1)) + size;
+        vaddr_t stop = next < end ? next : end;
+        uint64_t *e = &table[index_of(va, level)];
+
+        if (!(*e & PTE_PRESENT)) {
+            va = stop;
+            continue;
+        }
+        if (level == 0) {
+            cleared += visit_leaf(w, e, va);
+        } else if (is_leaf(*e, level)) {
+            panic("vmm_walk_user: a large page at 0x%lx", va);
+        } else {
+            uint64_t *child = table_of(*e);
+            size_t n = walk_user_table(w, child, level - 1, va, stop);
+
+            if (n > 0 && table_empty(child)) {
+                *e = 0;
+                flush_later(w, va); /* drops cached paging-structure entries too */
+                table_free(child);
+            }
+            cleared += n;
+        }
+        va = stop;
+    }
+    return cleared;
+}
+
+void vmm_walk_user(pml4_t *root, vaddr_t start, vaddr_t end, vmm_leaf_fn fn, void *ctx)
+{
+    struct user_walk w = {.fn = fn, .ctx = ctx, .live = is_live(root), .flushes = 0};
+
+    if (start >= end || end > VMM_USER_END || ((start | end) & (PAGE_SIZE - 1)) != 0)
+        panic("vmm_walk_user: bad range 0x%lx-0x%lx", start, end);
+    walk_user_table(&w, root->entry, LEVEL_TOP, start, end);
+    flush_now(&w);
+}
+
+int vmm_replace(pml4_t *root, vaddr_t va, paddr_t pa, vm_flags_t flags)
+{
+    struct walk w = walk(root, va);
+
+    if (!(*w.entry & PTE_PRESENT) || w.level != 0)
+        return VMM_NOT_MAPPED;
+    *w.entry = pa | leaf_bits(flags, 0);
+    invlpg(va);
+    return VMM_OK;
 }
 
 pml4_t *vmm_kernel_root(void)

@@ -95,6 +95,83 @@ paddr_t vmm_translate(pml4_t *root, vaddr_t va);
 /* Fills *out for va; VMM_OK, or VMM_NOT_MAPPED (then *out is untouched). */
 int vmm_lookup(pml4_t *root, vaddr_t va, struct vm_mapping *out);
 
+/* ---- User address spaces (mm/vmm.c drives these) ------------------------ */
+
+/*
+ * The user half is [0, VMM_USER_END): PML4 entries 0-255. Every root
+ * made by vmm_root_create shares the kernel half (entries 256-511) with
+ * the kernel's root by pointing at the same tables. From the first such
+ * root on, a kernel-half PDPT is never freed (a root that shares it could
+ * not be told), and a kernel-half PML4 entry the kernel's root gains later
+ * reaches the other roots through vmm_activate and vmm_sync_kernel_entry.
+ * User mappings are 4 KiB pages only.
+ */
+#define VMM_USER_END 0x0000800000000000ULL
+
+/* A new root: the kernel half shared, the user half empty. NULL if no
+ * frame is free. */
+pml4_t *vmm_root_create(void);
+
+/* Frees a root whose user half is empty (vmm_walk_user with VMM_CLEAR
+ * empties it). Panics "vmm_root_destroy: user mappings left" otherwise,
+ * and for the kernel's root or the live one. */
+void vmm_root_destroy(pml4_t *root);
+
+/* Makes root the live address space (CR3), after bringing its kernel half
+ * up to date if *generation (the caller's record for root, 0 for a new
+ * root) is behind. */
+void vmm_activate(pml4_t *root, uint64_t *generation);
+
+/* For a kernel-mode fault at a kernel-half va: copies the kernel root's
+ * PML4 entry for va into root if root lacks it. True if it did (the
+ * access can be retried). */
+bool vmm_sync_kernel_entry(pml4_t *root, vaddr_t va);
+
+/* Gives every PML4 slot of the kernel-half range [start, end) of the
+ * kernel's root a PDPT now, so that roots made later share it from the
+ * start (the heap's range, before the first process). Panics if no frame
+ * is free. */
+void vmm_kernel_range_prepare(vaddr_t start, vaddr_t end);
+
+/* The physical address of root (what CR3 holds). */
+paddr_t vmm_root_paddr(const pml4_t *root);
+
+/* One 4 KiB user leaf as vmm_walk_user shows it. */
+struct vmm_leaf {
+    vaddr_t va;
+    paddr_t pa;
+    vm_flags_t flags; /* a VMM_REPROTECT callback sets the new ones here */
+};
+
+/* What a vmm_walk_user callback does with the leaf it was shown. */
+enum vmm_leaf_action {
+    VMM_KEEP,      /* leave it */
+    VMM_REPROTECT, /* same frame, leaf->flags as the new permissions */
+    VMM_CLEAR,     /* unmap it; tables left empty are freed */
+};
+
+typedef enum vmm_leaf_action (*vmm_leaf_fn)(void *ctx, struct vmm_leaf *leaf);
+
+/*
+ * Calls fn for every present leaf in the user range [start, end) (page
+ * aligned, start < end <= VMM_USER_END), in address order, and applies
+ * what it returns. When root is live the TLB is flushed for every change
+ * before the walk returns (an invlpg each, or one CR3 reload for more
+ * than a few dozen). Holes
+ * cost one step per missing table, not per page. The frames are the
+ * callback's business (it drops its reference on VMM_CLEAR). fn may map
+ * pages outside [start, end) in root; it must not unmap any. Panics on a
+ * large page in the range.
+ */
+void vmm_walk_user(pml4_t *root, vaddr_t start, vaddr_t end, vmm_leaf_fn fn, void *ctx);
+
+/*
+ * Points the present 4 KiB leaf at va to the frame pa with flags (a
+ * copy-on-write copy), with an invlpg. VMM_NOT_MAPPED if va has no 4 KiB
+ * leaf (nothing changes).
+ */
+int vmm_replace(pml4_t *root, vaddr_t va, paddr_t pa, vm_flags_t flags);
+
 /* Page-table pages currently allocated from the PMM under every root. */
 size_t vmm_table_frames(void);
 
