@@ -1,9 +1,10 @@
 /*
  * main.c - the kernel entry point and boot report.
  *
- * Owns: the boot order (revision check, console, GDT/TSS, IDT), the
- * report of what the loader handed over, and the built-in self-tests
- * chosen with test=NAME on the command line.
+ * Owns: the boot order (revision check, console, GDT/TSS, IDT, memory,
+ * heap, initrd, then init=PATH if the command line names a program), the
+ * report of what the loader handed over ("quiet" leaves it out), and the
+ * built-in self-tests chosen with test=NAME on the command line.
  * Does not own: any of the layers it starts; each lives in its own file.
  *
  * Self-tests: test=int3 executes int3 and shows the handler returns;
@@ -25,11 +26,14 @@
 #include "dev/platform.h"
 #include "dev/serial.h"
 #include "dev/timer.h"
+#include "fs/initrd.h"
 #include "heap/heap.h"
 #include "lib/format.h"
 #include "lib/panic.h"
 #include "lib/string.h"
 #include "mm/paging.h"
+#include "proc/clock.h"
+#include "proc/init.h"
 #include "test/checkpoint.h"
 #include "test/replay.h"
 #include "test/selftest.h"
@@ -344,6 +348,8 @@ NORETURN void kmain(void)
     }
     if (serial_init() != SERIAL_OK)
         kernel_exit(EXIT_SERIAL_FAULTY);
+    if (cmdline_has("quiet"))
+        console_set_mode(CONSOLE_QUIET);
     print_banner();
     gdt_init();
     idt_init();
@@ -356,11 +362,17 @@ NORETURN void kmain(void)
 
     replay_save_module(); /* the module response is reclaimed by mm_init */
     rsdp = boot_rsdp();
+    initrd_save_module();
+    clock_save_boot_date();
     mm_init();
     checkpoint(CHECKPOINT_MM_INIT);
     heap_init();
     platform_ready = platform_init(rsdp);
     replay_main(); /* replay= or heaptest=: runs and exits */
+    if (initrd_init() > 0)
+        kprintf("initrd: indexed\n");
+    if (cmdline_has("init"))
+        proc_main(); /* runs the program to its end and exits */
     if (cmdline_get("selftest", test, sizeof(test)) >= 0)
         selftest_run(test);
     if (cmdline_get("test", test, sizeof(test)) >= 0)

@@ -96,11 +96,31 @@ int kvprintf(const char *fmt, va_list ap)
     return kvformat(serial_sink, NULL, fmt, ap);
 }
 
+static enum console_mode console_mode = CONSOLE_VERBOSE;
+
+void console_set_mode(enum console_mode mode)
+{
+    console_mode = mode;
+}
+
+int kreport(const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = kvprintf(fmt, ap);
+    va_end(ap);
+    return n;
+}
+
 int kprintf(const char *fmt, ...)
 {
     va_list ap;
     int n;
 
+    if (console_mode == CONSOLE_QUIET)
+        return 0;
     va_start(ap, fmt);
     n = kvprintf(fmt, ap);
     va_end(ap);

@@ -1,7 +1,8 @@
 /*
  * serial.h - the kernel console on COM1, and kprintf.
  *
- * Owns: the 16550 UART at I/O port 0x3f8 and formatted output to it.
+ * Owns: the 16550 UART at I/O port 0x3f8, formatted output to it, and the
+ * console's verbosity.
  * Does not own: formatting itself (format.c) or input.
  */
 #ifndef SERIAL_H
@@ -25,8 +26,21 @@ enum serial_status serial_init(void);
 void serial_putc(char c);
 void serial_puts(const char *s);
 
-/* printf to COM1 (see format.h for the conversions); returns the length. */
+/* What kprintf prints: everything, or (quiet, the kernel command line's
+ * "quiet") nothing; kreport, kvprintf and panics always print. */
+enum console_mode {
+    CONSOLE_VERBOSE = 0,
+    CONSOLE_QUIET = 1,
+};
+void console_set_mode(enum console_mode mode);
+
+/* printf to COM1 (see format.h for the conversions); returns the length.
+ * Nothing in CONSOLE_QUIET mode. */
 int kprintf(const char *fmt, ...) PRINTF_LIKE(1, 2);
+
+/* printf to COM1 in every mode: lines the user must see (a process's
+ * fatal fault, a leak, a deadlock). */
+int kreport(const char *fmt, ...) PRINTF_LIKE(1, 2);
 int kvprintf(const char *fmt, va_list ap);
 
 #endif

@@ -30,6 +30,7 @@ NORETURN void panic(const char *fmt, ...)
         kernel_exit(EXIT_PANIC); /* printing the first panic faulted */
     panicking = true;
 
+    console_set_mode(CONSOLE_VERBOSE);
     serial_puts("panic: ");
     va_start(ap, fmt);
     kvprintf(fmt, ap);

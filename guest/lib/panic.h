@@ -21,6 +21,7 @@ enum exit_code {
     EXIT_BAD_REVISION = 2,  /* the loader did not accept our base revision */
     EXIT_SERIAL_FAULTY = 3, /* COM1 failed its loopback self-test */
     EXIT_NO_BOOT_INFO = 4,  /* a response the kernel cannot run without is missing */
+    EXIT_DEADLOCK = 5,      /* every process is blocked for good (proc/sched.c) */
 };
 
 /* Prints "panic: <message>" on COM1 and exits with EXIT_PANIC. */

@@ -20,6 +20,7 @@ enum checkpoint_number {
     CHECKPOINT_MM_INIT = 1,  /* mm_init returned: own page tables, PMM ready */
     CHECKPOINT_SELFTEST = 2, /* a selftest=NAME returned */
     CHECKPOINT_PLANTED = 3,  /* selftest=planted: a planted bug (planted.h) has been exercised */
+    CHECKPOINT_PROC_REAPED = 4, /* a process was reaped: nothing of it may be left */
 };
 
 static inline void checkpoint(enum checkpoint_number n)

@@ -134,18 +134,24 @@ void interrupt_frame_dump(const struct interrupt_frame *f)
 
 /* Entered from isr_common with interrupts off, on the interrupted stack
  * (or IST1, or RSP0 from user mode). */
+NORETURN void interrupt_unhandled(const struct interrupt_frame *frame)
+{
+    const char *name = exception_name(frame->vector);
+
+    console_set_mode(CONSOLE_VERBOSE);
+    interrupt_frame_dump(frame);
+    if (name != NULL)
+        panic("unhandled exception: %s at rip 0x%lx", name, frame->rip);
+    panic("unhandled interrupt vector %lu at rip 0x%lx", frame->vector, frame->rip);
+}
+
 void isr_dispatch(struct interrupt_frame *frame)
 {
     interrupt_handler_t fn = handlers[frame->vector & 0xff];
-    const char *name;
 
     if (fn != NULL) {
         fn(frame);
         return;
     }
-    interrupt_frame_dump(frame);
-    name = exception_name(frame->vector);
-    if (name != NULL)
-        panic("unhandled exception: %s at rip 0x%lx", name, frame->rip);
-    panic("unhandled interrupt vector %lu at rip 0x%lx", frame->vector, frame->rip);
+    interrupt_unhandled(frame);
 }

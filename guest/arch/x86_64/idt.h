@@ -63,6 +63,11 @@ void idt_set_handler(uint8_t vector, interrupt_handler_t fn);
 /* Prints the registers and exception details of frame to the console. */
 void interrupt_frame_dump(const struct interrupt_frame *frame);
 
+/* What happens to an interrupt nobody handles: the console turns verbose,
+ * the frame is dumped, and the kernel panics. Handlers call it for the
+ * cases they do not own (a kernel-mode fault). */
+NORETURN void interrupt_unhandled(const struct interrupt_frame *frame);
+
 /* The name of an exception vector ("#PF page fault", ...), or NULL above 31. */
 const char *exception_name(uint64_t vector);
 

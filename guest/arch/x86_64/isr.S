@@ -2,7 +2,8 @@
  * isr.S - interrupt entry stubs and the common save/restore path.
  *
  * Owns: the 256 entry points the IDT points at (one per vector, each 16
- * bytes, starting at isr_stubs) and building struct interrupt_frame.
+ * bytes, starting at isr_stubs), building struct interrupt_frame, and
+ * isr_return, the one way back from a frame.
  * Does not own: deciding what an interrupt means (isr_dispatch in idt.c).
  *
  * Each stub makes the stack uniform: it pushes a dummy error code unless
@@ -59,6 +60,11 @@ isr_common:
     cld
     movq %rsp, %rdi
     call isr_dispatch
+    /* isr_return: RSP points at a struct interrupt_frame; restores it and
+     * returns from the interrupt (proc/entry.S leaves system calls and
+     * enters new processes this way too). */
+    .globl isr_return
+isr_return:
     popq %r15
     popq %r14
     popq %r13

@@ -1,0 +1,57 @@
+/*
+ * sched.h - the scheduler: which process runs, blocking and waking.
+ *
+ * Owns: the scheduler's own context (the boot stack kmain runs on), the
+ * round-robin choice among runnable processes, switching address space,
+ * kernel stack (TSS.RSP0, the SYSCALL stack) and FPU state, sleeping on a
+ * channel and waking everything asleep on it, and freeing the kernel stack
+ * of a process that has exited (it cannot free the stack it runs on).
+ * Does not own: process creation or teardown (proc.c), signals (which
+ * interrupt sleeps: signal.c says which are pending).
+ *
+ * A process runs until it blocks, yields or exits (no timer preemption:
+ * the machine has no timer device the kernel uses yet; sched_tick is where
+ * one would call in).
+ */
+#ifndef SCHED_H
+#define SCHED_H
+
+#include "proc/proc.h"
+
+enum sleep_result {
+    SLEEP_WOKEN = 0,
+    SLEEP_INTERRUPTED = 1, /* a signal is pending: the call returns -EINTR */
+};
+
+/* Runs processes until none is left (then returns), or every one left is
+ * asleep (a deadlock: reported, then the kernel exits). */
+void sched_run(void);
+
+/* The current process sleeps until wakeup(channel) or a deliverable
+ * signal. Returns at once with SLEEP_INTERRUPTED if one is pending. */
+enum sleep_result sleep_on(const void *channel);
+
+/* Makes every process asleep on channel runnable. */
+void wakeup(const void *channel);
+
+/* Interrupts p's sleep (a signal arrived for it). */
+void sched_interrupt(struct proc *p);
+
+/* The current process gives up the CPU but stays runnable. */
+void sched_yield(void);
+
+/* The current process (a zombie now) leaves the CPU for good. */
+NORETURN void sched_leave(void);
+
+/* Low-level context switch (proc/entry.S): saves the callee-saved
+ * registers and RSP in *save, continues at the context saved at rsp. */
+void switch_context(uint64_t *save, uint64_t rsp);
+
+/* The entry a new process's first switch returns to (proc/entry.S): it
+ * leaves through the interrupt return path to the user frame. */
+extern const char proc_enter_user[];
+
+/* The kernel stack top the SYSCALL entry switches to (proc/entry.S). */
+extern uint64_t syscall_stack_top;
+
+#endif
