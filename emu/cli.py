@@ -15,7 +15,6 @@ output ends it quietly with 141, as Unix tools end. The statuses are emu/result.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
@@ -44,22 +43,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_status(argv: list[str] | None) -> int:
+    """The status an error ends the command with: its module's ERROR_STATUS (`emu exec`
+    ends with 125, as `env` does), else 2."""
+    words = sys.argv[1:] if argv is None else argv
+    name = next((word for word in words if not word.startswith("-")), None)
+    for command in COMMANDS:
+        if command.NAME == name:
+            return getattr(command, "ERROR_STATUS", EXIT_HARNESS_ERROR)
+    return EXIT_HARNESS_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     signals.install()
+    failed = error_status(argv)
     try:
         args = build_parser().parse_args(argv)
         status = args.execute(args)
         console.flush()
         return status
     except OutputClosed:
-        _silence_stdout()
+        console.silence_stdout()
         return EXIT_OUTPUT_CLOSED
     except BuildError as exc:
         _error_line(f"emu: error: {exc}")      # with the compiler's first errors under it
-        return EXIT_HARNESS_ERROR
+        return failed
     except EmuError as exc:
         _error_line("emu: error: " + "; ".join(str(exc).splitlines()))
-        return EXIT_HARNESS_ERROR
+        return failed
     except Interrupted as exc:
         _error_line("emu: interrupted")
         return EXIT_SIGNAL_BASE + exc.signum
@@ -75,15 +86,6 @@ def _error_line(line: str) -> None:
     try:
         console.err(line)
     except EmuError:
-        pass
-
-
-def _silence_stdout() -> None:
-    """The reader is gone: what Python would flush at exit must not fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
         pass
 
 

@@ -151,6 +151,15 @@ class Injection(Event):
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class HostInput(Event):
+    """The guest read `data` (hex) from the host's stream `stream` (0: stdin) through the
+    host I/O channel: recorded so a run's input is part of its trace."""
+    handler: ClassVar[str] = "on_host_input"
+    stream: int
+    data: str
+
+
 class Observer:
     """Base class for observers; override only the `on_*` methods you need."""
 
@@ -168,6 +177,7 @@ class Observer:
     def on_heap_finding(self, event: HeapFinding) -> None: ...
     def on_checkpoint(self, event: Checkpoint) -> None: ...
     def on_invariant_violation(self, event: InvariantViolation) -> None: ...
+    def on_host_input(self, event: HostInput) -> None: ...
 
 
 def _overrides(observer: Observer, method: str) -> bool:

@@ -15,7 +15,8 @@ Public surface (everything else is private; observers attach through these only)
   hooks          guarded code hooks at single addresses: hooks.on_execute(address, fn)
   symbols        the kernel's ELF symbols (functions, data objects, lines, slide)
   boot           BootInfo: the memory map the kernel got, HHDM, kernel bases, framebuffer
-  devices        the PC devices (devices.com1 ...); bus.mmio_owner(paddr) for MMIO regions
+  devices        the PC devices (devices.com1 ...; devices.hostio.host: where a program's
+                 streams and status go); bus.mmio_owner(paddr) for MMIO regions
   every(n, fn)   call fn between instructions every n instructions
   stop(...)      end the run now with a RunEnd and a report (a checker under --strict)
   run()          run to the end; returns a RunResult
@@ -160,7 +161,7 @@ class Machine:
             self.bus, on_serial_text,
             on_exit=lambda value: self.cpu.request_stop(RunEnd.EXIT, value,
                                                         in_instruction=True),
-            clock=self.cpu.now, platform=config.platform)
+            clock=self.cpu.now, platform=config.platform, memory=self.memory)
         self.platform: PcPlatform | None = self._build_platform() if config.platform else None
 
     def _guard_boot_stack(self, page: int) -> None:

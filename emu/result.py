@@ -61,6 +61,26 @@ EXIT_STATUS_MEANINGS: tuple[tuple[str, str], ...] = (
 )
 
 
+# `emu exec` exits as `env` and `timeout` do: the program's own status, or its own codes.
+EXEC_HARNESS_FAILURE = 125         # the harness failed, or the kernel crashed, halted, ran out
+EXEC_CANNOT_RUN = 126              # the program is not a static x86-64 Linux executable
+EXEC_NOT_FOUND = 127               # the program does not exist
+
+EXEC_EXIT_STATUS_MEANINGS: tuple[tuple[str, str], ...] = (
+    ("0-255", "the program's own exit status, verbatim"),
+    (f"{EXIT_SIGNAL_BASE + 1}-{EXIT_SIGNAL_BASE + 64}",
+     "the program was ended by signal N: 128 + N (SIGSEGV 139, SIGABRT 134, SIGKILL 137), "
+     "after the kernel's report line for a fault"),
+    (str(EXEC_HARNESS_FAILURE), "emu failed (bad input, a harness error) or the kernel "
+                                "crashed, panicked, halted or ran out of its instruction "
+                                "budget: the report is on stderr"),
+    (str(EXEC_CANNOT_RUN), "the program cannot run: not a static x86-64 Linux executable "
+                           "(also when the program itself exits with 126)"),
+    (str(EXEC_NOT_FOUND), "the program does not exist (also when the program itself exits "
+                          "with 127)"),
+)
+
+
 def exit_status(end: RunEnd, guest_value: int | None = None) -> int:
     """The process exit status for a run that ended with `end`."""
     if end is RunEnd.EXIT:

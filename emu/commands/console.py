@@ -7,6 +7,7 @@ Owns: writing text for the user. Does not own: what is written.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 
 from emu.errors import OutputClosed, OutputError
@@ -46,6 +47,27 @@ def live(text: str) -> None:
 def err(line: str) -> None:
     """A line on standard error."""
     _write(sys.stderr, "standard error", line + "\n", flush=True)
+
+
+def write_bytes(stream_name: str, data: bytes) -> None:
+    """Raw bytes on standard output or standard error (a program's own output), flushed at
+    once. A reader that went away raises BrokenPipeError, for the caller to pass on."""
+    stream = sys.stdout if stream_name == "stdout" else sys.stderr
+    if stream_name == "stdout":
+        flush()
+    stream.flush()
+    stream.buffer.write(data)
+    stream.buffer.flush()
+
+
+def silence_stdout() -> None:
+    """Standard output's reader is gone: what Python would flush at exit must not fail
+    again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def flush() -> None:

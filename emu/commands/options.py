@@ -31,10 +31,16 @@ def count(text: str) -> int:
     return value
 
 
-def add_machine_options(command: argparse.ArgumentParser) -> None:
-    """The options that make a MachineConfig (see machine_config)."""
-    command.add_argument("kernel", nargs="?", type=Path,
-                         help="ELF kernel (default: build the project's own)")
+def add_machine_options(command: argparse.ArgumentParser, kernel_option: bool = False) -> None:
+    """The options that make a MachineConfig (see machine_config). The kernel is the first
+    positional argument, or `--kernel ELF` with `kernel_option` (a command whose positional
+    arguments are its own)."""
+    if kernel_option:
+        command.add_argument("--kernel", type=Path,
+                             help="ELF kernel (default: build the project's own)")
+    else:
+        command.add_argument("kernel", nargs="?", type=Path,
+                             help="ELF kernel (default: build the project's own)")
     command.add_argument("--memory", help="RAM size, e.g. 256M, 4G, 64G (default: the "
                                           "preset's)")
     command.add_argument("--memmap", default=None,

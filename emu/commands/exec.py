@@ -1,0 +1,139 @@
+"""`emu exec`: run a static Linux x86-64 program as a process of the project's kernel, and
+exit as the program did (as `env` and `timeout` do).
+
+Owns: the options of `emu exec` (--file, --kernel, --env, --seed, the machine options,
+--trace, --check), the program's streams on the host's (fd 1 to stdout and fd 2 to stderr
+byte for byte, the host's stdin behind fd 0), the kernel's own lines on stderr as
+`emu: kernel: ...`, and the exit status (emu/result.py's EXEC table: the program's status,
+128 + N after signal N, 125 when emu or the kernel failed, 126/127 when the program cannot
+run or does not exist).
+Does not own: packing and running (emu/workloads/process.py), the checkers.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+from pathlib import Path
+
+from emu.commands import console
+from emu.commands.options import add_machine_options, machine_config
+from emu.errors import ConfigError
+from emu.inputs import check_output, display, refuse_overwriting
+from emu.result import (EXEC_EXIT_STATUS_MEANINGS, EXEC_HARNESS_FAILURE, EXEC_NOT_FOUND,
+                        RunEnd)
+
+NAME = "exec"
+HELP = "run a static Linux x86-64 program under the project's kernel"
+ERROR_STATUS = EXEC_HARNESS_FAILURE
+
+
+def add_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--file", action="append", default=[], metavar="HOST[:GUEST]",
+                         help="put the host file HOST in the initrd at GUEST (default: "
+                              "/NAME); repeatable")
+    add_machine_options(command, kernel_option=True)
+    command.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                         help="the program's environment (default: empty); repeatable")
+    command.add_argument("--seed", type=int, default=0,
+                         help="seed of the kernel's random bytes (getrandom, AT_RANDOM)")
+    command.add_argument("--trace", type=Path, help="write a JSON-lines trace of events")
+    command.add_argument("--check", action="store_true",
+                         help="check the page tables, the PMM and the processes' address "
+                              "spaces while the program runs (findings on stderr)")
+    command.add_argument("--strict", action="store_true",
+                         help="with --check: end the run at the first finding (status 125)")
+    command.add_argument("program", type=Path, help="the static executable to run")
+    command.add_argument("args", nargs=argparse.REMAINDER,
+                         help="the program's arguments (everything after PROGRAM)")
+    command.epilog = "exit status: " + "; ".join(f"{code} {meaning}" for code, meaning
+                                                 in EXEC_EXIT_STATUS_MEANINGS)
+
+
+def _files(values: list[str]) -> tuple[tuple[Path, str], ...]:
+    out = []
+    for value in values:
+        host, sep, guest = value.rpartition(":") if ":" in value else (value, "", "")
+        if not sep:
+            host, guest = value, ""
+        if not host:
+            raise ConfigError(f"--file {value!r}: no host file")
+        out.append((Path(host), guest or "/" + Path(host).name))
+    return tuple(out)
+
+
+def _spec(args):
+    from emu.workloads.process import ProgramSpec
+    for item in args.env:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"--env {item!r}: expected NAME=VALUE")
+    return ProgramSpec(program=args.program, args=tuple(args.args), files=_files(args.file),
+                       env=tuple(args.env), seed=args.seed)
+
+
+def _writer(name: str):
+    def write(data: bytes) -> None:
+        console.write_bytes(name, data)
+    return write
+
+
+def execute(args) -> int:
+    from emu.workloads.process import HostConsole, KernelLines, run_program
+    spec = _spec(args)
+    if not args.program.exists():
+        console.err(f"emu: {display(args.program)}: No such file or directory")
+        return EXEC_NOT_FOUND
+    config = machine_config(args)
+    observers = [KernelLines(console.err)]
+    recorder = None
+    if args.trace:
+        from emu.monitor.trace import TraceRecorder, kernel_digest
+        if args.no_count:
+            raise ConfigError("--trace stamps every event with an instruction count; "
+                              "drop --no-count")
+        check_output(args.trace, "trace")
+        refuse_overwriting(args.trace, "trace", [("program", args.program),
+                                                 ("kernel", config.kernel)])
+        recorder = TraceRecorder(args.trace, kernel_digest(config.kernel), config.describe())
+        observers.append(recorder)
+    host = HostConsole(_writer("stdout"), _writer("stderr"), _stdin())
+    try:
+        result = run_program(spec, config, host, observers,
+                             attach=_checks(args) if args.check or args.strict else None)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{display(Path(exc.filename or args.program))}: "
+                          f"{os.strerror(exc.errno or errno.ENOENT)}") from None
+    finally:
+        if recorder:
+            recorder.close()
+    if 1 in host.closed:
+        console.silence_stdout()
+    if result.status == EXEC_HARNESS_FAILURE and result.run.end is not RunEnd.INTERRUPTED:
+        _failure(result)
+    return result.status
+
+
+def _stdin() -> int | None:
+    try:
+        os.fstat(0)
+    except OSError:
+        return None
+    return 0
+
+
+def _checks(args):
+    def attach(machine) -> None:
+        from emu.commands.run import attach_process_checks
+        attach_process_checks(machine, strict=args.strict)
+    return attach
+
+
+def _failure(result) -> None:
+    run = result.run
+    if run.report:
+        console.err(run.report)
+    if run.end is RunEnd.EXIT and result.wait_status is None:
+        console.err(f"emu: the kernel ended without reporting the program's status "
+                    f"({run.message})")
+    else:
+        console.err(f"emu: {run.message}")

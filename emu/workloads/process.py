@@ -1,0 +1,210 @@
+"""Running a static Linux x86-64 program as a process of the project's kernel: the initrd
+that carries it, the kernel command line that names it, the host's side of its standard
+streams, and how its end becomes an exit status.
+
+Owns: packing files into a USTAR initrd (the standard library's tarfile, POSIX.1-1988
+format: what guest/fs/initrd.c reads), the command line (`quiet init=PATH argv0=...
+env=NAME=VALUE seed=N -- ARGS`, each word escaped as guest/proc/init.c unescapes it),
+`HostConsole` (the HostStreams behind the guest's descriptors 0, 1 and 2: byte-exact, stdout
+and stderr apart, stdin read on demand), kernel lines as `emu: kernel: ...`, and
+`run_program`, which turns a run into a ProgramResult with `emu exec`'s status
+(emu/result.py's EXEC table).
+Does not own: the machine, the kernel, the checkers, the command line of emu itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from emu.errors import ConfigError
+from emu.events import Observer, SerialOutput
+from emu.inputs import check_input, display
+from emu.machine import Machine, MachineConfig
+from emu.result import (EXEC_CANNOT_RUN, EXEC_HARNESS_FAILURE, EXIT_SIGNAL_BASE, RunEnd,
+                        RunResult)
+
+GUEST_BIN = "/bin"
+MAX_FILE_BYTES = 1 << 31          # one initrd member (the guest maps them whole)
+KERNEL_PREFIX = "emu: kernel: "
+_PLAIN = frozenset(b"!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`"
+                   b"abcdefghijklmnopqrstuvwxyz{|}~")
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramSpec:
+    """What to run: the program (a host file), its arguments after argv[0], extra files
+    for the initrd as (host file, guest path), the environment, and the random seed."""
+    program: Path
+    args: tuple[str, ...] = ()
+    files: tuple[tuple[Path, str], ...] = ()
+    env: tuple[str, ...] = ()
+    seed: int = 0
+    argv0: str | None = None           # default: the program as given
+
+    @property
+    def guest_path(self) -> str:
+        return f"{GUEST_BIN}/{self.program.name}"
+
+
+def escape_word(text: str | bytes) -> str:
+    """A command-line word for guest/proc/init.c: bytes outside printable ASCII, and
+    space, tab and backslash, become \\xHH; an empty word is \\x00 (it ends the string)."""
+    data = os.fsencode(text) if isinstance(text, str) else text
+    if not data:
+        return "\\x00"
+    return "".join(chr(b) if b in _PLAIN else f"\\x{b:02x}" for b in data)
+
+
+def command_line(spec: ProgramSpec, extra: str = "") -> str:
+    """The kernel command line that runs `spec` quietly as the first process."""
+    words = ["quiet", f"init={escape_word(spec.guest_path)}",
+             f"argv0={escape_word(spec.argv0 if spec.argv0 is not None else str(spec.program))}",
+             f"seed={spec.seed}"]
+    words += [f"env={escape_word(item)}" for item in spec.env]
+    if extra:
+        words.append(extra)
+    return " ".join(words + ["--"] + [escape_word(arg) for arg in spec.args])
+
+
+def guest_file_path(text: str) -> str:
+    """A guest path for the initrd: absolute, no '.' or '..', at most 255 bytes."""
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise ConfigError(f"guest path {text!r} must name a file (no '..')")
+    path = "/" + "/".join(parts)
+    if len(os.fsencode(path)) > 255:
+        raise ConfigError(f"guest path {text!r} is longer than USTAR allows (255 bytes)")
+    return path
+
+
+def pack_initrd(entries: Iterable[tuple[Path, str]], out: Path) -> int:
+    """Write a USTAR archive of (host file, guest path) pairs to `out`; returns its size.
+    Files are checked (kind, size) before they are read; the mode keeps only the
+    permission bits."""
+    total = 0
+    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as archive:
+        seen: set[str] = set()
+        for host, guest in entries:
+            path = guest_file_path(guest)
+            if path in seen:
+                raise ConfigError(f"two files for the guest path {path}")
+            seen.add(path)
+            size = check_input(host, "file", MAX_FILE_BYTES)
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size = size
+            info.mode = 0o755 if os.access(host, os.X_OK) else 0o644
+            try:
+                with open(host, "rb") as stream:
+                    archive.addfile(info, stream)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot pack {display(host)}: {exc}") from None
+            total += size
+    return out.stat().st_size
+
+
+def shell_status(wait_status: int) -> int:
+    """A Linux wait status as a shell reports it: the exit code, or 128 + the signal."""
+    signal = wait_status & 0x7F
+    return EXIT_SIGNAL_BASE + signal if signal else (wait_status >> 8) & 0xFF
+
+
+class HostConsole:
+    """The host's side of the program's streams. `out` and `err` take bytes (and may raise
+    BrokenPipeError when their reader is gone: the program then gets EPIPE, and SIGPIPE, as
+    natively); `stdin` is a file descriptor read on demand (None: always at its end)."""
+
+    def __init__(self, out: Callable[[bytes], None], err: Callable[[bytes], None],
+                 stdin: int | None = None) -> None:
+        self.out = out
+        self.err = err
+        self.stdin = stdin
+        self.wait_status: int | None = None
+        self.closed: set[int] = set()
+
+    def write(self, stream: int, data: bytes) -> int:
+        if stream in self.closed:
+            return -errno.EPIPE
+        try:
+            (self.out if stream == 1 else self.err)(data)
+        except BrokenPipeError:
+            self.closed.add(stream)
+            return -errno.EPIPE
+        return len(data)
+
+    def read(self, stream: int, size: int) -> bytes:
+        if self.stdin is None:
+            return b""
+        try:
+            return os.read(self.stdin, size)
+        except OSError:
+            return b""
+
+    def exit(self, wait_status: int) -> None:
+        self.wait_status = wait_status
+
+
+class KernelLines(Observer):
+    """The kernel's own console lines, as `emu: kernel: LINE` through `err`."""
+
+    def __init__(self, err: Callable[[str], None]) -> None:
+        self.err = err
+
+    def on_serial_output(self, event: SerialOutput) -> None:
+        self.err(KERNEL_PREFIX + event.text)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramResult:
+    """How a program run ended: `status` is what `emu exec` exits with."""
+    run: RunResult
+    wait_status: int | None         # None: the kernel never reported one
+    status: int
+    machine: Machine
+
+
+def exec_status(run: RunResult, wait_status: int | None) -> int:
+    """`emu exec`'s status: the program's (as a shell shows it) when the kernel ran to its
+    clean end and reported one; 125 for anything else (crash, panic, budget, halt)."""
+    if run.end is RunEnd.EXIT and run.guest_value == 0 and wait_status is not None:
+        return shell_status(wait_status)
+    if run.end is RunEnd.INTERRUPTED:
+        return run.exit_status
+    return EXEC_HARNESS_FAILURE
+
+
+def prepare(spec: ProgramSpec, config: MachineConfig, workdir: Path) -> MachineConfig:
+    """The MachineConfig that runs `spec`: an initrd in `workdir` as the first module and
+    the command line naming the program (the config's own command line is kept after)."""
+    if not spec.program.exists():
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(spec.program))
+    initrd = workdir / "initrd.tar"
+    pack_initrd([(spec.program, spec.guest_path), *spec.files], initrd)
+    return dataclasses.replace(config, cmdline=command_line(spec, config.cmdline),
+                               modules=(initrd, *config.modules))
+
+
+def run_program(spec: ProgramSpec, config: MachineConfig, console: HostConsole,
+                observers: Iterable[Observer] = (),
+                attach: Callable[[Machine], None] | None = None) -> ProgramResult:
+    """Run `spec` on a machine made from `config` (kernel, memory, budget...). `attach` may
+    add checkers before the run. Raises ConfigError for bad input, FileNotFoundError when
+    the program does not exist."""
+    with tempfile.TemporaryDirectory(prefix="emu-exec-") as tmp:
+        machine = Machine(prepare(spec, config, Path(tmp)), list(observers))
+        machine.devices.hostio.host = console
+        if attach is not None:
+            attach(machine)
+        run = machine.run()
+    return ProgramResult(run, console.wait_status, exec_status(run, console.wait_status),
+                         machine)
+
+
+__all__ = ["ProgramSpec", "ProgramResult", "HostConsole", "KernelLines", "run_program",
+           "pack_initrd", "command_line", "escape_word", "shell_status", "exec_status",
+           "EXEC_CANNOT_RUN"]
