@@ -671,6 +671,26 @@ static enum vmm_leaf_action resident_leaf(void *ctx, struct vmm_leaf *leaf)
     return VMM_KEEP;
 }
 
+/* File pages are resident whether mapped or not: the initrd is the page cache, and
+ * Linux's mincore answers for a file mapping from the page cache (mm/mincore.c). */
+static void cached_file_pages(const struct address_space *as, vaddr_t start, vaddr_t end,
+                              uint8_t *vec)
+{
+    for (const struct vma *v = find_from(as, start); v != NULL && v->start < end;
+         v = vma_next(v)) {
+        uint64_t size;
+
+        if (v->backing != VMA_FILE)
+            continue;
+        size = v->object->ops->size(v->object);
+        for (vaddr_t page = v->start > start ? v->start : start; page < v->end && page < end;
+             page += PAGE_SIZE) {
+            if (v->offset + (page - v->start) < size)
+                vec[(page - start) / PAGE_SIZE] = 1;
+        }
+    }
+}
+
 int as_residency(struct address_space *as, vaddr_t addr, uint64_t length, uint8_t *vec,
                  size_t max)
 {
@@ -684,6 +704,7 @@ int as_residency(struct address_space *as, vaddr_t addr, uint64_t length, uint8_
     if (!covered(as, addr, addr + len))
         return AS_NOT_MAPPED;
     memset(vec, 0, len / PAGE_SIZE);
+    cached_file_pages(as, addr, addr + len, vec);
     vmm_walk_user(as->root, addr, addr + len, resident_leaf, &r);
     return AS_OK;
 }

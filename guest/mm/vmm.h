@@ -266,7 +266,8 @@ vaddr_t as_brk(struct address_space *as, vaddr_t brk);
 int as_discard(struct address_space *as, vaddr_t addr, uint64_t length);
 
 /* vec[i] = 1 if page i of [addr, addr + length) is resident, else 0, for at
- * most max pages. AS_NOT_MAPPED if part of the range has no region. */
+ * most max pages: mapped, or (a file mapping) held by the file, as Linux's
+ * page cache would hold it. AS_NOT_MAPPED if part of the range has no region. */
 int as_residency(struct address_space *as, vaddr_t addr, uint64_t length, uint8_t *vec,
                  size_t max);
 
