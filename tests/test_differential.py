@@ -123,3 +123,11 @@ def operations():
 def test_random_memory_system_calls_match_linux(ops):
     same("memscript", ("/data", *ops), files=((DATA, "/data"),),
          native_args=(str(DATA), *ops))
+
+
+@pytest.mark.parametrize("ops", [
+    ("f0,3,1", "c", "a", "t2"),     # file pages past the end: SIGBUS natively, EFAULT in write
+    ("m0,6,3", "x1,2,1,20", "c", "a"),  # MREMAP_FIXED shrinking from a region's middle
+])
+def test_memory_system_call_cases_found_by_hypothesis(ops):
+    same("memscript", ("/data", *ops), files=((DATA, "/data"),), native_args=(str(DATA), *ops))

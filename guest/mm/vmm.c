@@ -26,7 +26,7 @@
 #include "test/planted.h"
 
 #define VMA_OF(n) ((struct vma *)(n)) /* node is the first member: NULL stays NULL */
-#define MAX_SPARES 5
+#define MAX_SPARES 7
 
 static size_t live_regions, live_spaces;
 static struct address_space *current;
@@ -788,7 +788,9 @@ static int remap_fixed(struct address_space *as, vaddr_t addr, uint64_t old, uin
     if ((to & (PAGE_SIZE - 1)) != 0 || to < AS_MIN_ADDRESS || !user_range(to, new) ||
         (to < addr + old && addr < to + new))
         return AS_INVALID;
-    if (reserve(as, &s, 5) != AS_OK)
+    /* Two punches (2 spares each) and a move (3): a shrink taken from the middle of
+     * a region splits it twice before the move splits it again. */
+    if (reserve(as, &s, 7) != AS_OK)
         return AS_NO_MEMORY;
     punch(as, to, to + new, &s);
     if (new < old) {
@@ -912,6 +914,15 @@ static bool stack_could_grow(const struct address_space *as, vaddr_t addr)
     return prev == NULL || prev->end + AS_STACK_GUARD_GAP <= page;
 }
 
+/* Is page of a file mapping wholly past the file's end? Linux answers SIGBUS there
+ * (the page holding the end shows zeros after it). An ELF segment's region covers
+ * only pages with file bytes, its bss beyond them is an anonymous region. */
+static bool past_file_end(const struct vma *v, vaddr_t page)
+{
+    return v->backing == VMA_FILE &&
+           v->offset + (page - v->start) >= page_up(v->object->ops->size(v->object));
+}
+
 /* Maps a new frame at page, from v's file or zeroed. */
 static enum as_fault_kind fill_page(struct address_space *as, struct vma *v, vaddr_t page)
 {
@@ -980,6 +991,8 @@ static enum as_fault_kind resolve(struct address_space *as, vaddr_t address,
         return break_cow(as, v, page_down(address));
     if (present)
         return AS_FAULT_SIGSEGV; /* a present page denied a right its region grants: none */
+    if (past_file_end(v, page_down(address)))
+        return AS_FAULT_SIGBUS;
     kind = fill_page(as, v, page_down(address));
     return grew && kind == AS_FAULT_ZERO_FILL ? AS_FAULT_STACK_GROWTH : kind;
 }
@@ -1008,7 +1021,7 @@ int as_populate(struct address_space *as, vaddr_t addr, uint64_t length, enum as
         kind = resolve(as, page, access, present, &report);
         if (kind == AS_FAULT_OUT_OF_MEMORY)
             return AS_NO_MEMORY;
-        if (kind == AS_FAULT_SIGSEGV)
+        if (kind == AS_FAULT_SIGSEGV || kind == AS_FAULT_SIGBUS)
             return AS_NOT_MAPPED;
     }
     return AS_OK;

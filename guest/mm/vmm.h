@@ -143,11 +143,12 @@ enum as_fault_kind {
     AS_FAULT_STACK_GROWTH = 3,
     AS_FAULT_SIGSEGV = 4,
     AS_FAULT_OUT_OF_MEMORY = 5, /* no frame: the process is killed */
-    AS_FAULT_KINDS = 6,
+    AS_FAULT_SIGBUS = 6,        /* a file page wholly past the file's end, as Linux */
+    AS_FAULT_KINDS = 7,
 };
 
 /*
- * An address space. The monitor reads it (fixed layout, 136 bytes):
+ * An address space. The monitor reads it (fixed layout, 144 bytes):
  *
  *   off  field            meaning
  *     0  root             pml4_t * (kernel virtual) of its page tables
@@ -161,7 +162,7 @@ enum as_fault_kind {
  *    64  stack_limit      the most the stack region may grow to
  *    72  rss_pages        user pages mapped now
  *    80  peak_rss_pages
- *    88  faults[6]        faults resolved, by enum as_fault_kind
+ *    88  faults[7]        faults resolved, by enum as_fault_kind
  */
 struct address_space {
     pml4_t *root;
@@ -177,7 +178,7 @@ struct address_space {
     uint64_t peak_rss_pages;
     uint64_t faults[AS_FAULT_KINDS];
 };
-static_assert(sizeof(struct address_space) == 136, "address_space layout");
+static_assert(sizeof(struct address_space) == 144, "address_space layout");
 static_assert(offsetof(struct address_space, rss_pages) == 72, "address_space rss");
 static_assert(offsetof(struct address_space, faults) == 88, "address_space faults");
 
@@ -294,8 +295,8 @@ struct as_fault_report {
 
 /*
  * Resolves a fault at address (user half) for access; present says the
- * page was mapped (a protection fault). Every kind but AS_FAULT_SIGSEGV
- * and AS_FAULT_OUT_OF_MEMORY leaves the access able to succeed when
+ * page was mapped (a protection fault). Every kind but AS_FAULT_SIGSEGV,
+ * AS_FAULT_SIGBUS and AS_FAULT_OUT_OF_MEMORY leaves the access able to succeed when
  * retried. Counts the fault in as->faults.
  */
 enum as_fault_kind as_fault(struct address_space *as, vaddr_t address, enum as_access access,

@@ -95,7 +95,8 @@ static void page_fault(struct interrupt_frame *f)
         as_fault(p->as, address, access, (f->error_code & PF_PRESENT) != 0, &r);
     }
     trace(p, f, address, access, &r);
-    if (r.kind != AS_FAULT_SIGSEGV && r.kind != AS_FAULT_OUT_OF_MEMORY)
+    if (r.kind != AS_FAULT_SIGSEGV && r.kind != AS_FAULT_SIGBUS &&
+        r.kind != AS_FAULT_OUT_OF_MEMORY)
         return;
     if (!from_user(f)) {
         if (usercopy_fixup(f))
@@ -106,6 +107,11 @@ static void page_fault(struct interrupt_frame *f)
         kreport("%s[%u]: out of memory at 0x%lx rip 0x%lx: killed\n", p->name, p->pid,
                 address, f->rip);
         signal_force(SIGKILL);
+    }
+    if (r.kind == AS_FAULT_SIGBUS) {
+        kreport("%s[%u]: bus error at 0x%lx rip 0x%lx: %s, past the end of the file\n",
+                p->name, p->pid, address, f->rip, access_name(access));
+        signal_force(SIGBUS);
     }
     report_segv(p, f, address, access, r.region);
     signal_force(SIGSEGV);
