@@ -276,8 +276,10 @@ static enum vmm_leaf_action drop_leaf(void *ctx, struct vmm_leaf *leaf)
 {
     struct address_space *as = ctx;
 
-#if PLANT_BUG != 201 /* planted bug 201: unmapped user frames are never freed */
+#if PLANT_BUG != 301 /* planted bug 301: unmapped user frames are never freed */
     uframe_put(leaf->pa);
+#else
+    (void)leaf;
 #endif
     as->rss_pages--;
     return VMM_CLEAR;
@@ -366,7 +368,7 @@ static enum vmm_leaf_action fork_leaf(void *ctx, struct vmm_leaf *leaf)
 
     if (f->failed)
         return VMM_KEEP;
-#if PLANT_BUG != 202 /* planted bug 202: fork leaves private pages writable in both */
+#if PLANT_BUG != 302 /* planted bug 302: fork leaves private pages writable in both */
     if (f->v->sharing == VMA_PRIVATE)
         flags &= ~VM_WRITE;
 #endif
@@ -374,7 +376,7 @@ static enum vmm_leaf_action fork_leaf(void *ctx, struct vmm_leaf *leaf)
         f->failed = true;
         return VMM_KEEP;
     }
-#if PLANT_BUG != 203 /* planted bug 203: fork does not count the child's references */
+#if PLANT_BUG != 303 /* planted bug 303: fork does not count the child's references */
     uframe_get(leaf->pa);
 #endif
     count_mapped(f->child, 1);

@@ -239,7 +239,7 @@ NORETURN void proc_exit(uint32_t wait_status)
     p->peak_rss_pages = p->as->peak_rss_pages;
     memcpy(p->faults, p->as->faults, sizeof(p->faults));
     as_deactivate();
-#if PLANT_BUG != 204 /* planted bug 204: an exiting process keeps its address space */
+#if PLANT_BUG != 304 /* planted bug 304: an exiting process keeps its address space */
     as_destroy(p->as);
 #endif
     p->as = NULL;

@@ -40,6 +40,15 @@
  * Failure paths, for fault-injection campaigns (emu campaign):
  *   201 test/replay.c stamps a large block's first byte before it checks
  *       that kmalloc returned one: an unchecked allocation on one path
+ *
+ * User address spaces, for the monitor's process checker:
+ *   301 mm/vmm.c unmaps user pages without dropping their frames' references:
+ *       the frames of an exited process stay allocated (a leak)
+ *   302 mm/vmm.c fork leaves private pages writable in parent and child:
+ *       copy-on-write broken, one frame writable in two address spaces
+ *   303 mm/vmm.c fork shares private pages without counting the child's
+ *       references: reference counts disagree with the page tables
+ *   304 proc/proc.c an exiting process keeps its address space
  */
 #ifndef PLANTED_H
 #define PLANTED_H
