@@ -504,3 +504,27 @@ def test_scan_cache_gives_what_a_fresh_scan_gives(data):
     fresh = paging.scan(read_raw, root, True)
     assert again == fresh
     assert [leaf.start for leaf in again.leaves] == sorted(leaf.start for leaf in again.leaves)
+
+
+def test_scan_cache_sees_a_shared_table_change_made_while_scanning_another_root():
+    """Two roots share their lower tables (as processes share the kernel half). A change to
+    a shared table, seen first by a scan of the other root, is still a change for the
+    first: its cached space must not come back with the old leaf (a false use-after-free
+    report found by a fault-injection campaign)."""
+    pages = {paddr: bytearray(4096) for paddr in (0x1000, 0x2000, 0x3000, 0x4000, 0x5000)}
+    for root in (0x1000, 0x2000):
+        struct.pack_into("<Q", pages[root], 0, 0x3003)            # PML4[0] -> the PDPT
+    struct.pack_into("<Q", pages[0x3000], 0, 0x4003)              # PDPT[0] -> the PD
+    struct.pack_into("<Q", pages[0x4000], 0, 0x5003)              # PD[0] -> the PT
+    struct.pack_into("<Q", pages[0x5000], 8, 0x9003)              # PT[1]: a page
+
+    def read_raw(paddr: int) -> bytes:
+        return bytes(pages[paddr])
+
+    cache = paging.ScanCache()
+    assert [leaf.start for leaf in paging.scan(read_raw, 0x1000, True, cache).leaves] == \
+        [0x1000]
+    assert paging.scan(read_raw, 0x2000, True, cache).leaves
+    struct.pack_into("<Q", pages[0x5000], 8, 0)                   # unmapped
+    assert paging.scan(read_raw, 0x2000, True, cache).leaves == ()
+    assert paging.scan(read_raw, 0x1000, True, cache).leaves == ()

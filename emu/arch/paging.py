@@ -202,11 +202,14 @@ class ScanCache:
     """Remembers each table page's bytes and what a scan found in them, so that scanning an
     address space again re-decodes only the tables whose bytes changed, and returns the
     very same AddressSpace object when nothing changed at all (callers may compare with
-    `is`). For repeated checks of a live address space (`--check-every`)."""
+    `is`). For repeated checks of a live address space (`--check-every`). Address spaces
+    share tables (every process maps the kernel half with the same tables), so a space is
+    reused only if each table it was built from is still the very decode a scan finds now:
+    a table re-decoded while scanning another root counts as a change here too."""
 
     def __init__(self) -> None:
         self.tables: dict[tuple, _TableScan] = {}
-        self.spaces: dict[tuple[int, bool], AddressSpace] = {}
+        self.spaces: dict[tuple[int, bool], tuple[AddressSpace, list[_TableScan]]] = {}
 
 
 def scan(read_table: Callable[[int], "tuple[int, ...] | bytes"], root: int, nxe: bool,
@@ -215,7 +218,7 @@ def scan(read_table: Callable[[int], "tuple[int, ...] | bytes"], root: int, nxe:
     as its 512 entries or as its 4096 bytes (and raises UnbackedAccess where there is no
     RAM). With a `cache` (and bytes from read_table), unchanged tables are not decoded."""
     found = _Found([], [], [], [])
-    changed = [cache is None]
+    used: list[_TableScan] = []         # the decodes this space is built from, in order
 
     def visit(table: Table, w: bool, u: bool, x: bool) -> None:
         found.tables.append(table)
@@ -223,17 +226,16 @@ def scan(read_table: Callable[[int], "tuple[int, ...] | bytes"], root: int, nxe:
             raw = read_table(table.paddr)
         except UnbackedAccess:
             found.unreadable.append(table)
-            changed[0] = True
             return
         key = (table, w, u, x, nxe)
         known = cache.tables.get(key) if cache is not None else None
         if known is None or known.raw != raw:
             known = _decode(table, raw, w, u, x, nxe)
-            changed[0] = True
             if cache is not None and isinstance(raw, bytes):
                 if len(cache.tables) > _CACHE_LIMIT:
                     cache.tables.clear()
                 cache.tables[key] = known
+        used.append(known)
         for item in known.items:            # in address order: leaves stay sorted
             if type(item) is MappedRange:
                 found.leaves.append(item)
@@ -244,12 +246,14 @@ def scan(read_table: Callable[[int], "tuple[int, ...] | bytes"], root: int, nxe:
 
     visit(Table(root & PTE_ADDRESS_MASK, 0, 0, None), True, True, True)
     space_key = (root & PTE_ADDRESS_MASK, nxe)
-    if cache is not None and not changed[0] and space_key in cache.spaces:
-        return cache.spaces[space_key]
+    before = cache.spaces.get(space_key) if cache is not None else None
+    if before is not None and not found.unreadable and len(before[1]) == len(used) and \
+            all(old is new for old, new in zip(before[1], used)):
+        return before[0]
     space = AddressSpace(root & PTE_ADDRESS_MASK, tuple(found.leaves), tuple(found.tables),
                          tuple(found.bad), tuple(found.unreadable))
     if cache is not None:
-        cache.spaces[space_key] = space
+        cache.spaces[space_key] = (space, used)
     return space
 
 
