@@ -6,8 +6,10 @@
 Runs each campaign of bench/campaigns/ (all, or those named), every point unless
 `--sample K` spreads K of them over the range, and prints a Markdown table: the calls the
 clean run made, the runs, and their outcomes. The heap campaigns inject after the kernel's
-mm_init checkpoint (`after=1`): there every failure must be survived (a reported ENOMEM is
-fine; a panic, triple fault, checker finding or wrong output is a bug). The boot campaign
+mm_init checkpoint (`after=1`), the process campaigns after the first process started
+(`after=5`): there every failure must be survived (a reported ENOMEM, a process ended for
+want of memory are fine; a panic, triple fault, checker finding, leak or wrong output is a
+bug). The boot campaign
 injects from the first call on, where a clear panic is the right answer.
 
 Writes bench/campaigns_results.json and each campaign's results under bench/campaign-out/
@@ -25,7 +27,14 @@ from emu.inject.campaign import CLASSES, load_campaign
 from emu.inject.runner import run_campaign
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 RESULTS = HERE / "campaigns_results.json"
+
+
+def portable(command: str) -> str:
+    """A reproducer as the results file keeps it: paths from the repository's root and
+    the home folder written as ~, so the file names no one's machine."""
+    return command.replace(f"{ROOT}/", "").replace(f"{Path.home()}/", "~/")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                      "runs": len(report.outcomes),
                      "outcomes": {kind: counts[kind] for kind in CLASSES if counts[kind]},
                      "groups": [{"signature": list(group.signature),
-                                 "runs": len(group.outcomes), "reproducer": group.command,
+                                 "runs": len(group.outcomes), "reproducer": portable(group.command),
                                  "reproduces": group.reproduces}
                                 for group in report.groups],
                      "seconds": time.perf_counter() - began})

@@ -4,6 +4,7 @@ reduced to a reproducer that fails alone, the local and Dask executors agree, an
 plugin runs a workload with injections."""
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def planted_kernel() -> Path:
      '"..auto" counts the calls of a fail-function template'),
     (("checks = [\"pt\", \"heap\"]", "checks = [\"nope\"]"), "checks are pt, heap"),
     (("cmdline =", "colour = 1\ncmdline ="), "[machine] takes"),
-    (("exit = [0, 1]", "exit = [0, 1]\nwhatever = 2"), "[accept] takes exit, output, panic"),
+    (("exit = [0, 1]", "exit = [0, 1]\nwhatever = 2"), "[accept] takes exit, output, panic, reject"),
     (("'^replay: heap", "'(^replay: heap"), "is not a regex"),
     (("fail-function:", "fail-functon:"), "unknown kind 'fail-functon'"),
     (("[machine]", "[machine\n"), "not TOML"),
@@ -173,3 +174,53 @@ def test_the_plugin_runs_a_workload_with_injections(pytester, kernel):
     result.assert_outcomes(passed=3)
     disabled = pytester.runpytest_subprocess("-q", "-p", "no:emu")
     assert "fixture 'emu_run' not found" in disabled.stdout.str()
+
+
+# --- a process workload ---------------------------------------------------------------------
+
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+PROCESS_CAMPAIGN = f"""
+name = "kmalloc while a process runs"
+[machine]
+checks = ["pt"]
+KERNEL
+[process]
+program = "{PROGRAMS / 'mm_workload.c'}"
+[injection]
+template = "fail-function:function=kmalloc,after=5,fail-nth={{n}}"
+n = "1..auto"
+[accept]
+output = ['^init: exited with wait status 0x(0|300|9)$',
+          '^\\S*mm_workload-[0-9a-f]+\\[\\d+\\]: out of memory at .*: killed$']
+"""
+
+
+def test_a_process_campaign_survives_allocation_failures(tmp_path):
+    campaign = load_campaign(campaign_file(tmp_path, text=PROCESS_CAMPAIGN))
+    report = run_campaign(campaign, tmp_path / "out", workers=2, sample_count=4)
+    assert report.calls > 20 and len(report.outcomes) == 4
+    assert report.counts() == {"passed": 4}
+    assert "init=/bin/mm_workload-" in campaign.machine["cmdline"]
+    assert campaign.machine["modules"][0].endswith(".tar")
+
+
+def test_a_process_campaign_refuses_a_leaking_kernel(tmp_path):
+    """Planted bug 301 keeps unmapped user frames: the kernel's line that frames did not
+    come back after the last process is not an accepted output, so even the clean run fails."""
+    leaking = build_guest(defines={"PLANT_BUG": "301"})
+    campaign = load_campaign(campaign_file(tmp_path, leaking, PROCESS_CAMPAIGN))
+    with pytest.raises(ConfigError, match="fails without injection .*frames did not come back"):
+        run_campaign(campaign, tmp_path / "out", workers=1, sample_count=1)
+
+
+@pytest.mark.parametrize("process, says", [
+    ('args = ["x"]', "[process] takes program"),
+    ('program = "p.c"\ncolour = 1', "[process] takes program"),
+    ('program = "p.c"\nfiles = [1]', "files a list of [host, guest] pairs"),
+])
+def test_a_bad_process_section_is_one_line(tmp_path, process, says):
+    path = tmp_path / "c.toml"
+    path.write_text(f'[process]\n{process}\n[injection]\ntemplate = "fail-function:'
+                    f'function=kmalloc,fail-nth={{n}}"\nn = "1..3"\n')
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_campaign(path)

@@ -32,7 +32,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("emu.cpu", "emu.boot"),
     ("emu.monitor",),
     ("emu.machine", "emu.bare"),
-    ("emu.workloads", "emu.inject"),
+    ("emu.workloads",),
+    ("emu.inject",),
     ("emu.commands",),
     ("emu.cli",),
 )

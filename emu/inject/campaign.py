@@ -17,6 +17,18 @@ A campaign file (TOML; paths are relative to it):
     exit = [0, 1]                # guest exit values
     output = ["^replay: error: op \\d+ .*returned 0x0$"]   # serial lines (regexes)
     panic = "^panic: (.*)"       # how the kernel says it panicked (default: ours)
+    reject = ["did not come back"]   # lines that fail any run, the clean one too
+                                 # (default: our kernel's report of a leak)
+
+A process workload adds (our kernel runs it as init, emu/workloads/process.py):
+
+    [process]
+    program = "../tests/programs/mm_workload.c"   # C (built with zig) or a static ELF
+    args = ["3"]                 # optional: its arguments
+    files = [["data.bin", "/data"]]   # optional: (host file, guest path) in the initrd
+    seed = 0                     # optional: the seed of its random bytes
+
+The initrd is packed once, into the build cache, and named by the reproducer's --module.
 
 Owns: the file's validation (one-line errors), the variants, running one variant
 (`run_variant`, a pure function of picklable data so any executor can call it),
@@ -25,15 +37,18 @@ Does not own: where variants run (executors.py), the injectors, the checkers.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emu.build import build_program, cache
 from emu.errors import ConfigError
 from emu.inject.spec import parse_spec
 from emu.inputs import read_input
+from emu.workloads.process import ProgramSpec, command_line, pack_initrd
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,7 +56,9 @@ else:
     import tomli as tomllib
 
 MAX_CAMPAIGN_BYTES = 1 << 20
+MAX_MEMBER_BYTES = 1 << 31         # one file of a process workload's initrd
 OUR_PANIC = r"^panic: (.*)"
+OUR_REJECT = (r"^proc: -?\d+ frames did not come back",)
 # MachineConfig fields a campaign may set, and the emu run option that sets each.
 MACHINE_KEYS = {"kernel": "KERNEL", "memory": "--memory", "memmap": "--memmap",
                 "cmdline": "--cmdline", "modules": "--module",
@@ -64,6 +81,7 @@ class Campaign:
     accept_exit: tuple[int, ...] = (0,)
     accept_output: tuple[str, ...] = ()
     panic: str = OUR_PANIC
+    reject_output: tuple[str, ...] = OUR_REJECT
 
     def specs(self, n: int) -> tuple[str, ...]:
         return (self.template.replace("{n}", str(n)),)
@@ -72,7 +90,8 @@ class Campaign:
         """What run_variant needs besides the specs: plain data."""
         return {"machine": self.machine, "checks": list(self.checks),
                 "accept_exit": list(self.accept_exit),
-                "accept_output": list(self.accept_output), "panic": self.panic}
+                "accept_output": list(self.accept_output), "panic": self.panic,
+                "reject_output": list(self.reject_output)}
 
 
 @dataclass(frozen=True)
@@ -109,13 +128,16 @@ def load_campaign(path: Path) -> Campaign:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"campaign {path}: not TOML ({exc})") from None
-    unknown = sorted(set(document) - {"name", "machine", "injection", "accept"})
+    unknown = sorted(set(document) - {"name", "machine", "process", "injection", "accept"})
     if unknown:
         raise ConfigError(f"campaign {path}: unknown section or key {', '.join(unknown)}; "
-                          f"use name, [machine], [injection], [accept]")
+                          f"use name, [machine], [process], [injection], [accept]")
     machine = dict(document.get("machine", {}))
     checks = tuple(machine.pop("checks", ()))
     _check_machine(path, machine, checks)
+    machine = _resolve(path, machine)
+    if "process" in document:
+        machine = _with_process(path, document["process"], machine)
     injection = document.get("injection", {})
     if set(injection) != {"template", "n"}:
         raise ConfigError(f"campaign {path}: [injection] needs exactly template and n")
@@ -125,19 +147,21 @@ def load_campaign(path: Path) -> Campaign:
     parse_spec(template.replace("{n}", "1"))           # the grammar's own errors
     _check_points(path, points, template)
     accept = document.get("accept", {})
-    unknown = sorted(set(accept) - {"exit", "output", "panic"})
+    unknown = sorted(set(accept) - {"exit", "output", "panic", "reject"})
     if unknown:
-        raise ConfigError(f"campaign {path}: [accept] takes exit, output, panic, not "
-                          f"{', '.join(unknown)}")
-    for pattern in [*accept.get("output", ()), accept.get("panic", OUR_PANIC)]:
+        raise ConfigError(f"campaign {path}: [accept] takes exit, output, panic, reject, "
+                          f"not {', '.join(unknown)}")
+    for pattern in [*accept.get("output", ()), accept.get("panic", OUR_PANIC),
+                    *accept.get("reject", OUR_REJECT)]:
         try:
             re.compile(pattern)
         except re.error as exc:
             raise ConfigError(f"campaign {path}: {pattern!r} is not a regex ({exc})") from None
     return Campaign(str(document.get("name", path.stem)), path.parent.resolve(),
-                    _resolve(path, machine), checks, template, points,
+                    machine, checks, template, points,
                     tuple(int(v) for v in accept.get("exit", (0,))),
-                    tuple(accept.get("output", ())), accept.get("panic", OUR_PANIC))
+                    tuple(accept.get("output", ())), accept.get("panic", OUR_PANIC),
+                    tuple(accept.get("reject", OUR_REJECT)))
 
 
 def _check_machine(path: Path, machine: dict, checks: tuple) -> None:
@@ -167,6 +191,46 @@ def _resolve(path: Path, machine: dict) -> dict:
         out["kernel"] = str((folder / out["kernel"]).resolve())
     out["modules"] = [str((folder / module).resolve()) for module in out.get("modules", ())]
     return out
+
+
+def _with_process(path: Path, process, machine: dict) -> dict:
+    """The machine that runs [process] as init: its initrd first among the modules, the
+    command line naming it (the campaign's own command line kept after)."""
+    if not isinstance(process, dict) or "program" not in process or \
+            set(process) - {"program", "args", "files", "seed"}:
+        raise ConfigError(f"campaign {path}: [process] takes program and optionally args, "
+                          f"files, seed")
+    try:
+        args = tuple(str(arg) for arg in process.get("args", ()))
+        files = tuple((path.parent / host, str(guest)) for host, guest in
+                      process.get("files", ()))
+        seed = int(process.get("seed", 0))
+    except (TypeError, ValueError):
+        raise ConfigError(f"campaign {path}: [process] args is a list of words, files a "
+                          f"list of [host, guest] pairs, seed a number") from None
+    program = (path.parent / str(process["program"])).resolve()
+    if program.suffix == ".c":
+        program = build_program(program)
+    spec = ProgramSpec(program, args, files, seed=seed, argv0=program.name)
+    initrd = _initrd(spec)
+    return {**machine, "modules": [str(initrd), *machine.get("modules", ())],
+            "cmdline": command_line(spec, str(machine.get("cmdline", "")))}
+
+
+def _initrd(spec: ProgramSpec) -> Path:
+    """The spec's initrd in the build cache, named by what goes into it."""
+    digest = hashlib.sha256()
+    for host, guest in ((spec.program, spec.guest_path), *spec.files):
+        digest.update(guest.encode() + b"\0" + read_input(host, "file", MAX_MEMBER_BYTES))
+    target = cache.cache_root() / "initrds" / f"{digest.hexdigest()[:16]}.tar"
+    if not cache.is_fresh(target):
+        built = cache.temporary(target.parent, ".tar")
+        try:
+            pack_initrd([(spec.program, spec.guest_path), *spec.files], built)
+            cache.publish(built, target)
+        finally:
+            built.unlink(missing_ok=True)
+    return target
 
 
 def expand_points(points: str, calls: int | None) -> list[int]:

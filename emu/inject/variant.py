@@ -120,6 +120,10 @@ def classify(job: dict, machine, result, watch: _Watch) -> tuple[str, str, str]:
         return ends[result.end], result.message, where
     if result.end is not RunEnd.EXIT or result.guest_value not in job["accept_exit"]:
         return "exit", result.message, result.message
+    rejected = [re.compile(pattern) for pattern in job.get("reject_output", ())]
+    for line in lines:
+        if any(pattern.search(line) for pattern in rejected):
+            return "output", line, line
     if "clean_output" not in job:      # the clean run itself: nothing to compare with
         return "passed", "", ""
     clean = set(job["clean_output"])

@@ -30,6 +30,7 @@
 #include "proc/sched.h"
 #include "proc/syscall.h"
 #include "proc/trap.h"
+#include "test/checkpoint.h"
 
 #define INIT_WORDS_MAX 256
 #define EXIT_NOT_FOUND 127 /* as a shell reports a command it cannot find */
@@ -212,7 +213,8 @@ NORETURN void proc_main(void)
     proc_init();
     baseline = proc_frames_measure();
     proc_descriptor.baseline_frames = baseline;
-    start(&line);
+    if (start(&line))
+        checkpoint(CHECKPOINT_INIT_STARTED); /* failures from here are no longer boot's */
     kfree(line.buffer);
     sched_run();
     after = proc_frames_measure();

@@ -21,6 +21,7 @@ enum checkpoint_number {
     CHECKPOINT_SELFTEST = 2, /* a selftest=NAME returned */
     CHECKPOINT_PLANTED = 3,  /* selftest=planted: a planted bug (planted.h) has been exercised */
     CHECKPOINT_PROC_REAPED = 4, /* a process was reaped: nothing of it may be left */
+    CHECKPOINT_INIT_STARTED = 5, /* the first process exists: boot is over */
 };
 
 static inline void checkpoint(enum checkpoint_number n)
