@@ -90,6 +90,8 @@ def _child(argv: list, cwd: Path | None, env: dict | None, fds: tuple[int, int, 
     start = _rss()
     guest: list[int] = []
     try:
+        from emu import launch
+        launch.guard_signals()              # first, as the console script does
         from emu import machine as machine_module
         run = machine_module.Machine.run
 

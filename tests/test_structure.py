@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("emu.inject",),
     ("emu.commands",),
     ("emu.cli",),
+    ("emu.launch",),
 )
 PRIVATE_API_HOME = "emu.engine.capi"
 PRIVATE_NAMES = ("unicorn.unicorn_py3", "_uch", "uclib", "_binding")
