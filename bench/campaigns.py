@@ -73,7 +73,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| campaign | calls in a clean run | runs | outcomes |", "| --- | --- | --- | --- |"]
     for row in rows:
         outcomes = ", ".join(f"{kind} {count}" for kind, count in row["outcomes"].items())
-        lines.append(f"| {row['name']} | {row['calls']:,} | {row['runs']:,} | {outcomes} |")
+        calls = "-" if row["calls"] is None else f"{row['calls']:,}"   # points, not calls
+        lines.append(f"| {row['name']} | {calls} | {row['runs']:,} | {outcomes} |")
     return "\n".join(lines)
 
 

@@ -275,7 +275,8 @@ INJECT = st.sampled_from([
     "fail-function:function=kmalloc,fail-nth=1", "fail-function:function=pmm_alloc,times=3",
     "fail-function:function=nope", "ram:at=1000,type=usable,flips=64,seed=3",
     "ram:at=10,paddr=0xa0000", "ram:at=10,symbol=kmain,bit=7", "irq:at=50000,vector=255",
-    "spurious-pf:at=200000", "spurious-pf:at=0", "bogus", "ram:at=x", ":", ""])
+    "spurious-pf:at=200000", "spurious-pf:at=0", "ram:at=10,region=heap",
+    "ram:at=900000,region=heap,flips=64", "bogus", "ram:at=x", ":", ""])
 OPTIONS = {   # every option of every command, with awkward values; new options join here
     "run": {"--memory": SIZES, "--memmap": "path|pc|tiny|fragmented|bogus",
             "--cmdline": "text", "--module": "path", "--max-instructions": COUNTS,

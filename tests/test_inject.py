@@ -10,11 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from unicorn import x86_const as X
 
+from emu.arch import paging
 from emu.bare import DEMAND, BareMachine
 from emu.errors import ConfigError
 from emu.events import Injection, Observer
 from emu.inject import Decider, Knobs, attach, parse_spec
 from emu.machine import Machine, MachineConfig
+from emu.monitor.checks.checker import raw_table_reader
+from emu.monitor.heapcheck import heap_bounds
 from emu.result import RunEnd
 
 TRACES = __import__("pathlib").Path(__file__).resolve().parent.parent / "traces" / "malloclab"
@@ -89,7 +92,9 @@ def test_a_spec_parses_into_kind_params_and_knobs():
     ("fail-function:function=f,interval=0", "interval >= 1"),
     ("fail-function:function=f,function=g", "function is given twice"),
     ("fail-function:function", "'function' is not KEY=VALUE"),
-    ("ram:at=5", "exactly one of paddr=, symbol=, type="),
+    ("ram:at=5", "exactly one of paddr=, symbol=, type=, region="),
+    ("ram:at=5,region=stack", "region=stack is not a region; use one of heap"),
+    ("ram:at=5,region=heap,type=usable", "exactly one of"),
     ("ram:at=5,paddr=0x1000,symbol=x", "exactly one of"),
     ("ram:at=5,type=ram", "type=ram is not a memory-map type"),
     ("ram:at=5,paddr=0,bit=8", "bit is 0 to 7"),
@@ -178,6 +183,47 @@ def test_random_flips_in_a_memory_type_are_seeded(kernel):
         return [event.target for event in seen.seen]
     assert flipped(1) == flipped(1) != flipped(2)
     assert all(0xFFF0000 <= int(target, 16) < 0x10000000 for target in flipped(1))
+
+
+class HeapFrames(Observer):
+    """At each injection: the frames the kernel heap maps, as a fresh scan shows them."""
+
+    def __init__(self) -> None:
+        self.machine = None
+        self.seen: list[tuple[int, set[int]]] = []
+
+    def on_injection(self, event: Injection) -> None:
+        machine = self.machine
+        ranges = heap_bounds(machine)()
+        space = paging.scan(raw_table_reader(machine.memory), machine.cpu.cr3(), True)
+        frames = {leaf.paddr + offset for leaf in space.leaves for base, end in ranges
+                  for offset in range(0, leaf.end - leaf.start, 4096)
+                  if base <= leaf.start + offset < end}
+        self.seen.append((int(event.target, 16), frames))
+
+
+def test_a_flip_in_the_heap_lands_in_a_page_the_heap_maps(kernel):
+    clean = replay_machine(kernel)
+    clean.run()
+    during_replay = clean.cpu.icount() - 5000           # the replay is the run's last part
+
+    def flipped(seed: int) -> list[int]:
+        watch = HeapFrames()
+        machine = replay_machine(kernel, f"ram:at={during_replay},region=heap,flips=3,"
+                                 f"seed={seed}", observers=[watch])
+        watch.machine = machine
+        machine.run()
+        assert len(watch.seen) == 3
+        for address, frames in watch.seen:
+            assert address & ~0xFFF in frames, hex(address)
+        return [address for address, _ in watch.seen]
+    assert flipped(1) == flipped(1) != flipped(2)
+
+
+def test_a_heap_flip_before_the_heap_exists_is_refused(kernel):
+    machine = replay_machine(kernel, "ram:at=1000,region=heap")
+    with pytest.raises(ConfigError, match="the heap has no page mapped at instruction 1000"):
+        machine.run()
 
 
 def test_irq_arrives_at_its_count():

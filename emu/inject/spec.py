@@ -5,10 +5,11 @@
         NULL for pointers; use retval=-12 for -ENOMEM) when the knobs say so; calls count
         only from SYMBOL, and only once the guest reached checkpoint C (port 0xf0; our
         kernel's 1 is "mm_init returned")
-    ram:at=N,(paddr=ADDR|symbol=NAME|type=MEMMAP_TYPE)[,bit=B][,flips=K][,seed=S]
+    ram:at=N,(paddr=ADDR|symbol=NAME|type=MEMMAP_TYPE|region=heap)[,bit=B][,flips=K][,seed=S]
         when N instructions have retired, flip K bits (default 1): of the byte at ADDR or
-        at the symbol's address, or of a random frame of that memory-map type; bit B of
-        the byte, or random bits (seeded)
+        at the symbol's address, or of a random frame of that memory-map type, or of a
+        random page the kernel heap has mapped then (its range from heap_descriptor); bit
+        B of the byte, or random bits (seeded)
     irq:at=N,vector=V
         raise external interrupt V when N instructions have retired
     spurious-pf:at=N
@@ -34,12 +35,13 @@ KNOB_KEYS = {"probability": "probability", "interval": "interval", "times": "tim
 # kind -> (required keys, optional keys besides the knobs)
 KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "fail-function": (frozenset({"function"}), frozenset({"retval", "caller", "after"})),
-    "ram": (frozenset({"at"}), frozenset({"paddr", "symbol", "type", "bit", "flips",
-                                          "seed"})),
+    "ram": (frozenset({"at"}), frozenset({"paddr", "symbol", "type", "region", "bit",
+                                          "flips", "seed"})),
     "irq": (frozenset({"at", "vector"}), frozenset()),
     "spurious-pf": (frozenset({"at"}), frozenset()),
 }
-TEXT_KEYS = frozenset({"function", "caller", "symbol", "type"})
+TEXT_KEYS = frozenset({"function", "caller", "symbol", "type", "region"})
+RAM_REGIONS = ("heap",)
 USE = "use KIND:KEY=VALUE,... with KIND one of " + ", ".join(KINDS) + \
     " (see `emu run --help`)"
 
@@ -108,10 +110,13 @@ def _check(spec: str, kind: str, params: dict, knobs: Knobs) -> None:
     if params.get("at", 0) < 0:
         raise ConfigError(f"--inject {spec}: at= is an instruction count, not negative")
     if kind == "ram":
-        targets = [key for key in ("paddr", "symbol", "type") if key in params]
+        targets = [key for key in ("paddr", "symbol", "type", "region") if key in params]
         if len(targets) != 1:
             raise ConfigError(f"--inject {spec}: ram needs exactly one of paddr=, symbol=, "
-                              f"type=")
+                              f"type=, region=")
+        if "region" in params and params["region"] not in RAM_REGIONS:
+            raise ConfigError(f"--inject {spec}: region={params['region']} is not a region; "
+                              f"use one of {', '.join(RAM_REGIONS)}")
         if "type" in params and params["type"].upper() not in MemoryType.__members__:
             raise ConfigError(f"--inject {spec}: type={params['type']} is not a memory-map "
                               f"type; use one of {', '.join(MemoryType.__members__)}")

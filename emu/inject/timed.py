@@ -13,10 +13,13 @@ from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_64, Cs
 from capstone import x86_const as C
 from unicorn import x86_const as X
 
+from emu.arch import paging
 from emu.errors import ConfigError, GuestMemoryError
 from emu.events import Injection
 from emu.hw.memmap import MemoryType
 from emu.inject.spec import InjectionSpec
+from emu.monitor.checks.checker import raw_table_reader
+from emu.monitor.heapcheck import heap_bounds
 from emu.x86 import PAGE_SIZE, PF_PRESENT, PF_USER, PF_WRITE
 
 MAX_INSTRUCTION = 15
@@ -44,6 +47,10 @@ class RamFlip:
         if "type" in spec.params and not self._frames_of_type():
             raise ConfigError(f"--inject {spec.text}: the memory map has no "
                               f"{spec.params['type'].upper()} memory")
+        self.heap_bounds = heap_bounds(machine) if "region" in spec.params else None
+        if "region" in spec.params and self.heap_bounds is None:
+            raise ConfigError(f"--inject {spec.text}: the kernel has no heap_descriptor, so "
+                              f"its heap cannot be found")
         machine.cpu.call_at(spec.params["at"], self._flip)
 
     def describe(self) -> str:
@@ -68,9 +75,32 @@ class RamFlip:
                 raise ConfigError(f"--inject {self.spec.text}: {name} is not mapped at "
                                   f"instruction {params['at']}")
             return physical, max(1, min(size, 8)) if self.flips > 1 else 1
+        if "region" in params:
+            return self._heap_page()
         base, end = self.random.choice(self._frames_of_type())
         frame = base + PAGE_SIZE * self.random.randrange((end - base) // PAGE_SIZE)
         return frame, PAGE_SIZE
+
+    def _heap_page(self) -> tuple[int, int]:
+        """A random page of those the heap has mapped now, each page equally likely."""
+        machine = self.machine
+        ranges = self.heap_bounds()
+        space = paging.scan(raw_table_reader(machine.memory), machine.cpu.cr3(),
+                            machine.cpu.nxe())
+        runs = [(max(leaf.start, base), min(leaf.end, end), leaf)
+                for leaf in space.leaves for base, end in ranges
+                if leaf.start < end and base < leaf.end]
+        pages = sum((stop - start) // PAGE_SIZE for start, stop, _ in runs)
+        if pages == 0:
+            raise ConfigError(f"--inject {self.spec.text}: the heap has no page mapped at "
+                              f"instruction {self.spec.params['at']}")
+        pick = self.random.randrange(pages)
+        for start, stop, leaf in runs:
+            count = (stop - start) // PAGE_SIZE
+            if pick < count:
+                return leaf.paddr + (start - leaf.start) + pick * PAGE_SIZE, PAGE_SIZE
+            pick -= count
+        raise AssertionError("unreachable: pick < pages")
 
     def _flip(self) -> None:
         first, span = self._target()
