@@ -28,6 +28,7 @@ from fuzzing import run_emu
 
 EXAMPLES = int(os.environ.get("EMU_FUZZ_EXAMPLES", "25"))
 CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
+GOLDEN = Path(__file__).resolve().parent.parent / "traces" / "golden"
 BUDGET = ["--max-instructions", "3000000"]
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -252,6 +253,7 @@ def test_fuzz_heap_traces(tmp_path, kernel, text):
 @FUZZ
 @given(lines=st.lists(st.one_of(
     st.just('{"format":"emu-trace","version":1,"kernel_sha256":"","config":{}}'),
+    st.just('{"format":"emu-trace","version":2,"kernel_sha256":"","config":{}}'),
     st.just('{"type":"GuestExit","icount":5,"status":0,"reason":"exit"}'),
     st.text(max_size=40), st.binary(max_size=40).map(lambda b: b.decode("latin-1"))),
     max_size=6), raw=st.binary(max_size=64))
@@ -293,6 +295,11 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
     "heap-replay": {"--heap": st.sampled_from(["list", "chained", "all", "nope"]),
                     "--debug": None, "--bare": None, "--json": None, "--kernel": "path",
                     "--memory": SIZES, "--max-instructions": COUNTS},
+    "replay": {"--kernel": "path", "--search": "path",
+               "--compare": st.sampled_from(["all", "mm", "Cr3Written/old", "Nope", "",
+                                             "TlbFlush/x", "GuestExit,PortAccess/value"]),
+               "--set": st.sampled_from(["boot_time=1800000000", "ips=1000000", "nope=1",
+                                         "cmdline=test=int3", "keys=x", "memory=0"])},
     "campaign": {"--out": "path", "--workers": COUNTS, "--sample": COUNTS,
                  "--executor": "local|dask|bogus", "--scheduler": "local|tcp://127.0.0.1:1|x"},
     "build": {},
@@ -312,6 +319,9 @@ def command_lines(draw, paths: dict) -> list:
     if command == "heap-replay":
         argv.append(draw(st.sampled_from([paths[name] for name in sorted(paths)] +
                                          [str(CORPUS / "small.rep")])))
+    if command == "replay":
+        argv.append(draw(st.sampled_from([paths[name] for name in sorted(paths)] +
+                                         [str(GOLDEN / "boot.jsonl")])))
     if command == "campaign":
         argv.append(draw(st.sampled_from([paths[name] for name in sorted(paths)])))
     options = sorted(OPTIONS[command])

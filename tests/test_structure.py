@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("emu.cpu", "emu.boot"),
     ("emu.monitor",),
     ("emu.machine", "emu.bare"),
-    ("emu.workloads",),
+    ("emu.workloads", "emu.replay"),
     ("emu.inject",),
     ("emu.commands",),
     ("emu.cli",),

@@ -80,8 +80,10 @@ def execute(args) -> int:
             refuse_overwriting(output, what, inputs)
     recorder = None
     if args.trace:
-        from emu.monitor.trace import TraceRecorder, kernel_digest
-        recorder = TraceRecorder(args.trace, kernel_digest(config.kernel), config.describe())
+        from emu.monitor.trace import TraceRecorder
+        from emu.replay.header import build_header
+        recorder = TraceRecorder(args.trace, build_header(
+            config, own_kernel=args.kernel is None, run=run_options(args, checks)))
     try:
         result, machine, checker, heap_checker = _run(args, config, checks, recorder)
     finally:
@@ -103,6 +105,13 @@ def execute(args) -> int:
     return result.exit_status
 
 
+def run_options(args, checks: frozenset[str]) -> dict:
+    """The options of this run that make events, for the trace header (a replay attaches
+    the same checkers)."""
+    return {"checks": sorted(checks), "allow": args.allow, "strict": args.strict,
+            "check_every": args.check_every}
+
+
 def _run(args, config, checks: frozenset[str], recorder):
     """Build the machine with its checkers and run it; a machine that cannot be built still
     ends its trace with a GuestExit (reason error)."""
@@ -111,8 +120,8 @@ def _run(args, config, checks: frozenset[str], recorder):
                           on_serial_text=None if args.quiet else console.live)
         if recorder:
             recorder.vtime_of = machine.vtime_of
-        checker = _attach_page_checks(machine, args) if "pt" in checks else None
-        heap_checker = _attach_heap_checks(machine, args) if "heap" in checks else None
+        checker = attach_page_checks(machine, args) if "pt" in checks else None
+        heap_checker = attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
     except (EmuError, Interrupted) as exc:
         if recorder:
@@ -122,14 +131,14 @@ def _run(args, config, checks: frozenset[str], recorder):
     return machine.run(), machine, checker, heap_checker
 
 
-def _attach_page_checks(machine: Machine, args):
+def attach_page_checks(machine: Machine, args):
     from emu.monitor.checks import attach
     return attach(machine, strict=args.strict, every=args.check_every,
                   on_violation=None if args.strict else _print_violation,
                   allow=args.allow.split(","))
 
 
-def _attach_heap_checks(machine: Machine, args):
+def attach_heap_checks(machine: Machine, args):
     from emu.monitor import heapcheck
 
     def found(event) -> None:
