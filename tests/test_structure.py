@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("emu.engine",),
     ("emu.hw",),
     ("emu.cpu", "emu.boot"),
-    ("emu.monitor",),
+    ("emu.monitor", "emu.snapshot"),
     ("emu.machine", "emu.bare"),
     ("emu.workloads", "emu.replay"),
     ("emu.inject",),

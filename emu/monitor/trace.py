@@ -85,6 +85,20 @@ class TraceRecorder(Observer):
         record["vtime"] = self.vtime_of(event.icount) if self.vtime_of else event.icount
         self._write(record)
 
+    def snapshot_state(self) -> dict:
+        """For emu/snapshot: where the file stands (a restore cuts what came after)."""
+        self._file.flush()
+        return {"path": str(self.path), "position": self._file.tell()}
+
+    def restore_state(self, state: dict) -> None:
+        """Back to a snapshot of this recorder: the events written since are cut off. A
+        snapshot of another recorder (a run resumed from a file) leaves this one alone."""
+        if state.get("path") != str(self.path) or self._file.closed:
+            return
+        self._file.flush()
+        self._file.seek(state["position"])
+        self._file.truncate()
+
     def close(self) -> None:
         """Flush and close; an error writing the last buffered lines is an OutputError."""
         if self._file.closed:
