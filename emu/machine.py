@@ -260,6 +260,13 @@ class Machine:
         """Go back to `snapshot` (taken of this machine)."""
         snapshot.restore(self)
 
+    def reopen(self) -> None:
+        """Forget how the run ended, so that it goes on: a snapshot saved when an --until
+        run stopped is resumed from there."""
+        self.cpu.stop_reason = self.cpu.exit_value = None
+        self._stop = self._early = self._until = None
+        self._until_symbol = ""
+
     # ---- running ---------------------------------------------------------------------------
 
     def run(self) -> RunResult:

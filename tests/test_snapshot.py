@@ -89,3 +89,66 @@ def test_a_restore_undoes_guest_memory_writes(kernel):
         assert machine.memory.read(untouched, 64) == bytes(64)
     finally:
         snapshot.close()
+
+
+# ---- the command line: --until, snapshot files, --resume --------------------------------
+
+from emu.cli import main                                      # noqa: E402
+from emu.monitor.trace import read_trace                      # noqa: E402
+
+
+def events_of(path) -> list[dict]:
+    _, events = read_trace(path)
+    return list(events)
+
+
+def test_until_stops_at_an_exact_count_and_a_symbol(kernel, tmp_path, capsys):
+    trace = tmp_path / "until.jsonl"
+    assert main(["run", "--quiet", str(kernel), "--until", "123457", "--trace", str(trace)]) \
+        == 76
+    last = events_of(trace)[-1]
+    assert (last["type"], last["icount"], last["reason"]) == ("GuestExit", 123457, "until")
+    assert main(["run", "--quiet", str(kernel), "--until", "heap_init"]) == 76
+    err = capsys.readouterr().err
+    assert "stopped at the first execution of heap_init" in err
+    assert "<heap_init+0x0>" in err                  # stopped before its first instruction
+    assert main(["run", "--quiet", str(kernel), "--until", "no_such_function"]) == 2
+    assert "no symbol 'no_such_function'" in capsys.readouterr().err
+
+
+def test_a_saved_snapshot_resumes_in_a_new_process_exactly(kernel, tmp_path, capsys):
+    full, rest, snap = tmp_path / "full.jsonl", tmp_path / "rest.jsonl", tmp_path / "s.emusnap"
+    args = ["--module", str(SHORT), "--cmdline", "replay=1 heap=chained", "--check", "pt"]
+    assert main(["run", "--quiet", str(kernel), *args, "--trace", str(full)]) == 0
+    assert main(["run", "--quiet", str(kernel), *args, "--until", "300001",
+                 "--save-snapshot", str(snap)]) == 76
+    # A fresh process: the fixture's forked runner shares nothing with this one.
+    from fuzzing import run_emu
+    ending = run_emu(["run", "--quiet", "--resume", str(snap), "--check", "pt",
+                      "--trace", str(rest)], timeout=60)
+    assert ending.status == 0, ending.err
+    expected = [e for e in events_of(full) if e["icount"] >= 300001]
+    resumed = events_of(rest)
+    assert resumed[0]["type"] == "Booted"            # the new machine's own boot, at 0
+    assert resumed[1:] == expected
+    capsys.readouterr()
+
+
+def test_snapshot_every_writes_files_that_each_resume(kernel, tmp_path, capsys):
+    directory = tmp_path / "snaps"
+    assert main(["run", "--quiet", str(kernel), "--snapshot-every", "150000",
+                 "--snapshot-dir", str(directory)]) == 0
+    files = sorted(directory.iterdir())
+    assert [f.name for f in files] == [f"snapshot-{n:012d}.emusnap"
+                                       for n in (150000, 300000, 450000)]
+    assert main(["run", "--quiet", "--resume", str(files[1])]) == 0
+    assert "resumed from" in capsys.readouterr().err
+
+
+def test_bad_snapshots_are_one_line(tmp_path, capsys):
+    bogus = tmp_path / "bogus.emusnap"
+    bogus.write_bytes(b"\x00\x01 not a snapshot\n")
+    for path in (bogus, tmp_path / "missing.emusnap"):
+        assert main(["run", "--resume", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "snapshot" in err[0]

@@ -111,6 +111,9 @@ def _machine(header: dict, config: MachineConfig, comparer: ReplayComparer) -> M
 def execute(args) -> int:
     header, events = read_trace(args.trace)
     try:
+        if header.get("resumed_from"):
+            raise TraceError(f"{display(args.trace)} continues a run resumed from a snapshot; "
+                             "replay the trace of the run that started from boot")
         found = find_inputs(header, args.kernel, args.search, args.trace)
         config = config_from_header(header, found.kernel, found.inputs,
                                     overrides(header, args.set))

@@ -15,6 +15,7 @@ Reading streams: memory does not grow with the trace's length.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -88,12 +89,12 @@ class TraceRecorder(Observer):
     def snapshot_state(self) -> dict:
         """For emu/snapshot: where the file stands (a restore cuts what came after)."""
         self._file.flush()
-        return {"path": str(self.path), "position": self._file.tell()}
+        return {"recorder": f"{os.getpid()}:{id(self)}", "position": self._file.tell()}
 
     def restore_state(self, state: dict) -> None:
         """Back to a snapshot of this recorder: the events written since are cut off. A
         snapshot of another recorder (a run resumed from a file) leaves this one alone."""
-        if state.get("path") != str(self.path) or self._file.closed:
+        if state.get("recorder") != f"{os.getpid()}:{id(self)}" or self._file.closed:
             return
         self._file.flush()
         self._file.seek(state["position"])

@@ -17,7 +17,6 @@ import ctypes
 import ctypes.util
 import mmap
 import os
-import re
 import signal
 from typing import Iterable, Iterator
 
@@ -28,7 +27,7 @@ PAGE = mmap.PAGESIZE
 MADV_DONTNEED = 4
 PR_SET_PDEATHSIG = 1
 IOV_MAX = 1024
-_RESIDENT_RUN = re.compile(rb"[\x01-\xff]+")
+_BIT0 = bytes(value & 1 for value in range(256))     # mincore: bit 0 says resident
 
 
 class _IoVec(ctypes.Structure):
@@ -60,12 +59,18 @@ def resident(runs: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int]]
     found = []
     for base, address, length in runs:
         pages = -(-length // PAGE)
-        vector = (ctypes.c_ubyte * pages)()
-        if _LIBC.mincore(ctypes.c_void_p(address), ctypes.c_size_t(length), vector) != 0:
+        vector = bytearray(pages)
+        if _LIBC.mincore(ctypes.c_void_p(address), ctypes.c_size_t(length),
+                         (ctypes.c_ubyte * pages).from_buffer(vector)) != 0:
             raise EngineError(f"mincore failed on guest RAM: {os.strerror(ctypes.get_errno())}")
-        for match in _RESIDENT_RUN.finditer(bytes(vector)):
-            start, end = match.start() * PAGE, min(match.end() * PAGE, length)
-            found.append((base + start, address + start, end - start))
+        flags = vector.translate(_BIT0)
+        start = flags.find(1)
+        while start >= 0:               # memchr from run to run: 64 GiB scans in ms
+            end = flags.find(0, start)
+            end = pages if end < 0 else end
+            first, last = start * PAGE, min(end * PAGE, length)
+            found.append((base + first, address + first, last - first))
+            start = flags.find(1, end)
     return found
 
 

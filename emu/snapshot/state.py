@@ -13,7 +13,8 @@ files, functions, capstone...: kept by reference, their state is not Python's to
 dataclasses are values. A ctypes Structure (the instruction counter's header) is captured
 field by field, pointers excluded. A component may define `snapshot_state()` and
 `restore_state(state)` to do it its own way (the trace recorder truncates its file).
-Classes listed in STATELESS are not walked: they hold nothing that changes during a run.
+Classes listed in STATELESS are not walked: they hold nothing that changes during a run;
+those in WIRING are walked but their own attributes are not captured.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ from emu.events import Observer
 PLAIN = (int, float, str, bytes, bool, type(None), complex, range)
 STATELESS = frozenset({"Symbols", "MachineConfig", "BootInfo", "Layout", "Snapshot",
                        "HookGuard"})   # HookGuard: its ctypes callbacks must outlive hooks
+# Walked (they lead to components) but not captured: who is subscribed is wiring, and a run
+# resumed from a file subscribes its own observers.
+WIRING = frozenset({"EventBus"})
 _POINTERS = (ctypes.c_void_p, ctypes.c_char_p)
 
 
@@ -145,6 +149,8 @@ def capture(root: Any) -> tuple[Capture, dict[str, dict[str, Any]]]:
     walk = Capture(root)
     state: dict[str, dict[str, Any]] = {}
     for path, obj in walk.components.items():
+        if type(obj).__name__ in WIRING:
+            continue
         custom = getattr(obj, "snapshot_state", None)
         if callable(custom):
             state[path] = {"__custom__": custom()}
