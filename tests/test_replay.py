@@ -80,6 +80,32 @@ def test_a_different_boot_time_diverges_at_the_first_output_that_depends_on_it(c
     assert "last matching events:" in out and "registers:" in out
 
 
+def test_a_different_seed_diverges_at_the_first_decision_it_changes(kernel, tmp_path, capsys):
+    """kmalloc fails with probability 50% from a seeded generator: a rerun with another seed
+    matches up to the first call whose decision differs, and the report names that call."""
+    from emu.inject.knobs import Decider, Knobs
+    first = next(n for n, (a, b) in enumerate(zip(
+        *(iter(Decider(Knobs(probability=50, seed=s)).should_fail, None) for s in (1, 3))), 1)
+        if a != b)
+    trace = tmp_path / "seeded.jsonl"
+    main(["run", "--quiet", str(kernel), "--trace", str(trace), "--module",
+          str(ROOT / "traces" / "malloclab" / "short1-bal.rep"), "--cmdline",
+          "replay=1 heap=chained", "--inject", "fail-function:function=kmalloc,probability=50,"
+          "seed=1"])
+    capsys.readouterr()
+    assert read_header(trace)["seeds"] == {"inject.0": 1}
+    assert replay(capsys, trace)[0] == 0
+    status, out, _ = replay(capsys, trace, "--seed", "inject.0=3")
+    assert status == 75
+    pair = out.split("recorded: ")[1].splitlines()[:2]
+    assert any(line.split("observed: ")[-1].startswith("Injection") and
+               f"detail=call {first} from" in line for line in pair), pair
+    if pair[0].startswith("Injection"):         # seed 1 failed the call, seed 3 did not
+        assert f"passed instruction {int(pair[0].split('@')[1].split()[0]):,} without" in out
+    status, _, err = replay(capsys, trace, "--seed", "inject.1=3")
+    assert status == 2 and "no such seed; it has inject.0" in err
+
+
 @pytest.fixture(scope="module")
 def edited_kernel(tmp_path_factory) -> Path:
     """The project's kernel with one edit: vmm_unmap flushes page 0 before its real work."""

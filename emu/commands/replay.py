@@ -16,6 +16,7 @@ import dataclasses
 from pathlib import Path
 
 from emu.commands import console
+from emu.commands.options import attach_injections
 from emu.commands.run import attach_heap_checks, attach_page_checks
 from emu.errors import ConfigError, TraceError
 from emu.inputs import display
@@ -23,7 +24,7 @@ from emu.machine import Machine, MachineConfig
 from emu.monitor.trace import last_event, read_trace
 from emu.replay import compare
 from emu.replay.divergence import ReplayComparer
-from emu.replay.header import config_from_header
+from emu.replay.header import config_from_header, with_seeds
 from emu.replay.inputs import find_inputs
 from emu.result import EXIT_STATUS, RunEnd
 
@@ -50,6 +51,9 @@ def add_arguments(replay: argparse.ArgumentParser) -> None:
     replay.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="change one recorded configuration field (e.g. "
                              "boot_time=1800000000) to see where the run first depends on it")
+    replay.add_argument("--seed", action="append", default=[], metavar="NAME=VALUE",
+                        help="change one recorded seed (the header's seeds, e.g. inject.0=7) "
+                             "to see where the run first depends on it")
     replay.epilog = ("exit status: 0 every compared event matched; 75 the rerun differed "
                      "(the report shows the first difference); 2 bad input")
 
@@ -83,6 +87,21 @@ def _typed(name: str, text: str, recorded):
     return text
 
 
+def seeds(settings: list[str]) -> dict[str, int]:
+    """--seed NAME=VALUE (the names are checked against the trace by with_seeds)."""
+    out = {}
+    for setting in settings:
+        name, sep, text = setting.partition("=")
+        try:
+            out[name.strip()] = int(text.replace("_", ""), 0)
+        except ValueError:
+            raise ConfigError(f"--seed {setting}: give NAME=NUMBER, e.g. inject.0=7") \
+                from None
+        if not sep or not name.strip():
+            raise ConfigError(f"--seed {setting}: give NAME=NUMBER, e.g. inject.0=7")
+    return out
+
+
 def _budget(config: MachineConfig, trace: Path) -> MachineConfig:
     """Bound a rerun that loops where the recording did not: the recorded budget, or twice
     the recording's length and some."""
@@ -104,6 +123,7 @@ def _machine(header: dict, config: MachineConfig, comparer: ReplayComparer) -> M
         attach_page_checks(machine, options)
     if "heap" in checks:
         attach_heap_checks(machine, options)
+    attach_injections(machine)
     comparer.attach(machine)
     return machine
 
@@ -115,8 +135,8 @@ def execute(args) -> int:
             raise TraceError(f"{display(args.trace)} continues a run resumed from a snapshot; "
                              "replay the trace of the run that started from boot")
         found = find_inputs(header, args.kernel, args.search, args.trace)
-        config = config_from_header(header, found.kernel, found.inputs,
-                                    overrides(header, args.set))
+        config = with_seeds(config_from_header(header, found.kernel, found.inputs,
+                                               overrides(header, args.set)), seeds(args.seed))
         run = header.get("run") if isinstance(header.get("run"), dict) else {}
         comparison = compare.parse(args.compare).narrowed_to(run.get("events"))
         if not found.kernel_matches:

@@ -86,7 +86,9 @@ def execute(args) -> int:
         if output is not None:
             check_output(output, what)
             refuse_overwriting(output, what, inputs)
-    header = _header(args, config, checks, saved)
+    # Hashing the inputs costs a read of each: only for a run that writes a trace or snapshots.
+    header = _header(args, config, checks, saved) \
+        if args.trace or args.save_snapshot or args.snapshot_every else {}
     recorder = None
     if args.trace:
         from emu.monitor.trace import TraceRecorder

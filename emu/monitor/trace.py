@@ -22,7 +22,7 @@ from typing import IO, Callable, Iterator
 
 from emu.errors import ConfigError, OutputError, TraceError
 from emu.events import Event, Observer
-from emu.inputs import check_input, display, file_sha256
+from emu.inputs import check_input, display
 
 FORMAT = "emu-trace"
 VERSION = 2
@@ -32,23 +32,14 @@ OLD_VERSIONS = {1: "version 1 (before replay: its header cannot rerun the run); 
 FLUSH_SECONDS = 0.1
 MAX_LINE = 1 << 20                  # no event is a megabyte long: a longer line is corrupt
 MAX_TRACE_BYTES = 1 << 40           # a sanity bound; traces stream, so size costs no memory
-MAX_KERNEL_BYTES = 1 << 40          # hashing streams too; the machine bounds it by RAM
 
 
-def kernel_digest(path: Path) -> str:
-    """The SHA-256 of the kernel for the trace header; "" if it cannot be read. A kernel
-    that is not a regular file (a device, a FIFO: a read that never ends) is refused with
-    the kernel check's one-line ConfigError."""
-    try:
-        check_input(path, "kernel", MAX_KERNEL_BYTES)
-    except ConfigError as exc:
-        if not Path(path).exists():
-            return ""               # the machine says it is missing, with its hint
-        raise exc from None
-    try:
-        return file_sha256(path)
-    except OSError:
-        return ""
+def event_record(event: Event, vtime_of: Callable[[int], int] | None) -> dict:
+    """An event as a trace line holds it (a replay compares its rerun's events in this form):
+    its fields and its virtual time, `icount` while no machine says otherwise."""
+    record = event.to_dict()
+    record["vtime"] = vtime_of(event.icount) if vtime_of else event.icount
+    return record
 
 
 class TraceRecorder(Observer):
@@ -82,9 +73,7 @@ class TraceRecorder(Observer):
                 from None
 
     def on_event(self, event: Event) -> None:
-        record = event.to_dict()
-        record["vtime"] = self.vtime_of(event.icount) if self.vtime_of else event.icount
-        self._write(record)
+        self._write(event_record(event, self.vtime_of))
 
     def snapshot_state(self) -> dict:
         """For emu/snapshot: where the file stands (a restore cuts what came after)."""

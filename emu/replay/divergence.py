@@ -20,6 +20,7 @@ from unicorn import x86_const as X
 from emu.errors import TraceError
 from emu.events import Event, Observer
 from emu.monitor import report
+from emu.monitor.trace import event_record
 from emu.replay.compare import Comparison
 from emu.result import RunEnd
 
@@ -34,8 +35,8 @@ def describe_event(record: dict | None) -> str:
         return "(nothing: the recording ends here)"
     parts = [f"{record.get('type')} @{record.get('icount')}"]
     for name, value in record.items():
-        if name in ("type", "icount"):
-            continue
+        if name in ("type", "icount") or name == "vtime" and value == record.get("icount"):
+            continue                    # virtual time shown only where halts skipped time
         if name in _HEX_FIELDS and isinstance(value, int) and not isinstance(value, bool):
             value = hex(value)
         parts.append(f"{name}={value}")
@@ -85,7 +86,8 @@ class ReplayComparer(Observer):
             self._last_observed = event.to_dict()
         if not self.comparison.selects(name):
             return
-        observed = json.loads(json.dumps(event.to_dict()))
+        vtime_of = self._machine.vtime_of if self._machine is not None else None
+        observed = json.loads(json.dumps(event_record(event, vtime_of)))
         recorded = self._next_recorded()
         if recorded is None and self._last_type != "GuestExit":
             self.cut_short = True
@@ -137,7 +139,12 @@ class ReplayComparer(Observer):
                    f"  observed: {describe_event(observed)}",
                    f"  at instruction {observed.get('icount', 0):,}, RIP {rip:#x} {where}",
                    f"  compared: {self.comparison.text}; {self.matched:,} events matched "
-                   f"before this one", "", "last matching events:"]
+                   f"before this one"]
+        missed = recorded.get("icount") if recorded else None
+        if isinstance(missed, int) and missed < observed.get("icount", 0):
+            details.append(f"  the rerun passed instruction {missed:,} without the recorded "
+                           f"event (the next one it made is shown)")
+        details += ["", "last matching events:"]
         details += [f"  {describe_event(record)}" for record in self.last] or ["  (none)"]
         text = report.render(machine.cpu, f"event {index} differs from the recording",
                              symbols, machine.devices.com1.tail(10), rip,

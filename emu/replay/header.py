@@ -15,8 +15,9 @@ Header fields (traces/README.md documents them for users):
                  kernel (modules; later an initrd, a swap file)
   run            the options outside the config that make events: checks, allow, strict,
                  check_every, events (the trace's event filter)
-  seeds          named seeds of the run ({} today: the guest's randomness comes from its
-                 command line and boot time, which the config holds)
+  seeds          named seeds of the run: `inject.N` for the Nth injection that draws random
+                 numbers (its `seed=`; the guest's own randomness comes from its command
+                 line and boot time, which the config holds). `with_seeds` changes them.
   harness        {"emu", "unicorn", "trace_version"}
 """
 from __future__ import annotations
@@ -28,15 +29,24 @@ from typing import Any, Mapping
 import unicorn
 
 import emu
-from emu.errors import TraceError
-from emu.inputs import file_sha256
+from emu.errors import ConfigError, TraceError
+from emu.inputs import check_input, file_sha256
 from emu.machine import MachineConfig
 
 GUEST_SOURCE = "guest"         # kernel.source: built from the project's guest/ tree
 FILE_SOURCE = "file"
 
 
-def _digest(path: Path) -> str:
+MAX_INPUT_BYTES = 1 << 40        # hashing streams; the machine bounds inputs by RAM
+
+
+def _digest(path: Path, what: str) -> str:
+    """The SHA-256 of an input; "" for a missing file (the machine then says it is missing,
+    with its hint). An input that is not a regular file (a device, a FIFO: a read that
+    never ends) is refused with the input check's one-line ConfigError."""
+    if not Path(path).exists():
+        return ""
+    check_input(path, what, MAX_INPUT_BYTES)
     try:
         return file_sha256(path)
     except OSError:
@@ -65,13 +75,47 @@ def input_fields(config: MachineConfig) -> list[tuple[str, int | None, Path]]:
     return found
 
 
+SEEDED_INJECTIONS = ("fail-function", "ram")     # the kinds with a seeded generator
+
+
+def _spec_seed(spec: str) -> int:
+    for item in spec.partition(":")[2].split(","):
+        key, _, value = item.partition("=")
+        if key.strip() == "seed":
+            return int(value.strip().replace("_", ""), 0)
+    return 0                                     # emu/inject/knobs.py's default
+
+
+def seeds_of(config: MachineConfig) -> dict[str, int]:
+    """The run's named seeds: `inject.N` -> the seed of the Nth injection (from 0) whose kind
+    draws random numbers."""
+    return {f"inject.{index}": _spec_seed(spec) for index, spec in enumerate(config.injections)
+            if spec.partition(":")[0].strip() in SEEDED_INJECTIONS}
+
+
+def with_seeds(config: MachineConfig, seeds: Mapping[str, int]) -> MachineConfig:
+    """`config` with named seeds (as seeds_of names them) changed: the injection's spec gets
+    `seed=VALUE` in place of its own. ConfigError for a name the run does not have."""
+    known = seeds_of(config)
+    unknown = sorted(set(seeds) - set(known))
+    if unknown:
+        raise ConfigError(f"--seed {unknown[0]}: the trace has no such seed; it has "
+                          f"{', '.join(known) or 'none'}")
+    specs = list(config.injections)
+    for name, value in seeds.items():
+        index = int(name.split(".")[1])
+        kind, _, body = specs[index].partition(":")
+        items = [item for item in body.split(",") if item.partition("=")[0].strip() != "seed"]
+        specs[index] = f"{kind}:{','.join([*items, f'seed={value}'])}"
+    return dataclasses.replace(config, injections=tuple(specs))
+
+
 def build_header(config: MachineConfig, *, own_kernel: bool = False,
                  defines: Mapping[str, str] | None = None,
-                 run: Mapping[str, Any] | None = None,
-                 seeds: Mapping[str, int] | None = None) -> dict:
+                 run: Mapping[str, Any] | None = None) -> dict:
     """The header fields of a trace of a run of `config` (without format and version)."""
     from emu.monitor.trace import VERSION
-    kernel_sha256 = _digest(config.kernel)
+    kernel_sha256 = _digest(config.kernel, "kernel")
     # The project's own kernel lives in a cache directory of this machine: a replay rebuilds
     # it from guest/, so only its name is recorded.
     path = config.kernel.name if own_kernel else str(config.kernel)
@@ -87,9 +131,10 @@ def build_header(config: MachineConfig, *, own_kernel: bool = False,
         "kernel": kernel,
         "config": recorded,
         "inputs": [{"field": name, "index": index, "path": str(path), "name": path.name,
-                    "sha256": _digest(path)} for name, index, path in input_fields(config)],
+                    "sha256": _digest(path, name.rstrip("s"))}     # modules: "module"
+                   for name, index, path in input_fields(config)],
         "run": dict(run or {}),
-        "seeds": dict(seeds or {}),
+        "seeds": seeds_of(config),
         "harness": {"emu": emu.__version__, "unicorn": unicorn.__version__,
                     "trace_version": VERSION},
     }
