@@ -236,7 +236,7 @@ class Machine:
         """Run until exactly `icount` instructions have retired without ending the run:
         True if the machine stands there (to snapshot it, or go on), False if the run ended
         first (`run()` then finishes it and says how)."""
-        if self._early is not None or self.cpu.stop_reason is not None:
+        if self.finished():
             return False
         budget = self.config.max_instructions or NEVER
         try:
@@ -249,6 +249,11 @@ class Machine:
             return True
         self._early = end
         return False
+
+    def finished(self) -> bool:
+        """True once the run has ended: an advance() stopped short of its mark, or something
+        asked the run to stop; `run()` then says how."""
+        return self._early is not None or self.cpu.stop_reason is not None
 
     def snapshot(self):
         """This instant (between instructions) as an in-memory Snapshot: its RAM held by a

@@ -26,6 +26,7 @@ class RunEnd(str, Enum):
     ERROR = "error"                # the harness failed (its trace still ends with this)
     DIVERGED = "diverged"          # `emu replay`: the rerun differed from the recording
     UNTIL = "until"                # --until reached (or a replay ran out of recording)
+    KILLED = "killed"              # --gdb: the debugger killed the run
 
 
 EXIT_GUEST_MAX = 63                # the guest's own debug-exit values: 0-63
@@ -43,6 +44,7 @@ EXIT_STATUS: dict[RunEnd, int] = {
     RunEnd.RESET: 74,
     RunEnd.DIVERGED: 75,
     RunEnd.UNTIL: 76,
+    RunEnd.KILLED: 77,
     RunEnd.POWER_OFF: 0,
     RunEnd.ERROR: EXIT_HARNESS_ERROR,
 }
@@ -61,6 +63,7 @@ EXIT_STATUS_MEANINGS: tuple[tuple[str, str], ...] = (
     ("75", "`emu replay`: the rerun differed from the trace (the report shows the first "
            "difference)"),
     ("76", "`--until` reached: the run stopped at the instruction count or symbol asked for"),
+    ("77", "--gdb: the debugger killed the run (gdb's `kill`)"),
     ("130", "interrupted by SIGINT (Ctrl-C); the trace ends with GuestExit `interrupted`"),
     ("143", "interrupted by SIGTERM; likewise"),
     ("141", "standard output was closed by its reader (`emu run | head`): a quiet end"),

@@ -290,7 +290,7 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
             "--inject": INJECT,
             "--until": st.sampled_from(["1", "100000", "heap_init", "nope", "0", "-1", "9x"]),
             "--save-snapshot": "path", "--snapshot-every": COUNTS, "--snapshot-dir": "path",
-            "--resume": "path"},
+            "--resume": "path", "--gdb": st.sampled_from(["-1", "65536", "x"])},
     "pt": {"--memory": SIZES, "--memmap": "path|pc|tiny", "--cmdline": "text",
            "--max-instructions": COUNTS, "--cr3": st.sampled_from(["0", "0x1000", "x", "-1"]),
            "--at-checkpoint": COUNTS, "--no-count": None, "--ips": IPS, "--no-platform": None,

@@ -150,7 +150,8 @@ def _run(args, config, checks: frozenset[str], recorder, resume):
             end = RunEnd.INTERRUPTED if isinstance(exc, Interrupted) else RunEnd.ERROR
             recorder.on_event(GuestExit(0, None, end.value))
         raise
-    return timetravel.drive(machine, args, header), machine, checker, heap_checker
+    return timetravel.drive(machine, args, header, (checker, heap_checker)), machine, \
+        checker, heap_checker
 
 
 def attach_page_checks(machine: Machine, args):

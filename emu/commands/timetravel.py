@@ -33,6 +33,17 @@ def until_value(text: str) -> int | str:
         return text
 
 
+def port_number(text: str) -> int:
+    """--gdb PORT: a TCP port, 0 for any free one (the port is printed)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)")
+    return value
+
+
 def add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--until", type=until_value, default=None, metavar="N|SYMBOL",
                      help="stop when exactly N instructions have retired, or before the "
@@ -44,6 +55,10 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
                      help="save a snapshot every N instructions into --snapshot-dir")
     run.add_argument("--snapshot-dir", type=Path, default=Path("snapshots"), metavar="DIR",
                      help="where --snapshot-every writes (default ./snapshots)")
+    run.add_argument("--gdb", type=port_number, default=None, metavar="PORT",
+                     help="start halted and wait for GDB on localhost:PORT (`target remote "
+                          ":PORT`); reverse-stepi and reverse-continue work (exit status 77 "
+                          "if GDB kills the run)")
     run.add_argument("--resume", type=Path, default=None, metavar="SNAPSHOT",
                      help="continue a run from a snapshot file, with the configuration it "
                           "was taken with (kernel and modules found by hash)")
@@ -61,6 +76,9 @@ def check_arguments(args) -> None:
                           "instructions between snapshots")
     if args.snapshot_every and args.snapshot_dir.exists() and not args.snapshot_dir.is_dir():
         raise ConfigError(f"--snapshot-dir {display(args.snapshot_dir)} is not a directory")
+    if args.gdb is not None and (args.no_count or args.snapshot_every):
+        raise ConfigError("--gdb counts instructions and takes its own snapshots; drop "
+                          "--no-count and --snapshot-every")
     if args.resume is not None and args.kernel is not None:
         raise ConfigError("--resume runs the kernel the snapshot was taken of; drop KERNEL")
 
@@ -92,9 +110,13 @@ def prepare(machine: Machine, args, saved) -> None:
             machine.stop_at(symbol=args.until)
 
 
-def drive(machine: Machine, args, header: dict):
+def drive(machine: Machine, args, header: dict, checkers=(None, None)):
     """Run to the end, saving a snapshot file every --snapshot-every instructions and at
-    the end with --save-snapshot."""
+    the end with --save-snapshot; with --gdb, under the debugger first."""
+    if args.gdb is not None:
+        result = _debug(machine, args.gdb, *checkers)
+        if result is not None:
+            return result
     if args.snapshot_every:
         args.snapshot_dir.mkdir(parents=True, exist_ok=True)
         period = args.snapshot_every
@@ -108,4 +130,19 @@ def drive(machine: Machine, args, header: dict):
         size = save(machine, args.save_snapshot, header)
         console.err(f"--- snapshot at instruction {machine.cpu.icount():,} saved to "
                     f"{display(args.save_snapshot)} ({size:,} bytes)")
+    return result
+
+
+def _debug(machine: Machine, port: int, checker, heap_checker):
+    """A GDB session; the run's result if it ended meanwhile, else None (the run goes on
+    after a detach, or ends KILLED)."""
+    from emu.gdb.stub import SessionEnd, listen, serve
+    from emu.result import RunEnd
+    server = listen(port)
+    console.err(f"--- waiting for GDB on localhost:{server.getsockname()[1]} "
+                f"(gdb KERNEL -ex 'target remote :{server.getsockname()[1]}')")
+    end, result = serve(machine, server, checker=checker, heap_checker=heap_checker,
+                        say=console.err)
+    if result is None and end is SessionEnd.KILLED:
+        machine.stop(RunEnd.KILLED, "killed by the debugger")
     return result
