@@ -22,11 +22,12 @@ GOLDEN = ROOT / "traces" / "golden"
 UPDATE = "python traces/golden/update.py"
 
 
-def _recipes() -> dict:
+def _recipes() -> list[str]:
+    """Every golden trace update.py records: `emu run` recipes and `emu exec` programs."""
     spec = importlib.util.spec_from_file_location("golden_update", GOLDEN / "update.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.RECIPES
+    return [*module.RECIPES, *module.PROGRAMS]
 
 
 def replay(capsys, *argv: str) -> tuple[int, str, str]:
@@ -196,6 +197,20 @@ def test_a_trace_of_the_projects_kernel_names_no_local_path():
     header = read_header(GOLDEN / "boot.jsonl")
     assert header["kernel"]["source"] == "guest"
     assert "/" not in header["kernel"]["path"] and "/" not in header["config"]["kernel"]
+    for name in _recipes():                       # inputs relative to the repository
+        text = (GOLDEN / f"{name}.jsonl").read_text()
+        assert str(ROOT) not in text and str(Path.home()) not in text, name
+
+
+def test_a_golden_process_run_pages_on_demand_in_user_mode():
+    """The process golden trace is worth its place: user-mode page faults the kernel's
+    demand paging resolved, the program's initrd kept beside it and named by hash."""
+    header, events = read_trace(GOLDEN / "process-brk.jsonl")
+    faults = [e for e in events if e["type"] == "ExceptionDelivered" and e["vector"] == 14
+              and e["cpl"] == 3]
+    assert len(faults) >= 10
+    (initrd,) = header["inputs"]
+    assert initrd["path"] == "traces/golden/process-brk.initrd.tar" and initrd["sha256"]
 
 
 def test_compare_specs():
