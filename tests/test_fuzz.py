@@ -306,6 +306,7 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
                "--seed": st.sampled_from(["inject.0=7", "inject.9=1", "x", "inject.0=y", ""])},
     "campaign": {"--out": "path", "--workers": COUNTS, "--sample": COUNTS,
                  "--executor": "local|dask|bogus", "--scheduler": "local|tcp://127.0.0.1:1|x"},
+    "trace": {"--perfetto": None},
     "build": {},
 }
 TEXTS = st.one_of(st.text(max_size=30), st.sampled_from(["test=int3", "pmm=buddy",
@@ -326,6 +327,11 @@ def command_lines(draw, paths: dict) -> list:
     if command == "replay":
         argv.append(draw(st.sampled_from([paths[name] for name in sorted(paths)] +
                                          [str(GOLDEN / "boot.jsonl")])))
+    if command == "trace":
+        argv += ["export", draw(st.sampled_from([paths[name] for name in sorted(paths)] +
+                                                [str(GOLDEN / "boot.jsonl")])),
+                 draw(st.sampled_from([paths[name] for name in sorted(paths)      # inputs
+                                       if name not in ("kernel", "campaign")]))]  # stay
     if command == "campaign":
         argv.append(draw(st.sampled_from([paths[name] for name in sorted(paths)])))
     options = sorted(OPTIONS[command])

@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("emu.cpu", "emu.boot"),
     ("emu.monitor", "emu.snapshot"),
     ("emu.machine", "emu.bare"),
-    ("emu.workloads", "emu.replay", "emu.gdb"),
+    ("emu.workloads", "emu.replay", "emu.gdb", "emu.export"),
     ("emu.inject",),
     ("emu.commands",),
     ("emu.cli",),
