@@ -14,7 +14,6 @@ whatever the machine's size.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import os
 import signal
@@ -35,7 +34,9 @@ class _IoVec(ctypes.Structure):
 
 
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    # The C library this process already links, by its symbols: ctypes.util.find_library
+    # runs ldconfig in a subprocess, which would slow every `emu` start.
+    return ctypes.CDLL(None, use_errno=True)
 
 
 _LIBC = _libc()
