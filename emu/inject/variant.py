@@ -61,6 +61,8 @@ def _build(job: dict, specs: tuple[str, ...], count: str | None, trace: str | No
         observers.append(TraceRecorder(Path(trace), build_header(
             config, own_kernel="kernel" not in job["machine"], run={"checks": job["checks"]})))
     machine = Machine(config, observers)
+    for observer in observers:              # events carry the machine's virtual time
+        observer.vtime_of = machine.vtime_of
     watch = _Watch()
     if "pt" in job["checks"]:
         from emu.monitor.checks import attach as attach_checks
