@@ -4,6 +4,7 @@ the one error boundary every command runs inside.
   emu run [KERNEL] [machine options] [--trace FILE] [--screenshot FILE.png]
           [--check [pt,heap]] [--allow RULE,...] [--strict] [--check-every N]
   emu pt [KERNEL] [machine options] [--cr3 VALUE] [--at-checkpoint N]
+  emu replay TRACE [--kernel ELF] [--search DIR] [--compare SPEC] [--set FIELD=VALUE]
   emu heap-replay TRACE [--heap KIND|all] [--debug] [--bare] [--json] [--kernel ELF]
   emu build
 

@@ -19,6 +19,9 @@ Public surface (everything else is private; observers attach through these only)
                  streams and status go); bus.mmio_owner(paddr) for MMIO regions
   every(n, fn)   call fn between instructions every n instructions
   stop(...)      end the run now with a RunEnd and a report (a checker under --strict)
+  stop_at(...)   end the run (UNTIL) at an exact instruction count or a symbol (--until)
+  advance(n)     run until exactly n instructions retired, without ending the run
+  snapshot()     a Snapshot (emu/snapshot/) of this instant; restore(snapshot) goes back
   run()          run to the end; returns a RunResult
 """
 from __future__ import annotations
@@ -138,6 +141,9 @@ class Machine:
         self._stop: _Stop | None = None
         self._periodic: tuple[int, Callable[[], None]] | None = None
         self._platform_end = ""
+        self._until: int | None = None
+        self._until_symbol = ""
+        self._early: RunEnd | GuestError | None = None     # how an advance() ended the run
 
     def _build_hardware(self, memmap: memmaps.MemoryMap, observers: Iterable[Observer],
                         on_serial_text: Callable[[str], None] | None) -> None:
@@ -210,17 +216,73 @@ class Machine:
             raise ConfigError("the period must be a positive number of instructions")
         self._periodic = (instructions, callback)
 
+    # ---- stopping early, snapshots (emu/snapshot/) ---------------------------------------
+
+    def stop_at(self, icount: int | None = None, symbol: str | None = None) -> None:
+        """End the run (RunEnd.UNTIL) when exactly `icount` instructions have retired, or
+        before the first instruction of `symbol` runs, whichever comes first."""
+        if symbol is not None:
+            address = self.symbols.address_of(symbol)
+            if address is None:
+                raise ConfigError(f"--until {symbol}: the kernel has no symbol {symbol!r}; "
+                                  f"give a function name or an instruction count")
+            self.hooks.on_execute(address, lambda *_: self.cpu.request_stop(RunEnd.UNTIL),
+                                  retranslate=True)
+            self._until_symbol = symbol
+        if icount is not None:
+            self._until = icount
+
+    def advance(self, icount: int) -> bool:
+        """Run until exactly `icount` instructions have retired without ending the run:
+        True if the machine stands there (to snapshot it, or go on), False if the run ended
+        first (`run()` then finishes it and says how)."""
+        if self.finished():
+            return False
+        budget = self.config.max_instructions or NEVER
+        try:
+            with signals.stoppable(self._interrupt):
+                end = self._run_cpu(min(budget, icount))
+        except GuestError as exc:
+            self._early = exc
+            return False
+        if end is RunEnd.BUDGET and self.cpu.icount() >= icount and icount < budget:
+            return True
+        self._early = end
+        return False
+
+    def finished(self) -> bool:
+        """True once the run has ended: an advance() stopped short of its mark, or something
+        asked the run to stop; `run()` then says how."""
+        return self._early is not None or self.cpu.stop_reason is not None
+
+    def snapshot(self):
+        """This instant (between instructions) as an in-memory Snapshot: its RAM held by a
+        fork of this process, the CPU, devices and observers captured."""
+        from emu.snapshot import take
+        return take(self)
+
+    def restore(self, snapshot) -> None:
+        """Go back to `snapshot` (taken of this machine)."""
+        snapshot.restore(self)
+
+    def reopen(self) -> None:
+        """Forget how the run ended, so that it goes on: a snapshot saved when an --until
+        run stopped is resumed from there."""
+        self.cpu.stop_reason = self.cpu.exit_value = None
+        self._stop = self._early = self._until = None
+        self._until_symbol = ""
+
     # ---- running ---------------------------------------------------------------------------
 
     def run(self) -> RunResult:
         """Run to the end. Guest misbehaviour becomes a RunResult with a report, and so
         does SIGINT/SIGTERM when the command line installed emu/signals.py; errors of the
         harness itself propagate as EmuError, after the trace got its GuestExit."""
-        budget = self.config.max_instructions or NEVER
+        budget = min(self.config.max_instructions or NEVER, self._until or NEVER)
         started = time.perf_counter()
         try:
             with signals.stoppable(self._interrupt):
-                end = self._run_cpu(budget)
+                end = self._run_rest(budget)
             end, message, text = self._ending(end, budget)
         except TripleFault as exc:
             end, message = RunEnd.TRIPLE_FAULT, str(exc)
@@ -238,6 +300,12 @@ class Machine:
         return RunResult(end, exit_status(end, value), value, self.cpu.icount(), seconds,
                          dict(sorted(self.cpu.exceptions_by_vector.items())), text, message,
                          self.config.count_instructions)
+
+    def _run_rest(self, budget: int) -> RunEnd:
+        early, self._early = self._early, None
+        if isinstance(early, GuestError):
+            raise early
+        return early if early is not None else self._run_cpu(budget)
 
     def _interrupt(self, signum: int) -> None:
         """SIGINT/SIGTERM during the run (from the signal handler or its watcher thread)."""
@@ -261,6 +329,12 @@ class Machine:
             value = self.cpu.exit_value
             return end, f"guest exited with {value} (QEMU isa-debug-exit status " \
                         f"{qemu_status(value)})", ""
+        if end is RunEnd.UNTIL or end is RunEnd.BUDGET and self._until is not None and \
+                self.cpu.icount() >= self._until:
+            what = f"the first execution of {self._until_symbol}" \
+                if end is RunEnd.UNTIL else f"instruction {self._until:,}"
+            message = f"stopped at {what} (--until)"
+            return RunEnd.UNTIL, message, self._report(message, heading="until")
         if end is RunEnd.BUDGET:
             message = f"instruction budget of {budget} exhausted (runaway loop?)"
             return end, message, self._report(message)
@@ -287,7 +361,8 @@ class Machine:
         if period < HOOKED_PERIOD:
             return self._run_hooked(budget, period, callback)
         while True:
-            end = self.cpu.run(min(budget, self.cpu.icount() + period))
+            # marks at multiples of the period, wherever this run started (an advance())
+            end = self.cpu.run(min(budget, self.cpu.icount() // period * period + period))
             if end is not RunEnd.BUDGET or self.cpu.icount() >= budget:
                 return end
             callback()
@@ -299,7 +374,7 @@ class Machine:
         the period (about 2 us an instruction, against about 90 us for each stop of the
         budget mechanism). The hook runs between instructions, so the callback sees the
         same state, and may stop the run the same way."""
-        next_mark = [period]
+        next_mark = [self.cpu.icount() // period * period + period]
 
         def before(uc, address: int, size: int, _data) -> None:
             now = self.cpu.time_stamp(address)

@@ -24,6 +24,9 @@ class RunEnd(str, Enum):
     POWER_OFF = "power-off"        # ACPI S5 (soft off) through PM1a_CNT
     RESET = "reset"                # 0xCF9, the keyboard controller's pulse, the FADT register
     ERROR = "error"                # the harness failed (its trace still ends with this)
+    DIVERGED = "diverged"          # `emu replay`: the rerun differed from the recording
+    UNTIL = "until"                # --until reached (or a replay ran out of recording)
+    KILLED = "killed"              # --gdb: the debugger killed the run
 
 
 EXIT_GUEST_MAX = 63                # the guest's own debug-exit values: 0-63
@@ -39,6 +42,9 @@ EXIT_STATUS: dict[RunEnd, int] = {
     RunEnd.HALT: 72,
     RunEnd.VIOLATION: 73,
     RunEnd.RESET: 74,
+    RunEnd.DIVERGED: 75,
+    RunEnd.UNTIL: 76,
+    RunEnd.KILLED: 77,
     RunEnd.POWER_OFF: 0,
     RunEnd.ERROR: EXIT_HARNESS_ERROR,
 }
@@ -54,6 +60,10 @@ EXIT_STATUS_MEANINGS: tuple[tuple[str, str], ...] = (
     ("73", "--strict: a checker found a violation"),
     ("74", "the guest reset the machine (port 0xCF9, the keyboard controller, the FADT "
            "reset register)"),
+    ("75", "`emu replay`: the rerun differed from the trace (the report shows the first "
+           "difference)"),
+    ("76", "`--until` reached: the run stopped at the instruction count or symbol asked for"),
+    ("77", "--gdb: the debugger killed the run (gdb's `kill`)"),
     ("130", "interrupted by SIGINT (Ctrl-C); the trace ends with GuestExit `interrupted`"),
     ("143", "interrupted by SIGTERM; likewise"),
     ("141", "standard output was closed by its reader (`emu run | head`): a quiet end"),

@@ -25,7 +25,7 @@ from pathlib import Path
 # Statuses a run may end with (emu/result.py, README): the guest's own 0-63, and the
 # harness's.
 GUEST_STATUSES = frozenset(range(64))
-RUN_ENDINGS = frozenset({70, 71, 72, 73})
+RUN_ENDINGS = frozenset({70, 71, 72, 73, 75, 76})
 HARNESS_ERROR = 2
 DOCUMENTED = GUEST_STATUSES | RUN_ENDINGS | {HARNESS_ERROR, 130, 141, 143}
 TIMEOUT = 10.0

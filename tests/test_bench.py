@@ -59,3 +59,26 @@ def test_quick_platform_benchmark_writes_results(tmp_path):
     timer = results["timer"]
     assert timer["virtual_seconds"] == 5 and _positive(timer["us_per_timer_interrupt"])
     assert "per timer interrupt" in proc.stdout
+
+
+def test_quick_snapshot_and_trace_cost_benchmarks_write_results(tmp_path):
+    for script, check in (("snapshot.py", _snapshot_shape), ("trace_cost.py", _trace_shape)):
+        out = tmp_path / f"{script}.json"
+        proc = subprocess.run([sys.executable, str(RUN.parent / script), "--quick", "--json",
+                               str(out)], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        check(json.loads(out.read_text()))
+
+
+def _snapshot_shape(results: dict) -> None:
+    for name in ("256 MiB", "64 GiB"):
+        machine = results["machines"][name]
+        for key in ("resident_bytes", "take_seconds", "restore_seconds", "file_bytes"):
+            assert _positive(machine[key]), (name, key)
+
+
+def _trace_shape(results: dict) -> None:
+    for name in ("compute", "page faults", "heap"):
+        workload = results["workloads"][name]
+        assert _positive(workload["ratio"]) and _positive(workload["trace_bytes"])
+        assert sum(s["bytes"] for s in workload["by_type"].values()) < workload["trace_bytes"]

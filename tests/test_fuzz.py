@@ -28,6 +28,7 @@ from fuzzing import run_emu
 
 EXAMPLES = int(os.environ.get("EMU_FUZZ_EXAMPLES", "25"))
 CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
+GOLDEN = Path(__file__).resolve().parent.parent / "traces" / "golden"
 BUDGET = ["--max-instructions", "3000000"]
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -252,6 +253,7 @@ def test_fuzz_heap_traces(tmp_path, kernel, text):
 @FUZZ
 @given(lines=st.lists(st.one_of(
     st.just('{"format":"emu-trace","version":1,"kernel_sha256":"","config":{}}'),
+    st.just('{"format":"emu-trace","version":2,"kernel_sha256":"","config":{}}'),
     st.just('{"type":"GuestExit","icount":5,"status":0,"reason":"exit"}'),
     st.text(max_size=40), st.binary(max_size=40).map(lambda b: b.decode("latin-1"))),
     max_size=6), raw=st.binary(max_size=64))
@@ -286,7 +288,10 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
             "--allow": st.sampled_from([",".join(RULE_IDS[:2]), "NOPE", "", "write_exec"]),
             "--strict": None, "--check-every": COUNTS, "--ips": IPS, "--no-platform": None,
             "--acpi-rsdp-rev": st.sampled_from(["0", "2", "1", "x"]), "--keys": KEYS,
-            "--inject": INJECT},
+            "--inject": INJECT,
+            "--until": st.sampled_from(["1", "100000", "heap_init", "nope", "0", "-1", "9x"]),
+            "--save-snapshot": "path", "--snapshot-every": COUNTS, "--snapshot-dir": "path",
+            "--resume": "path", "--gdb": st.sampled_from(["-1", "65536", "x"])},
     "pt": {"--memory": SIZES, "--memmap": "path|pc|tiny", "--cmdline": "text",
            "--max-instructions": COUNTS, "--cr3": st.sampled_from(["0", "0x1000", "x", "-1"]),
            "--at-checkpoint": COUNTS, "--no-count": None, "--ips": IPS, "--no-platform": None,
@@ -294,8 +299,15 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
     "heap-replay": {"--heap": st.sampled_from(["list", "chained", "all", "nope"]),
                     "--debug": None, "--bare": None, "--json": None, "--kernel": "path",
                     "--memory": SIZES, "--max-instructions": COUNTS},
+    "replay": {"--kernel": "path", "--search": "path",
+               "--compare": st.sampled_from(["all", "mm", "Cr3Written/old", "Nope", "",
+                                             "TlbFlush/x", "GuestExit,PortAccess/value"]),
+               "--set": st.sampled_from(["boot_time=1800000000", "ips=1000000", "nope=1",
+                                         "cmdline=test=int3", "keys=x", "memory=0"]),
+               "--seed": st.sampled_from(["inject.0=7", "inject.9=1", "x", "inject.0=y", ""])},
     "campaign": {"--out": "path", "--workers": COUNTS, "--sample": COUNTS,
                  "--executor": "local|dask|bogus", "--scheduler": "local|tcp://127.0.0.1:1|x"},
+    "trace": {"--perfetto": None},
     "build": {},
 }
 TEXTS = st.one_of(st.text(max_size=30), st.sampled_from(["test=int3", "pmm=buddy",
@@ -313,6 +325,14 @@ def command_lines(draw, paths: dict) -> list:
     if command == "heap-replay":
         argv.append(draw(st.sampled_from([paths[name] for name in sorted(paths)] +
                                          [str(CORPUS / "small.rep")])))
+    if command == "replay":
+        argv.append(draw(st.sampled_from([paths[name] for name in sorted(paths)] +
+                                         [str(GOLDEN / "boot.jsonl")])))
+    if command == "trace":
+        argv += ["export", draw(st.sampled_from([paths[name] for name in sorted(paths)] +
+                                                [str(GOLDEN / "boot.jsonl")])),
+                 draw(st.sampled_from([paths[name] for name in sorted(paths)      # inputs
+                                       if name not in ("kernel", "campaign")]))]  # stay
     if command == "campaign":
         argv.append(draw(st.sampled_from([paths[name] for name in sorted(paths)])))
     options = sorted(OPTIONS[command])

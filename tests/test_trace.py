@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import fields
 
 import pytest
 
@@ -28,9 +29,13 @@ def test_trace_header_events_and_final_exit(kernel, tmp_path, capsys):
 
     assert status == 0
     assert header["format"] == "emu-trace"
-    assert header["version"] == 1
+    assert header["version"] == 2
     assert header["kernel_sha256"] == hashlib.sha256(kernel.read_bytes()).hexdigest()
-    assert header["config"] == MachineConfig(kernel=kernel, cmdline="test=int3").describe()
+    config = MachineConfig(kernel=kernel, cmdline="test=int3")
+    assert header["config"] == {name: (str(value) if name == "kernel" else
+                                       list(value) if isinstance(value, tuple) else value)
+                                for name, value in
+                                ((f.name, getattr(config, f.name)) for f in fields(config))}
 
     counts = [event["icount"] for event in events]
     assert all(isinstance(c, int) for c in counts)
@@ -103,7 +108,7 @@ def test_events_carry_virtual_time_and_the_boot(kernel, tmp_path, capsys):
 
 # --- read_trace refuses what is not a trace ----------------------------------------------
 
-HEADER = {"format": "emu-trace", "version": 1, "kernel_sha256": "0" * 64, "config": {}}
+HEADER = {"format": "emu-trace", "version": 2, "kernel_sha256": "0" * 64, "config": {}}
 EVENT = {"type": "GuestExit", "icount": 5, "status": 0, "reason": "exit"}
 
 
@@ -138,10 +143,17 @@ def test_read_trace_reports_a_line_cut_short_by_a_crash(tmp_path):
 
 
 def test_read_trace_rejects_another_version(tmp_path):
-    path = tmp_path / "v2.jsonl"
-    path.write_text(json.dumps(dict(HEADER, version=2)) + "\n" + json.dumps(EVENT) + "\n")
+    path = tmp_path / "v3.jsonl"
+    path.write_text(json.dumps(dict(HEADER, version=3)) + "\n" + json.dumps(EVENT) + "\n")
     message = refused(path)
-    assert "version 2" in message and "version 1" in message
+    assert "version 3" in message and "version 2" in message
+
+
+def test_read_trace_refuses_version_1_by_name(tmp_path):
+    path = tmp_path / "v1.jsonl"
+    path.write_text(json.dumps(dict(HEADER, version=1)) + "\n" + json.dumps(EVENT) + "\n")
+    message = refused(path)
+    assert "version 1 (before replay" in message and "record it again" in message
 
 
 @pytest.mark.parametrize("content", [json.dumps({"name": "emu", "items": [1, 2]}),

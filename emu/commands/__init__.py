@@ -6,8 +6,8 @@ Adding a command: one new module plus its line here.
 
 May import every layer below (emu.machine, emu.workloads, emu.monitor, ...).
 """
-from emu.commands import build, campaign, exec, heap_replay, pt, run
+from emu.commands import build, campaign, exec, heap_replay, pt, replay, run, trace
 
-COMMANDS = (run, exec, pt, heap_replay, campaign, build)
+COMMANDS = (run, exec, pt, replay, trace, heap_replay, campaign, build)
 
 __all__ = ["COMMANDS"]

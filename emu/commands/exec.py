@@ -77,29 +77,47 @@ def _writer(name: str):
     return write
 
 
+def initrd_beside(trace: Path) -> Path:
+    """Where a traced run keeps its initrd: beside the trace, named after it, so that
+    `emu replay` finds it (by name in the trace's directory, verified by hash)."""
+    return trace.with_name(trace.stem + ".initrd.tar")
+
+
 def execute(args) -> int:
-    from emu.workloads.process import HostConsole, KernelLines, run_program
+    from emu.workloads.process import HostConsole, KernelLines, prepare, run_program
     spec = _spec(args)
     if not args.program.exists():
         console.err(f"emu: {display(args.program)}: No such file or directory")
         return EXEC_NOT_FOUND
     config = machine_config(args)
     observers = [KernelLines(console.err)]
-    recorder = None
+    recorder = prepared = None
     if args.trace:
-        from emu.monitor.trace import TraceRecorder, kernel_digest
+        from emu.monitor.trace import TraceRecorder
+        from emu.replay.header import build_header
         if args.no_count:
             raise ConfigError("--trace stamps every event with an instruction count; "
                               "drop --no-count")
-        check_output(args.trace, "trace")
-        refuse_overwriting(args.trace, "trace", [("program", args.program),
-                                                 ("kernel", config.kernel)])
-        recorder = TraceRecorder(args.trace, kernel_digest(config.kernel), config.describe())
+        initrd = initrd_beside(args.trace)
+        inputs = [("program", args.program), ("kernel", config.kernel),
+                  *(("file", host) for host, _ in spec.files)]
+        for output, what in ((args.trace, "trace"), (initrd, "initrd")):
+            check_output(output, what)
+            refuse_overwriting(output, what, inputs)
+        try:
+            prepared = prepare(spec, config, initrd)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{display(Path(exc.filename or args.program))}: "
+                              f"{os.strerror(exc.errno or errno.ENOENT)}") from None
+        recorder = TraceRecorder(args.trace, build_header(
+            prepared, own_kernel=args.kernel is None,
+            run={"checks": [], "exec_check": bool(args.check or args.strict),
+                 "strict": args.strict}))
         observers.append(recorder)
     host = HostConsole(_writer("stdout"), _writer("stderr"), _stdin())
     try:
-        result = run_program(spec, config, host, observers,
-                             attach=_checks(args) if args.check or args.strict else None)
+        result = run_program(spec, config, host, observers, attach=_attach(args, recorder),
+                             prepared=prepared)
     except FileNotFoundError as exc:
         raise ConfigError(f"{display(Path(exc.filename or args.program))}: "
                           f"{os.strerror(exc.errno or errno.ENOENT)}") from None
@@ -121,10 +139,14 @@ def _stdin() -> int | None:
     return 0
 
 
-def _checks(args):
+def _attach(args, recorder):
+    """What joins the machine once it is built: the trace's virtual time, the checks."""
     def attach(machine) -> None:
-        from emu.commands.run import attach_process_checks
-        attach_process_checks(machine, strict=args.strict)
+        if recorder is not None:
+            recorder.vtime_of = machine.vtime_of
+        if args.check or args.strict:
+            from emu.commands.run import attach_process_checks
+            attach_process_checks(machine, strict=args.strict)
     return attach
 
 

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from emu.boot.limine import unanswered
-from emu.commands import console
+from emu.commands import console, timetravel
 from emu.commands.options import add_machine_options, attach_injections, count, machine_config
 from emu.errors import ConfigError, EmuError, Interrupted
 from emu.events import SYSCALL_VECTOR, GuestExit
@@ -41,6 +41,7 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
                           "(exit status 73)")
     run.add_argument("--check-every", type=count, default=None, metavar="N",
                      help="with --check: also check every N instructions")
+    timetravel.add_arguments(run)
     run.epilog = "exit status: " + "; ".join(f"{code} {meaning}"
                                              for code, meaning in EXIT_STATUS_MEANINGS)
 
@@ -68,22 +69,33 @@ def checks_asked(args) -> frozenset[str]:
 
 def execute(args) -> int:
     checks = checks_asked(args)
-    config = machine_config(args)
+    timetravel.check_arguments(args)
+    if args.resume is not None and "heap" in checks:
+        raise ConfigError("--check heap cannot resume a snapshot (its hooks on return "
+                          "addresses are not in the file); drop it or rerun from the start")
+    config, saved = timetravel.resumed_config(args) if args.resume else \
+        (machine_config(args), None)
     if args.no_count and args.trace:
         raise ConfigError("--trace stamps every event with an instruction count; drop --no-count")
     if args.no_count and args.check_every:
         raise ConfigError("--check-every counts instructions; drop --no-count")
-    inputs = [("kernel", config.kernel), *(("module", m) for m in config.modules)]
-    for output, what in ((args.trace, "trace"), (args.screenshot, "screenshot")):
+    inputs = [("kernel", config.kernel), *(("module", m) for m in config.modules),
+              ("snapshot", args.resume)]
+    for output, what in ((args.trace, "trace"), (args.screenshot, "screenshot"),
+                         (args.save_snapshot, "snapshot")):
         if output is not None:
             check_output(output, what)
             refuse_overwriting(output, what, inputs)
+    # Hashing the inputs costs a read of each: only for a run that writes a trace or snapshots.
+    header = _header(args, config, checks, saved) \
+        if args.trace or args.save_snapshot or args.snapshot_every else {}
     recorder = None
     if args.trace:
-        from emu.monitor.trace import TraceRecorder, kernel_digest
-        recorder = TraceRecorder(args.trace, kernel_digest(config.kernel), config.describe())
+        from emu.monitor.trace import TraceRecorder
+        recorder = TraceRecorder(args.trace, header)
     try:
-        result, machine, checker, heap_checker = _run(args, config, checks, recorder)
+        result, machine, checker, heap_checker = _run(args, config, checks, recorder,
+                                                      (saved, header))
     finally:
         if recorder:
             recorder.close()
@@ -103,33 +115,53 @@ def execute(args) -> int:
     return result.exit_status
 
 
-def _run(args, config, checks: frozenset[str], recorder):
+def run_options(args, checks: frozenset[str]) -> dict:
+    """The options of this run that make events, for the trace header (a replay attaches
+    the same checkers)."""
+    return {"checks": sorted(checks), "allow": args.allow, "strict": args.strict,
+            "check_every": args.check_every}
+
+
+def _header(args, config, checks: frozenset[str], saved) -> dict:
+    """The trace (and snapshot) header: how to run this again (emu/replay/header.py); a
+    resumed run keeps its snapshot's and says where it resumed."""
+    from emu.replay.header import build_header
+    if saved is not None:
+        return {**saved.header, "run": run_options(args, checks),
+                "resumed_from": {"snapshot": str(args.resume), "icount": saved.icount}}
+    return build_header(config, own_kernel=args.kernel is None, run=run_options(args, checks))
+
+
+def _run(args, config, checks: frozenset[str], recorder, resume):
     """Build the machine with its checkers and run it; a machine that cannot be built still
     ends its trace with a GuestExit (reason error)."""
+    saved, header = resume
     try:
         machine = Machine(config, [recorder] if recorder else [],
                           on_serial_text=None if args.quiet else console.live)
         if recorder:
             recorder.vtime_of = machine.vtime_of
-        checker = _attach_page_checks(machine, args) if "pt" in checks else None
-        heap_checker = _attach_heap_checks(machine, args) if "heap" in checks else None
+        checker = attach_page_checks(machine, args) if "pt" in checks else None
+        heap_checker = attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
+        timetravel.prepare(machine, args, saved)
     except (EmuError, Interrupted) as exc:
         if recorder:
             end = RunEnd.INTERRUPTED if isinstance(exc, Interrupted) else RunEnd.ERROR
             recorder.on_event(GuestExit(0, None, end.value))
         raise
-    return machine.run(), machine, checker, heap_checker
+    return timetravel.drive(machine, args, header, (checker, heap_checker)), machine, \
+        checker, heap_checker
 
 
-def _attach_page_checks(machine: Machine, args):
+def attach_page_checks(machine: Machine, args):
     from emu.monitor.checks import attach
     return attach(machine, strict=args.strict, every=args.check_every,
                   on_violation=None if args.strict else _print_violation,
                   allow=args.allow.split(","))
 
 
-def _attach_heap_checks(machine: Machine, args):
+def attach_heap_checks(machine: Machine, args):
     from emu.monitor import heapcheck
 
     def found(event) -> None:

@@ -56,10 +56,13 @@ def _build(job: dict, specs: tuple[str, ...], count: str | None, trace: str | No
     config = machine_config(job["machine"], specs)
     observers = []
     if trace is not None:
-        from emu.monitor.trace import TraceRecorder, kernel_digest
-        observers.append(TraceRecorder(Path(trace), kernel_digest(config.kernel),
-                                       config.describe()))
+        from emu.monitor.trace import TraceRecorder
+        from emu.replay.header import build_header
+        observers.append(TraceRecorder(Path(trace), build_header(
+            config, own_kernel="kernel" not in job["machine"], run={"checks": job["checks"]})))
     machine = Machine(config, observers)
+    for observer in observers:              # events carry the machine's virtual time
+        observer.vtime_of = machine.vtime_of
     watch = _Watch()
     if "pt" in job["checks"]:
         from emu.monitor.checks import attach as attach_checks

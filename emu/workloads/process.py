@@ -178,12 +178,11 @@ def exec_status(run: RunResult, wait_status: int | None) -> int:
     return EXEC_HARNESS_FAILURE
 
 
-def prepare(spec: ProgramSpec, config: MachineConfig, workdir: Path) -> MachineConfig:
-    """The MachineConfig that runs `spec`: an initrd in `workdir` as the first module and
-    the command line naming the program (the config's own command line is kept after)."""
+def prepare(spec: ProgramSpec, config: MachineConfig, initrd: Path) -> MachineConfig:
+    """The MachineConfig that runs `spec`: the initrd packed at `initrd` as the first module
+    and the command line naming the program (the config's own command line is kept after)."""
     if not spec.program.exists():
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(spec.program))
-    initrd = workdir / "initrd.tar"
     pack_initrd([(spec.program, spec.guest_path), *spec.files], initrd)
     return dataclasses.replace(config, cmdline=command_line(spec, config.cmdline),
                                modules=(initrd, *config.modules))
@@ -191,12 +190,15 @@ def prepare(spec: ProgramSpec, config: MachineConfig, workdir: Path) -> MachineC
 
 def run_program(spec: ProgramSpec, config: MachineConfig, console: HostConsole,
                 observers: Iterable[Observer] = (),
-                attach: Callable[[Machine], None] | None = None) -> ProgramResult:
+                attach: Callable[[Machine], None] | None = None,
+                prepared: MachineConfig | None = None) -> ProgramResult:
     """Run `spec` on a machine made from `config` (kernel, memory, budget...). `attach` may
-    add checkers before the run. Raises ConfigError for bad input, FileNotFoundError when
-    the program does not exist."""
+    add checkers before the run. `prepared`: prepare()'s config made already (a traced run
+    keeps its initrd beside the trace); else the initrd lives in a temporary directory.
+    Raises ConfigError for bad input, FileNotFoundError when the program does not exist."""
     with tempfile.TemporaryDirectory(prefix="emu-exec-") as tmp:
-        machine = Machine(prepare(spec, config, Path(tmp)), list(observers))
+        machine = Machine(prepared or prepare(spec, config, Path(tmp) / "initrd.tar"),
+                          list(observers))
         machine.devices.hostio.host = console
         if attach is not None:
             attach(machine)
@@ -206,5 +208,5 @@ def run_program(spec: ProgramSpec, config: MachineConfig, console: HostConsole,
 
 
 __all__ = ["ProgramSpec", "ProgramResult", "HostConsole", "KernelLines", "run_program",
-           "pack_initrd", "command_line", "escape_word", "shell_status", "exec_status",
+           "pack_initrd", "prepare", "command_line", "escape_word", "shell_status", "exec_status",
            "EXEC_CANNOT_RUN"]

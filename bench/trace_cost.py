@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""What recording a trace costs: each workload run with and without a full trace
+(`emu run --trace`: every event, JSON lines), as a ratio measured in one run, and the
+trace's size per event type.
+
+    python bench/trace_cost.py [--quick] [--repeats N] [--json PATH]
+
+Workloads (the project's kernel):
+  compute      `test=compute`, a sieve: about 37 M instructions, few events
+  page faults  `emu exec` of tests/programs/memhog.c touching 8 MiB: a user-mode #PF per
+               page, served by demand paging
+  heap         the malloc-lab trace amptjp-bal replayed with `replay=1 heap=chained`
+Timed: `Machine.run()` (construction excluded), median of interleaved rounds; the traced
+variant writes to a temporary file. Targets (issue 13): a full trace at most 1.3x.
+
+Writes bench/trace_cost_results.json and prints Markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from emu.build import build_guest, build_program
+from emu.machine import Machine, MachineConfig
+from emu.monitor.trace import TraceRecorder
+from emu.replay.header import build_header
+from emu.workloads.process import ProgramSpec, prepare
+
+from common import host, interleaved_rounds, publish
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = 1.3
+
+
+def configs(kernel: Path, workdir: Path) -> dict[str, MachineConfig]:
+    memhog = build_program(ROOT / "tests" / "programs" / "memhog.c")
+    spec = ProgramSpec(program=memhog, args=("8",), files=(), env=(), seed=0)
+    return {
+        "compute": MachineConfig(kernel, cmdline="test=compute", platform=False),
+        "page faults": prepare(spec, MachineConfig(kernel), workdir / "initrd.tar"),
+        "heap": MachineConfig(kernel, modules=(ROOT / "traces" / "malloclab" / "amptjp-bal.rep",),
+                              cmdline="replay=1 heap=chained"),
+    }
+
+
+def one_run(config: MachineConfig, trace: Path | None) -> tuple[float, int]:
+    recorder = TraceRecorder(trace, build_header(config)) if trace else None
+    machine = Machine(config, [recorder] if recorder else [])
+    if recorder:
+        recorder.vtime_of = machine.vtime_of
+    began = time.perf_counter()
+    result = machine.run()
+    seconds = time.perf_counter() - began
+    if recorder:
+        recorder.close()
+    return seconds, result.instructions
+
+
+def sizes(trace: Path) -> dict[str, dict[str, int]]:
+    """Events and bytes per event type (the header line excluded)."""
+    counts: Counter = Counter()
+    total: Counter = Counter()
+    with open(trace, encoding="utf-8") as stream:
+        stream.readline()
+        for line in stream:
+            kind = json.loads(line)["type"]
+            counts[kind] += 1
+            total[kind] += len(line.encode())
+    return {kind: {"events": counts[kind], "bytes": total[kind]}
+            for kind in sorted(counts, key=lambda k: -total[k])}
+
+
+def measure(repeats: int) -> dict:
+    kernel = build_guest()
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as directory:
+        workdir = Path(directory)
+        for name, config in configs(kernel, workdir).items():
+            trace = workdir / "bench.jsonl"
+            rounds = interleaved_rounds({"none": lambda: one_run(config, None),
+                                         "trace": lambda: one_run(config, trace)}, repeats)
+            plain = statistics.median(r[0] for r in rounds["none"])
+            traced = statistics.median(r[0] for r in rounds["trace"])
+            assert rounds["none"][0][1] == rounds["trace"][0][1]     # the same run
+            out[name] = {"instructions": rounds["none"][0][1], "seconds": plain,
+                         "traced_seconds": traced, "ratio": traced / plain,
+                         "trace_bytes": trace.stat().st_size, "by_type": sizes(trace)}
+    return out
+
+
+def table(results: dict) -> str:
+    rows = ["| workload | instructions | no trace | full trace | ratio (target <= 1.3) | "
+            "trace size |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, r in results["workloads"].items():
+        met = "met" if r["ratio"] <= TARGET else "not met"
+        rows.append(f"| {name} | {r['instructions']:,} | {r['seconds']:.3f} s | "
+                    f"{r['traced_seconds']:.3f} s | **{r['ratio']:.2f}** ({met}) | "
+                    f"{r['trace_bytes'] / 2**20:.2f} MiB |")
+    rows += ["", "| workload | event type | events | bytes | bytes/event |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, r in results["workloads"].items():
+        for kind, s in r["by_type"].items():
+            rows.append(f"| {name} | {kind} | {s['events']:,} | {s['bytes']:,} | "
+                        f"{s['bytes'] / s['events']:.0f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", type=Path,
+                        default=Path(__file__).with_name("trace_cost_results.json"))
+    args = parser.parse_args(argv)
+    began = time.perf_counter()
+    results = {"host": host(), "quick": args.quick,
+               "workloads": measure(3 if args.quick else args.repeats)}
+    results["wall_seconds"] = time.perf_counter() - began
+    publish(args.json, results, table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,159 @@
+"""Snapshots: a machine taken back to an earlier instruction runs the rest exactly as an
+uninterrupted run does (Hypothesis picks the points and the order of restores), files
+resume in a new process, and `--until` stops at exact counts and symbols."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from emu.events import Observer
+from emu.machine import Machine, MachineConfig
+from emu.monitor import heapcheck
+from emu.monitor.checks import attach as attach_page_checks
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORT = ROOT / "traces" / "malloclab" / "short1-bal.rep"
+
+
+class Recorder(Observer):
+    """Keeps every event (its list is part of the snapshot like any observer's state)."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def on_event(self, event) -> None:
+        self.events.append(event)
+
+
+def build(kernel) -> tuple[Machine, Recorder]:
+    recorder = Recorder()
+    config = MachineConfig(kernel=kernel, modules=(SHORT,), cmdline="replay=1 heap=chained")
+    machine = Machine(config, [recorder])
+    attach_page_checks(machine, every=50_000)
+    heapcheck.attach(machine)
+    return machine, recorder
+
+
+def outcome(machine: Machine, recorder: Recorder, result) -> tuple:
+    return (result.end, result.instructions, result.guest_value, tuple(recorder.events),
+            machine.serial_output(), dict(result.exceptions))
+
+
+@pytest.fixture(scope="module")
+def reference(kernel) -> tuple:
+    machine, recorder = build(kernel)
+    result = machine.run()
+    return outcome(machine, recorder, result)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_restores_in_any_order_give_the_same_rest_of_run(kernel, reference, data):
+    end = reference[1]
+    points = sorted(data.draw(st.lists(st.integers(1, end - 1), min_size=1, max_size=4,
+                                       unique=True), label="points"))
+    order = data.draw(st.permutations(range(len(points))), label="order")
+    machine, recorder = build(kernel)
+    snapshots = []
+    for point in points:
+        assert machine.advance(point)
+        assert machine.cpu.icount() == point
+        snapshots.append(machine.snapshot())
+    try:
+        for index in order:
+            machine.restore(snapshots[index])
+            assert machine.cpu.icount() == points[index]
+            assert all(event.icount <= points[index] for event in recorder.events)
+            assert outcome(machine, recorder, machine.run()) == reference
+    finally:
+        for snapshot in snapshots:
+            snapshot.close()
+
+
+def test_a_restore_undoes_guest_memory_writes(kernel):
+    machine, _ = build(kernel)
+    assert machine.advance(100_000)
+    snapshot = machine.snapshot()
+    try:
+        hhdm_page = 0x200000
+        before = machine.memory.read(hhdm_page, 4096)
+        machine.memory.write(hhdm_page, b"\xaa" * 4096)
+        untouched = 0x9000000                     # never touched by the guest: not resident
+        machine.memory.write(untouched, b"\x55" * 64)
+        machine.restore(snapshot)
+        assert machine.memory.read(hhdm_page, 4096) == before
+        assert machine.memory.read(untouched, 64) == bytes(64)
+    finally:
+        snapshot.close()
+
+
+# ---- the command line: --until, snapshot files, --resume --------------------------------
+
+from emu.cli import main                                      # noqa: E402
+from emu.monitor.trace import read_trace                      # noqa: E402
+
+
+def events_of(path) -> list[dict]:
+    _, events = read_trace(path)
+    return list(events)
+
+
+def test_until_stops_at_an_exact_count_and_a_symbol(kernel, tmp_path, capsys):
+    trace = tmp_path / "until.jsonl"
+    assert main(["run", "--quiet", str(kernel), "--until", "123457", "--trace", str(trace)]) \
+        == 76
+    last = events_of(trace)[-1]
+    assert (last["type"], last["icount"], last["reason"]) == ("GuestExit", 123457, "until")
+    assert main(["run", "--quiet", str(kernel), "--until", "heap_init"]) == 76
+    err = capsys.readouterr().err
+    assert "stopped at the first execution of heap_init" in err
+    assert "<heap_init+0x0>" in err                  # stopped before its first instruction
+    assert main(["run", "--quiet", str(kernel), "--until", "no_such_function"]) == 2
+    assert "no symbol 'no_such_function'" in capsys.readouterr().err
+
+
+def test_a_saved_snapshot_resumes_in_a_new_process_exactly(kernel, tmp_path, capsys):
+    full, rest, snap = tmp_path / "full.jsonl", tmp_path / "rest.jsonl", tmp_path / "s.emusnap"
+    args = ["--module", str(SHORT), "--cmdline", "replay=1 heap=chained", "--check", "pt"]
+    assert main(["run", "--quiet", str(kernel), *args, "--trace", str(full)]) == 0
+    assert main(["run", "--quiet", str(kernel), *args, "--until", "300001",
+                 "--save-snapshot", str(snap)]) == 76
+    # A fresh process: the fixture's forked runner shares nothing with this one.
+    from fuzzing import run_emu
+    ending = run_emu(["run", "--quiet", "--resume", str(snap), "--check", "pt",
+                      "--trace", str(rest)], timeout=60)
+    assert ending.status == 0, ending.err
+    expected = [e for e in events_of(full) if e["icount"] >= 300001]
+    resumed = events_of(rest)
+    assert resumed[0]["type"] == "Booted"            # the new machine's own boot, at 0
+    assert resumed[1:] == expected
+    capsys.readouterr()
+
+
+def test_snapshot_every_writes_files_that_each_resume(kernel, tmp_path, capsys):
+    directory = tmp_path / "snaps"
+    assert main(["run", "--quiet", str(kernel), "--snapshot-every", "150000",
+                 "--snapshot-dir", str(directory)]) == 0
+    import re
+    ran = int(re.search(r"--- ([\d,]+) instructions", capsys.readouterr().err)
+              .group(1).replace(",", ""))
+    files = sorted(directory.iterdir())
+    assert [f.name for f in files] == [f"snapshot-{n:012d}.emusnap"
+                                       for n in range(150000, ran, 150000)]
+    assert len(files) >= 3
+    assert main(["run", "--quiet", "--resume", str(files[1])]) == 0
+    err = capsys.readouterr().err
+    assert "resumed from" in err and f"--- {ran:,} instructions" in err   # the same end
+
+
+def test_bad_snapshots_are_one_line(tmp_path, capsys):
+    bogus = tmp_path / "bogus.emusnap"
+    bogus.write_bytes(b"\x00\x01 not a snapshot\n")
+    for path in (bogus, tmp_path / "missing.emusnap"):
+        assert main(["run", "--resume", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "snapshot" in err[0]
