@@ -71,14 +71,8 @@ def _spec(args):
                        env=tuple(args.env), seed=args.seed)
 
 
-def _writer(name: str):
-    def write(data: bytes) -> None:
-        console.write_bytes(name, data)
-    return write
-
-
 def execute(args) -> int:
-    from emu.workloads.process import HostConsole, KernelLines, run_program
+    from emu.workloads.process import KernelLines, run_program
     spec = _spec(args)
     if not args.program.exists():
         console.err(f"emu: {display(args.program)}: No such file or directory")
@@ -96,7 +90,7 @@ def execute(args) -> int:
                                                  ("kernel", config.kernel)])
         recorder = TraceRecorder(args.trace, kernel_digest(config.kernel), config.describe())
         observers.append(recorder)
-    host = HostConsole(_writer("stdout"), _writer("stderr"), _stdin())
+    host = console.program_streams()
     try:
         result = run_program(spec, config, host, observers,
                              attach=_checks(args) if args.check or args.strict else None)
@@ -111,14 +105,6 @@ def execute(args) -> int:
     if result.status == EXEC_HARNESS_FAILURE and result.run.end is not RunEnd.INTERRUPTED:
         _failure(result)
     return result.status
-
-
-def _stdin() -> int | None:
-    try:
-        os.fstat(0)
-    except OSError:
-        return None
-    return 0
 
 
 def _checks(args):
