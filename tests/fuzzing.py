@@ -28,6 +28,10 @@ GUEST_STATUSES = frozenset(range(64))
 RUN_ENDINGS = frozenset({70, 71, 72, 73, 75, 76})
 HARNESS_ERROR = 2
 DOCUMENTED = GUEST_STATUSES | RUN_ENDINGS | {HARNESS_ERROR, 130, 141, 143}
+# `emu exec` passes the program's status on verbatim (0-255), so every status is
+# documented; its own failures are 125 (EXEC_EXIT_STATUS_MEANINGS), bad input with one line.
+EXEC_DOCUMENTED = frozenset(range(256))
+EXEC_HARNESS_FAILURE = 125
 TIMEOUT = 10.0
 MEMORY_BOUND = 500 << 20
 
@@ -41,6 +45,7 @@ class Ending:
     seconds: float
     growth: int                 # bytes of host memory beyond the fork's, guest RAM excluded
     timed_out: bool
+    command: str = ""           # argv[0]: `exec` has statuses of its own
 
     @property
     def err(self) -> str:
@@ -55,14 +60,19 @@ class Ending:
             found.append(f"did not end within {TIMEOUT:g} s")
         if self.signal is not None:
             found.append(f"killed by signal {self.signal}")
-        if self.status is not None and self.status not in DOCUMENTED:
+        execs = self.command == "exec"
+        if self.status is not None and \
+                self.status not in (EXEC_DOCUMENTED if execs else DOCUMENTED):
             found.append(f"undocumented exit status {self.status}")
         if "Traceback" in self.err:
             found.append("a Python traceback")
-        if self.status == HARNESS_ERROR:
-            lines = [line for line in self.err.splitlines() if line.strip()]
+        lines = [line for line in self.err.splitlines() if line.strip()]
+        if self.status == HARNESS_ERROR and not execs:
             if len(lines) != 1 or not lines[0].startswith("emu: error: "):
                 found.append(f"status 2 with {len(lines)} stderr lines")
+        if execs and self.status == EXEC_HARNESS_FAILURE and \
+                any(line.startswith("emu: error: ") for line in lines) and len(lines) != 1:
+            found.append(f"a bad input to exec with {len(lines)} stderr lines")
         if self.growth > MEMORY_BOUND:
             found.append(f"used {self.growth >> 20} MB of host memory")
         return found
@@ -173,7 +183,7 @@ def run_emu(argv: list, *, cwd: Path | None = None, env: dict | None = None,
         else:
             code = os.WEXITSTATUS(status)
     return Ending(code, signum, bytes(collected["out"]), bytes(collected["err"]), seconds,
-                  growth, timed_out)
+                  growth, timed_out, str(argv[0]) if argv else "")
 
 
 def _drain(names: dict[int, str], collected: dict[str, bytearray],

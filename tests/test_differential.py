@@ -51,6 +51,9 @@ CASES = {
     "fork_many": dict(args=("6", "2", "1")),
     "args": dict(args=("a", "b c"), argv0_guest=True),
     "hello": dict(),
+    "madvise": dict(args=("/data/file",), files=((DATA, "/data/file"),),
+                    native_args=(str(DATA),)),
+    "pipeline": dict(args=("4",), argv0_guest=True),
 }
 
 
@@ -84,9 +87,13 @@ def test_the_stack_grows_to_its_limit_and_no_further():
     assert over.status == 139 and "no mapping" in over.kernel_lines[0]
 
 
-@pytest.mark.slow
-def test_a_memory_hog_of_24_mib():
+def test_a_sequential_memory_hog_of_24_mib():
     same("memhog", ("24",))
+
+
+def test_a_random_touch_hog_of_32_mib():
+    got = same("randtouch", ("32", "12345"))
+    assert "resident after touching in random order: 8192" in got.out
 
 
 @pytest.mark.slow

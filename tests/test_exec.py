@@ -3,6 +3,7 @@ host byte for byte, stdout and stderr apart, and emu exits with the program's st
 from __future__ import annotations
 
 import os
+import tarfile
 
 import pytest
 
@@ -48,3 +49,58 @@ def test_bad_options_are_125_with_one_line():
     ending = run_emu(["exec", "--memory", "lots", str(program("hello"))], timeout=60)
     assert ending.status == 125
     assert len(ending.err.splitlines()) == 1 and ending.err.startswith("emu: error: ")
+
+
+# ---- emu run --initrd --------------------------------------------------------------------
+
+def _hello_tree(root):
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "hello").write_bytes(program("hello").read_bytes())
+    (root / "bin" / "hello").chmod(0o755)
+    return root
+
+
+def test_run_packs_a_directory_as_the_initrd_and_init_runs_from_it(tmp_path):
+    tree = _hello_tree(tmp_path / "root")
+    ending = run_emu(["run", "--quiet", "--initrd", str(tree), "--cmdline", "init=/bin/hello"],
+                     timeout=60)
+    assert ending.status == 0, ending.err
+    assert ending.stdout == b"hello, world\n"           # the program's fd 1, byte for byte
+    assert ending.err.startswith("to stderr\n")          # its fd 2, before the summary
+
+
+def test_run_takes_a_ustar_archive_as_it_is(tmp_path):
+    tree = _hello_tree(tmp_path / "root")
+    archive = tmp_path / "root.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tar:   # `tar cf`'s format
+        tar.add(tree / "bin", "bin")
+    ending = run_emu(["run", "--initrd", str(archive), "--cmdline", "init=/bin/hello"],
+                     timeout=60)
+    assert ending.status == 0, ending.err
+    out = ending.stdout.decode()
+    assert "initrd: indexed" in out and "hello, world\n" in out
+    assert "init: exited with wait status 0x700" in out
+
+
+def test_run_refuses_an_initrd_the_kernel_would_misread_in_one_line(tmp_path):
+    tree = _hello_tree(tmp_path / "root")
+    long_name = tmp_path / "long.tar"
+    with tarfile.open(long_name, "w", format=tarfile.GNU_FORMAT) as tar:
+        tar.add(tree / "bin" / "hello", "bin/" + "x" * 120)       # a GNU long-name header
+    compressed = tmp_path / "root.tar.gz"
+    with tarfile.open(compressed, "w:gz", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(tree / "bin", "bin")
+    truncated = tmp_path / "short.tar"
+    with tarfile.open(truncated, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(tree / "bin" / "hello", "bin/hello")
+    truncated.write_bytes(truncated.read_bytes()[:2048])
+    os.mkfifo(tree / "fifo")
+    cases = {long_name: "type 'L'", compressed: "no USTAR header at offset 0",
+             truncated: "runs past the end", tree: "FIFO", tmp_path / "nope": "No such file",
+             tmp_path / "empty": "holds no files"}
+    (tmp_path / "empty").mkdir()
+    for path, why in cases.items():
+        ending = run_emu(["run", "--initrd", str(path), "--cmdline", "init=/bin/hello"],
+                         timeout=60)
+        assert ending.status == 2 and len(ending.err.splitlines()) == 1, (path, ending.err)
+        assert why in ending.err, (path, ending.err)

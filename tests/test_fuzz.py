@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,17 @@ def kernel_bytes(kernel) -> bytes:
     return kernel.read_bytes()
 
 
+@pytest.fixture(scope="module")
+def hello() -> Path:
+    """A static Linux program (tests/programs/hello.c): the program `emu exec` runs."""
+    from differential import program
+    return program("hello")
+
+
 @pytest.fixture
-def paths(tmp_path, kernel):
-    """Awkward paths a user might give anywhere a path goes."""
+def paths(tmp_path, kernel, hello):
+    """Awkward paths a user might give anywhere a path goes, and two good ones for emu exec
+    and --initrd (a program, an archive holding it)."""
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     regular = tmp_path / "empty.bin"
@@ -62,7 +71,11 @@ def paths(tmp_path, kernel):
     campaign = tmp_path / "tiny-campaign.toml"
     campaign.write_text((CORPUS / "tiny-campaign.toml").read_text().replace(
         "../../traces", str(CORPUS.parent.parent / "traces")))
+    initrd = tmp_path / "initrd.tar"
+    with tarfile.open(initrd, "w", format=tarfile.USTAR_FORMAT) as archive:
+        archive.add(hello, "bin/hello")
     return {"campaign": str(campaign), "kernel": str(kernel), "missing": str(tmp_path / "missing"),
+            "program": str(hello), "initrd": str(initrd),
             "directory": str(tmp_path), "dev-null": "/dev/null", "dev-zero": "/dev/zero",
             "dev-full": "/dev/full", "fifo": str(fifo), "empty": str(regular),
             "not-utf8": os.fsdecode(weird), "nested-missing": str(tmp_path / "a" / "b")}
@@ -291,7 +304,17 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
             "--inject": INJECT,
             "--until": st.sampled_from(["1", "100000", "heap_init", "nope", "0", "-1", "9x"]),
             "--save-snapshot": "path", "--snapshot-every": COUNTS, "--snapshot-dir": "path",
-            "--resume": "path", "--gdb": st.sampled_from(["-1", "65536", "x"])},
+            "--resume": "path", "--gdb": st.sampled_from(["-1", "65536", "x"]),
+            "--initrd": "path"},
+    "exec": {"--file": "path|:|:/etc/x|/dev/null:/etc/data|/dev/null:/a/../b|/dev/null:",
+             "--kernel": "path", "--memory": SIZES, "--memmap": "path|pc|tiny|bogus",
+             "--cmdline": "text", "--module": "path", "--max-instructions": COUNTS,
+             "--boot-time": st.sampled_from(["0", "1700000000", str(2**70), "x"]),
+             "--ips": IPS, "--no-platform": None, "--acpi-rsdp-rev": st.sampled_from(["0", "x"]),
+             "--keys": KEYS, "--inject": INJECT, "--no-count": None,
+             "--env": st.sampled_from(["A=1", "X=a b", "=x", "noequals", "", "A=\u00e9"]),
+             "--seed": st.sampled_from(["0", "7", "-1", "x", str(2**70)]),
+             "--trace": "path", "--check": None, "--strict": None},
     "pt": {"--memory": SIZES, "--memmap": "path|pc|tiny", "--cmdline": "text",
            "--max-instructions": COUNTS, "--cr3": st.sampled_from(["0", "0x1000", "x", "-1"]),
            "--at-checkpoint": COUNTS, "--no-count": None, "--ips": IPS, "--no-platform": None,
@@ -312,6 +335,8 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
 }
 TEXTS = st.one_of(st.text(max_size=30), st.sampled_from(["test=int3", "pmm=buddy",
                                                          "heap=slab", "selftest=pmm",
+                                                         "init=/bin/hello", "init=/bin/nope",
+                                                         "init=/bin/hello -- a b",
                                                          "\udcff\udcfe", "a\u00e9\u4e2d"]))
 
 
@@ -353,6 +378,9 @@ def command_lines(draw, paths: dict) -> list:
     if command in ("run", "pt") and "--no-count" not in argv and \
             "--max-instructions" not in argv:
         argv += BUDGET
+    if command == "exec":           # PROGRAM [ARGS...] come last: they are the program's
+        argv.append(draw(st.sampled_from([paths["program"]] * 4 + sorted(paths.values()))))
+        argv += draw(st.lists(TEXTS, max_size=3))
     return argv
 
 

@@ -1,7 +1,7 @@
 """The house rules of emu/, checked on its source (docs/ARCHITECTURE.md states them):
 imports only go down the layers; only emu/engine/capi.py touches Unicorn's private API; no
 class over 300 lines and no function over 60; every package is in pyproject's list; the
-README's exit-status table is the one in emu/result.py; docs the code cites exist."""
+README's exit-status tables are the ones in emu/result.py; docs the code cites exist."""
 from __future__ import annotations
 
 import ast
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from emu.result import EXIT_STATUS_MEANINGS
+from emu.result import EXEC_EXIT_STATUS_MEANINGS, EXIT_STATUS_MEANINGS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -141,12 +141,28 @@ def test_every_package_says_what_it_owns() -> None:
         assert docstring and "TODO" not in docstring, f"{module} has no docstring"
 
 
-def test_the_readme_exit_status_table_is_the_code_s() -> None:
+# The README's exit-status tables: the line "Exit status of `emu COMMAND`:", a blank line,
+# then a table whose header is "| status | meaning |".
+STATUS_TABLES = {"run": EXIT_STATUS_MEANINGS, "exec": EXEC_EXIT_STATUS_MEANINGS}
+STATUS_TABLE = re.compile(r"^Exit status of `emu (\w[\w-]*)`:\n\n\| status \| meaning \|\n"
+                          r"\| --- \| --- \|\n((?:\|.*\|\n)+)", re.M)
+STATUS_ROW = re.compile(r"^\| (\d+(?:-\d+)?) \| (.+?) \|$", re.M)
+
+
+def test_the_readme_exit_status_tables_are_the_code_s() -> None:
     readme = (ROOT / "README.md").read_text()
-    rows = dict(re.findall(r"^\| (\d+(?:-\d+)?) \| (.+?) \|$", readme, re.M))
-    for code, _meaning in EXIT_STATUS_MEANINGS:
-        assert code in rows, f"exit status {code} is not in the README's table"
-    assert set(rows) == {code for code, _ in EXIT_STATUS_MEANINGS}
+    tables = {command: dict(STATUS_ROW.findall(rows))
+              for command, rows in STATUS_TABLE.findall(readme)}
+    assert set(tables) == set(STATUS_TABLES), f"status tables in the README: {sorted(tables)}"
+    for command, meanings in STATUS_TABLES.items():
+        rows = tables[command]
+        for code, _meaning in meanings:
+            assert code in rows, f"exit status {code} is not in the README's emu {command} table"
+        assert set(rows) == {code for code, _ in meanings}, command
+    # Every status-like row belongs to one of those tables (no third, stale table).
+    assert readme.count("| status | meaning |") == len(STATUS_TABLES)
+    listed = sum(len(STATUS_ROW.findall(rows)) for _, rows in STATUS_TABLE.findall(readme))
+    assert len(STATUS_ROW.findall(readme)) == listed
 
 
 def test_docs_the_code_cites_exist() -> None:

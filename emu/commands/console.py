@@ -2,7 +2,9 @@
 into emu's errors (a closed pipe into OutputClosed, a full disk into OutputError), so no
 command meets a bare OSError from a print.
 
-Owns: writing text for the user. Does not own: what is written.
+Owns: writing text for the user, and the host's side of a guest program's streams
+(`program_streams`: its fd 1 and 2 as raw bytes here, fd 0 from emu's standard input).
+Does not own: what is written.
 """
 from __future__ import annotations
 
@@ -58,6 +60,20 @@ def write_bytes(stream_name: str, data: bytes) -> None:
     stream.flush()
     stream.buffer.write(data)
     stream.buffer.flush()
+
+
+def program_streams():
+    """A HostConsole (emu/workloads/process.py) for the kernel's processes: their fd 1 and
+    fd 2 byte for byte on emu's standard output and error, fd 0 read from emu's standard
+    input (always at its end when emu has none)."""
+    from emu.workloads.process import HostConsole
+    try:
+        os.fstat(0)
+        stdin: int | None = 0
+    except OSError:
+        stdin = None
+    return HostConsole(lambda data: write_bytes("stdout", data),
+                       lambda data: write_bytes("stderr", data), stdin)
 
 
 def silence_stdout() -> None:

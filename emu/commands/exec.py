@@ -43,7 +43,9 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
                               "spaces while the program runs (findings on stderr)")
     command.add_argument("--strict", action="store_true",
                          help="with --check: end the run at the first finding (status 125)")
-    command.add_argument("program", type=Path, help="the static executable to run")
+    # A string, not a Path: argv[0] is the program as the user typed it ("./prog" stays
+    # "./prog", as a shell passes it), which Path would shorten.
+    command.add_argument("program", help="the static executable to run")
     command.add_argument("args", nargs=argparse.REMAINDER,
                          help="the program's arguments (everything after PROGRAM)")
     command.epilog = "exit status: " + "; ".join(f"{code} {meaning}" for code, meaning
@@ -67,14 +69,9 @@ def _spec(args):
     for item in args.env:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"--env {item!r}: expected NAME=VALUE")
-    return ProgramSpec(program=args.program, args=tuple(args.args), files=_files(args.file),
-                       env=tuple(args.env), seed=args.seed)
-
-
-def _writer(name: str):
-    def write(data: bytes) -> None:
-        console.write_bytes(name, data)
-    return write
+    return ProgramSpec(program=Path(args.program), args=tuple(args.args),
+                       files=_files(args.file), env=tuple(args.env), seed=args.seed,
+                       argv0=args.program)
 
 
 def initrd_beside(trace: Path) -> Path:
@@ -84,9 +81,9 @@ def initrd_beside(trace: Path) -> Path:
 
 
 def execute(args) -> int:
-    from emu.workloads.process import HostConsole, KernelLines, prepare, run_program
+    from emu.workloads.process import KernelLines, prepare, run_program
     spec = _spec(args)
-    if not args.program.exists():
+    if not Path(args.program).exists():
         console.err(f"emu: {display(args.program)}: No such file or directory")
         return EXEC_NOT_FOUND
     config = machine_config(args)
@@ -114,7 +111,7 @@ def execute(args) -> int:
             run={"checks": [], "exec_check": bool(args.check or args.strict),
                  "strict": args.strict}))
         observers.append(recorder)
-    host = HostConsole(_writer("stdout"), _writer("stderr"), _stdin())
+    host = console.program_streams()
     try:
         result = run_program(spec, config, host, observers, attach=_attach(args, recorder),
                              prepared=prepared)
@@ -129,14 +126,6 @@ def execute(args) -> int:
     if result.status == EXEC_HARNESS_FAILURE and result.run.end is not RunEnd.INTERRUPTED:
         _failure(result)
     return result.status
-
-
-def _stdin() -> int | None:
-    try:
-        os.fstat(0)
-    except OSError:
-        return None
-    return 0
 
 
 def _attach(args, recorder):

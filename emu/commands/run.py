@@ -1,12 +1,15 @@
 """`emu run`: boot a Limine kernel (default: the project's own) and report how it ended.
 
-Owns: the options of `emu run` (trace, screenshot, checks), live serial output, and the
+Owns: the options of `emu run` (trace, screenshot, checks, the initrd), live serial
+output, the kernel's processes' streams (their fd 0, 1 and 2 on emu's own), and the
 summary on stderr. The exit status is the run's (emu/result.py).
 Does not own: the machine, the checkers, the trace format.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import tempfile
 from pathlib import Path
 
 from emu.boot.limine import unanswered
@@ -26,6 +29,11 @@ CHECKS = ("pt", "heap")        # --check pt,heap: emu/monitor/checks, emu/monito
 
 def add_arguments(run: argparse.ArgumentParser) -> None:
     add_machine_options(run)
+    run.add_argument("--initrd", type=Path, metavar="DIR|TAR",
+                     help="the kernel's files: a directory (packed as a USTAR archive, "
+                          "DIR/bin/prog is /bin/prog) or a USTAR archive, handed over as "
+                          "the first module; `--cmdline 'init=/bin/prog -- ARGS'` runs a "
+                          "program from it")
     run.add_argument("--trace", type=Path, help="write a JSON-lines trace of events to FILE")
     run.add_argument("--screenshot", type=Path, help="save the framebuffer as a PNG at the end")
     run.add_argument("--quiet", action="store_true", help="no live serial output")
@@ -68,19 +76,39 @@ def checks_asked(args) -> frozenset[str]:
 
 
 def execute(args) -> int:
+    with tempfile.TemporaryDirectory(prefix="emu-run-") as workdir:
+        return _execute(args, Path(workdir))
+
+
+def _with_initrd(config, initrd: Path | None, workdir: Path):
+    """The config with --initrd's archive as the first module (the kernel indexes the
+    first module that is a USTAR archive)."""
+    if initrd is None:
+        return config
+    from emu.workloads.initrd import initrd_module
+    return dataclasses.replace(config, modules=(initrd_module(initrd, workdir),
+                                                *config.modules))
+
+
+def _execute(args, workdir: Path) -> int:
     checks = checks_asked(args)
     timetravel.check_arguments(args)
     if args.resume is not None and "heap" in checks:
         raise ConfigError("--check heap cannot resume a snapshot (its hooks on return "
                           "addresses are not in the file); drop it or rerun from the start")
+    if args.resume is not None and args.initrd is not None:
+        raise ConfigError("--initrd with --resume: the snapshot holds the modules it was "
+                          "taken with; drop --initrd")
     config, saved = timetravel.resumed_config(args) if args.resume else \
-        (machine_config(args), None)
+        (_with_initrd(machine_config(args), args.initrd, workdir), None)
     if args.no_count and args.trace:
         raise ConfigError("--trace stamps every event with an instruction count; drop --no-count")
     if args.no_count and args.check_every:
         raise ConfigError("--check-every counts instructions; drop --no-count")
     inputs = [("kernel", config.kernel), *(("module", m) for m in config.modules),
               ("snapshot", args.resume)]
+    if args.initrd is not None:
+        inputs.append(("initrd", args.initrd))
     for output, what in ((args.trace, "trace"), (args.screenshot, "screenshot"),
                          (args.save_snapshot, "snapshot")):
         if output is not None:
@@ -141,6 +169,8 @@ def _run(args, config, checks: frozenset[str], recorder, resume):
                           on_serial_text=None if args.quiet else console.live)
         if recorder:
             recorder.vtime_of = machine.vtime_of
+        if machine.devices.hostio is not None:
+            machine.devices.hostio.host = console.program_streams()
         checker = attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
@@ -159,6 +189,13 @@ def attach_page_checks(machine: Machine, args):
     return attach(machine, strict=args.strict, every=args.check_every,
                   on_violation=None if args.strict else _print_violation,
                   allow=args.allow.split(","))
+
+
+def attach_process_checks(machine: Machine, strict: bool):
+    """`emu exec --check`: the page-table and PMM checker while the program runs, findings
+    on stderr; `strict` ends the run at the first (emu exec then exits 125)."""
+    from emu.monitor.checks import attach
+    return attach(machine, strict=strict, on_violation=None if strict else _print_violation)
 
 
 def attach_heap_checks(machine: Machine, args):

@@ -2,11 +2,11 @@
 that carries it, the kernel command line that names it, the host's side of its standard
 streams, and how its end becomes an exit status.
 
-Owns: packing files into a USTAR initrd (the standard library's tarfile, POSIX.1-1988
-format: what guest/fs/initrd.c reads), the command line (`quiet init=PATH argv0=...
-env=NAME=VALUE seed=N -- ARGS`, each word escaped as guest/proc/init.c unescapes it),
-`HostConsole` (the HostStreams behind the guest's descriptors 0, 1 and 2: byte-exact, stdout
-and stderr apart, stdin read on demand), kernel lines as `emu: kernel: ...`, and
+Owns: the program's initrd (packed by emu/workloads/initrd.py), the command line
+(`quiet init=PATH argv0=... env=NAME=VALUE seed=N -- ARGS`, each word escaped as
+guest/proc/init.c unescapes it), `HostConsole` (the HostStreams behind the guest's
+descriptors 0, 1 and 2: byte-exact, stdout and stderr apart, stdin read on demand), kernel
+lines as `emu: kernel: ...`, and
 `run_program`, which turns a run into a ProgramResult with `emu exec`'s status
 (emu/result.py's EXEC table).
 Does not own: the machine, the kernel, the checkers, the command line of emu itself.
@@ -16,21 +16,18 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from emu.errors import ConfigError
 from emu.events import Observer, SerialOutput
-from emu.inputs import check_input, display
 from emu.machine import Machine, MachineConfig
 from emu.result import (EXEC_CANNOT_RUN, EXEC_HARNESS_FAILURE, EXIT_SIGNAL_BASE, RunEnd,
                         RunResult)
+from emu.workloads.initrd import pack_initrd
 
 GUEST_BIN = "/bin"
-MAX_FILE_BYTES = 1 << 31          # one initrd member (the guest maps them whole)
 KERNEL_PREFIX = "emu: kernel: "
 _PLAIN = frozenset(b"!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`"
                    b"abcdefghijklmnopqrstuvwxyz{|}~")
@@ -70,42 +67,6 @@ def command_line(spec: ProgramSpec, extra: str = "") -> str:
     if extra:
         words.append(extra)
     return " ".join(words + ["--"] + [escape_word(arg) for arg in spec.args])
-
-
-def guest_file_path(text: str) -> str:
-    """A guest path for the initrd: absolute, no '.' or '..', at most 255 bytes."""
-    parts = [p for p in text.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise ConfigError(f"guest path {text!r} must name a file (no '..')")
-    path = "/" + "/".join(parts)
-    if len(os.fsencode(path)) > 255:
-        raise ConfigError(f"guest path {text!r} is longer than USTAR allows (255 bytes)")
-    return path
-
-
-def pack_initrd(entries: Iterable[tuple[Path, str]], out: Path) -> int:
-    """Write a USTAR archive of (host file, guest path) pairs to `out`; returns its size.
-    Files are checked (kind, size) before they are read; the mode keeps only the
-    permission bits."""
-    total = 0
-    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as archive:
-        seen: set[str] = set()
-        for host, guest in entries:
-            path = guest_file_path(guest)
-            if path in seen:
-                raise ConfigError(f"two files for the guest path {path}")
-            seen.add(path)
-            size = check_input(host, "file", MAX_FILE_BYTES)
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size = size
-            info.mode = 0o755 if os.access(host, os.X_OK) else 0o644
-            try:
-                with open(host, "rb") as stream:
-                    archive.addfile(info, stream)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"cannot pack {display(host)}: {exc}") from None
-            total += size
-    return out.stat().st_size
 
 
 def shell_status(wait_status: int) -> int:

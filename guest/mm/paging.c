@@ -216,7 +216,7 @@ static __attribute__((noinline)) paddr_t table_alloc(void)
 
     if (pa == 0)
         return 0;
-    memset(phys_to_virt(pa), 0, PAGE_SIZE);
+    page_zero(phys_to_virt(pa)); /* 512 rep stosq iterations, not 4,096 of rep stosb */
     table_frames++;
     return pa;
 }
@@ -227,10 +227,13 @@ static void table_free(uint64_t *table)
     pmm_free(virt_to_phys(table));
 }
 
+/* Eight entries per test: about 1.5 instructions per entry instead of 5, and
+ * every munmap that empties a table scans it (and its parents) whole. */
 static bool table_empty(const uint64_t *table)
 {
-    for (int i = 0; i < ENTRIES; i++) {
-        if (table[i] != 0)
+    for (int i = 0; i < ENTRIES; i += 8) {
+        if ((table[i] | table[i + 1] | table[i + 2] | table[i + 3] | table[i + 4] |
+             table[i + 5] | table[i + 6] | table[i + 7]) != 0)
             return false;
     }
     return true;
