@@ -504,3 +504,23 @@ def test_scan_cache_gives_what_a_fresh_scan_gives(data):
     fresh = paging.scan(read_raw, root, True)
     assert again == fresh
     assert [leaf.start for leaf in again.leaves] == sorted(leaf.start for leaf in again.leaves)
+
+
+def test_scan_cache_sees_a_shared_table_changed_while_another_root_was_scanned():
+    # Two roots share a PDPT and its PD (a kernel half): a leaf removed from the PD and
+    # seen first through root B must not leave root A's cached space claiming the leaf.
+    pages = {paddr: bytearray(4096) for paddr in (0x1000, 0x2000, 0x3000, 0x4000)}
+    for root in (0x1000, 0x2000):
+        struct.pack_into("<Q", pages[root], 8 * 256, 0x3000 | 0x3)
+    struct.pack_into("<Q", pages[0x3000], 0, 0x4000 | 0x3)
+    struct.pack_into("<Q", pages[0x4000], 0, 0x200000 | 0x83)     # a 2 MiB leaf
+    cache = paging.ScanCache()
+
+    def read_raw(paddr: int) -> bytes:
+        return bytes(pages[paddr])
+
+    assert len(paging.scan(read_raw, 0x1000, True, cache).leaves) == 1
+    assert len(paging.scan(read_raw, 0x2000, True, cache).leaves) == 1
+    struct.pack_into("<Q", pages[0x4000], 0, 0)
+    assert paging.scan(read_raw, 0x2000, True, cache).leaves == ()
+    assert paging.scan(read_raw, 0x1000, True, cache).leaves == ()

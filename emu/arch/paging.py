@@ -202,11 +202,16 @@ class ScanCache:
     """Remembers each table page's bytes and what a scan found in them, so that scanning an
     address space again re-decodes only the tables whose bytes changed, and returns the
     very same AddressSpace object when nothing changed at all (callers may compare with
-    `is`). For repeated checks of a live address space (`--check-every`)."""
+    `is`). For repeated checks of a live address space (`--check-every`).
+
+    "Nothing changed" means every table the scan visited is the very decoding the cached
+    space was built from: address spaces share tables (the kernel half), so a table that
+    changed and was decoded again while another root was scanned still makes this root's
+    cached space stale."""
 
     def __init__(self) -> None:
         self.tables: dict[tuple, _TableScan] = {}
-        self.spaces: dict[tuple[int, bool], AddressSpace] = {}
+        self.spaces: dict[tuple[int, bool], tuple[AddressSpace, list[_TableScan]]] = {}
 
 
 def scan(read_table: Callable[[int], "tuple[int, ...] | bytes"], root: int, nxe: bool,
@@ -216,6 +221,7 @@ def scan(read_table: Callable[[int], "tuple[int, ...] | bytes"], root: int, nxe:
     RAM). With a `cache` (and bytes from read_table), unchanged tables are not decoded."""
     found = _Found([], [], [], [])
     changed = [cache is None]
+    used: list[_TableScan] = []             # the decodings this scan rests on, in order
 
     def visit(table: Table, w: bool, u: bool, x: bool) -> None:
         found.tables.append(table)
@@ -234,6 +240,7 @@ def scan(read_table: Callable[[int], "tuple[int, ...] | bytes"], root: int, nxe:
                 if len(cache.tables) > _CACHE_LIMIT:
                     cache.tables.clear()
                 cache.tables[key] = known
+        used.append(known)
         for item in known.items:            # in address order: leaves stay sorted
             if type(item) is MappedRange:
                 found.leaves.append(item)
@@ -244,12 +251,14 @@ def scan(read_table: Callable[[int], "tuple[int, ...] | bytes"], root: int, nxe:
 
     visit(Table(root & PTE_ADDRESS_MASK, 0, 0, None), True, True, True)
     space_key = (root & PTE_ADDRESS_MASK, nxe)
-    if cache is not None and not changed[0] and space_key in cache.spaces:
-        return cache.spaces[space_key]
+    known_space = cache.spaces.get(space_key) if cache is not None else None
+    if known_space is not None and not changed[0] and len(known_space[1]) == len(used) and \
+            all(a is b for a, b in zip(known_space[1], used)):
+        return known_space[0]
     space = AddressSpace(root & PTE_ADDRESS_MASK, tuple(found.leaves), tuple(found.tables),
                          tuple(found.bad), tuple(found.unreadable))
     if cache is not None:
-        cache.spaces[space_key] = space
+        cache.spaces[space_key] = (space, used)
     return space
 
 

@@ -106,7 +106,7 @@ class InvariantChecker(Observer):
     # ---- events ---------------------------------------------------------------------------
 
     def on_cr3_write(self, event: Cr3Written) -> None:
-        space = self.check(event.new, reason="CR3 load", stale=False)
+        space = self.check(event.new, reason="CR3 load", stale=False, loading=True)
         for rule in self.rules:
             if hasattr(rule, "address_space_loaded"):
                 rule.address_space_loaded(space)
@@ -127,9 +127,10 @@ class InvariantChecker(Observer):
     # ---- checking -------------------------------------------------------------------------
 
     def check(self, root: int | None = None, reason: str = "check",
-              stale: bool = True) -> AddressSpace | None:
+              stale: bool = True, loading: bool = False) -> AddressSpace | None:
         """Check the address space at `root` (default: the live CR3) and the PMM; with
-        `stale`, STALE_TLB may probe too if `root` is live. Returns the scanned address
+        `stale`, STALE_TLB may probe too if `root` is live; `loading`: `root` is being
+        loaded into CR3. Returns the scanned address
         space, or None if there is nothing to check (paging off, the loader's tables)."""
         if not self.cpu.paging_enabled():
             return None
@@ -143,7 +144,8 @@ class InvariantChecker(Observer):
             self._runs = (space, paging.merge(space.leaves))
         context = Check(space, self.pmm_state(root), self._layout, self._reporter(root),
                         self._read_table, self._walk, self.cpu.tlb_translation,
-                        live=root == live, stale=stale, _runs=self._runs[1])
+                        live=root == live, stale=stale, _runs=self._runs[1],
+                        loading=loading)
         unchanged = space is self._last_space
         for rule in self.rules:
             if not (unchanged and rule.space_only):

@@ -114,7 +114,8 @@ Report = Callable[..., None]
 class Check:
     """One check of one address space. `report(rule, address, detail, walk_of=None)` adds a
     violation (with the page walk of `walk_of`, default `address`, when it is virtual);
-    `stale` says whether STALE_TLB may probe now; `live` whether `space` is the live CR3."""
+    `stale` says whether STALE_TLB may probe now; `live` whether `space` is the live CR3;
+    `loading` whether the root is being loaded into CR3 (the check of a CR3 write)."""
     space: AddressSpace
     pmm: PmmState | None
     layout: Layout
@@ -125,6 +126,7 @@ class Check:
     live: bool
     stale: bool
     _runs: list[MappedRange] | None = field(default=None)
+    loading: bool = False
 
     @property
     def root(self) -> int:
