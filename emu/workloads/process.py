@@ -26,8 +26,8 @@ from emu.errors import ConfigError
 from emu.events import Observer, SerialOutput
 from emu.inputs import check_input, display
 from emu.machine import Machine, MachineConfig
-from emu.result import (EXEC_CANNOT_RUN, EXEC_HARNESS_FAILURE, EXIT_SIGNAL_BASE, RunEnd,
-                        RunResult)
+from emu.result import (EXEC_CANNOT_RUN, EXEC_HARNESS_FAILURE, RunEnd, RunResult,
+                        shell_status)
 
 GUEST_BIN = "/bin"
 MAX_FILE_BYTES = 1 << 31          # one initrd member (the guest maps them whole)
@@ -106,12 +106,6 @@ def pack_initrd(entries: Iterable[tuple[Path, str]], out: Path) -> int:
                 raise ConfigError(f"cannot pack {display(host)}: {exc}") from None
             total += size
     return out.stat().st_size
-
-
-def shell_status(wait_status: int) -> int:
-    """A Linux wait status as a shell reports it: the exit code, or 128 + the signal."""
-    signal = wait_status & 0x7F
-    return EXIT_SIGNAL_BASE + signal if signal else (wait_status >> 8) & 0xFF
 
 
 class HostConsole:

@@ -30,6 +30,7 @@
 #include "proc/sched.h"
 #include "proc/syscall.h"
 #include "proc/trap.h"
+#include "test/checkpoint.h"
 
 #define INIT_WORDS_MAX 256
 #define EXIT_NOT_FOUND 127 /* as a shell reports a command it cannot find */
@@ -217,6 +218,7 @@ NORETURN void proc_main(void)
     sched_run();
     after = proc_frames_measure();
     proc_descriptor.final_frames = after;
+    checkpoint(CHECKPOINT_PROCS_DONE);
     if (after != baseline)
         kreport("proc: %ld frames did not come back after the last process (baseline %lu, "
                 "now %lu)\n", (int64_t)(baseline - after), baseline, after);

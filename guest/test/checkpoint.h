@@ -21,6 +21,7 @@ enum checkpoint_number {
     CHECKPOINT_SELFTEST = 2, /* a selftest=NAME returned */
     CHECKPOINT_PLANTED = 3,  /* selftest=planted: a planted bug (planted.h) has been exercised */
     CHECKPOINT_PROC_REAPED = 4, /* a process was reaped: nothing of it may be left */
+    CHECKPOINT_PROCS_DONE = 5,  /* the last process is gone: proc_descriptor.final_frames set */
 };
 
 static inline void checkpoint(enum checkpoint_number n)
