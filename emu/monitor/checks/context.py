@@ -75,6 +75,7 @@ class Platform:
     loader_root: int | None = None            # the CR3 at entry: not checked
     devices: tuple[tuple[int, int], ...] = ()     # MMIO and framebuffer [start, end)
     mmio_owner: Callable[[int], object] | None = None
+    proc_descriptor: int | None = None        # virtual address of the process descriptor
 
 
 class Layout:
