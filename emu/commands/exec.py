@@ -2,7 +2,7 @@
 exit as the program did (as `env` and `timeout` do).
 
 Owns: the options of `emu exec` (--file, --kernel, --env, --seed, the machine options,
---trace, --check), the program's streams on the host's (fd 1 to stdout and fd 2 to stderr
+--trace, --check, --summary), the program's streams on the host's (fd 1 to stdout and fd 2 to stderr
 byte for byte, the host's stdin behind fd 0), the kernel's own lines on stderr as
 `emu: kernel: ...`, and the exit status (emu/result.py's EXEC table: the program's status,
 128 + N after signal N, 125 when emu or the kernel failed, 126/127 when the program cannot
@@ -43,6 +43,11 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
                               "spaces while the program runs (findings on stderr)")
     command.add_argument("--strict", action="store_true",
                          help="with --check: end the run at the first finding (status 125)")
+    command.add_argument("--summary", action="store_true",
+                         help="at the end, on stderr: each process (how it ended, system "
+                              "calls, faults by kind, peak RSS), the system calls the kernel "
+                              "does not implement, and whether the PMM came back to its "
+                              "baseline")
     command.add_argument("program", type=Path, help="the static executable to run")
     command.add_argument("args", nargs=argparse.REMAINDER,
                          help="the program's arguments (everything after PROGRAM)")
@@ -97,9 +102,9 @@ def execute(args) -> int:
         recorder = TraceRecorder(args.trace, kernel_digest(config.kernel), config.describe())
         observers.append(recorder)
     host = HostConsole(_writer("stdout"), _writer("stderr"), _stdin())
+    monitors: list = []
     try:
-        result = run_program(spec, config, host, observers,
-                             attach=_checks(args) if args.check or args.strict else None)
+        result = run_program(spec, config, host, observers, attach=_attach(args, monitors))
     except FileNotFoundError as exc:
         raise ConfigError(f"{display(Path(exc.filename or args.program))}: "
                           f"{os.strerror(exc.errno or errno.ENOENT)}") from None
@@ -110,6 +115,9 @@ def execute(args) -> int:
         console.silence_stdout()
     if result.status == EXEC_HARNESS_FAILURE and result.run.end is not RunEnd.INTERRUPTED:
         _failure(result)
+    if args.summary and monitors and monitors[0] is not None:
+        for line in monitors[0].summary_lines():
+            console.err(f"emu: {line}")
     return result.status
 
 
@@ -121,10 +129,19 @@ def _stdin() -> int | None:
     return 0
 
 
-def _checks(args):
+def _attach(args, monitors: list):
+    """What watches the run: the process monitor when its summary, its events (--trace) or
+    the process rules need it (otherwise nothing is hooked), and the checker."""
+    checking = args.check or args.strict
+    if not (checking or args.summary or args.trace):
+        return None
+
     def attach(machine) -> None:
-        from emu.commands.run import attach_process_checks
-        attach_process_checks(machine, strict=args.strict)
+        from emu.monitor import processes
+        monitors.append(processes.attach(machine))
+        if checking:
+            from emu.commands.run import attach_process_checks
+            attach_process_checks(machine, strict=args.strict)
     return attach
 
 

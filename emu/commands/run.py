@@ -1,7 +1,9 @@
 """`emu run`: boot a Limine kernel (default: the project's own) and report how it ended.
 
 Owns: the options of `emu run` (trace, screenshot, checks), live serial output, and the
-summary on stderr. The exit status is the run's (emu/result.py).
+summary on stderr (with, for a kernel that runs processes, one line per process, the
+system calls it does not implement and its PMM baseline: emu/monitor/processes.py). The
+exit status is the run's (emu/result.py).
 Does not own: the machine, the checkers, the trace format.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from emu.errors import ConfigError, EmuError, Interrupted
 from emu.events import SYSCALL_VECTOR, GuestExit
 from emu.inputs import check_output, refuse_overwriting
 from emu.machine import Machine
+from emu.monitor import processes
 from emu.result import EXIT_STATUS_MEANINGS, RunEnd, RunResult
 from emu.x86 import exception_short_name
 
@@ -83,7 +86,7 @@ def execute(args) -> int:
         from emu.monitor.trace import TraceRecorder, kernel_digest
         recorder = TraceRecorder(args.trace, kernel_digest(config.kernel), config.describe())
     try:
-        result, machine, checker, heap_checker = _run(args, config, checks, recorder)
+        result, machine, checker, heap_checker, monitor = _run(args, config, checks, recorder)
     finally:
         if recorder:
             recorder.close()
@@ -100,6 +103,9 @@ def execute(args) -> int:
                     f"violations: {counts or 'none'}")
     if heap_checker is not None:
         _heap_summary(heap_checker)
+    if monitor is not None:
+        for line in monitor.summary_lines():
+            console.err(f"--- {line}")
     return result.exit_status
 
 
@@ -111,6 +117,7 @@ def _run(args, config, checks: frozenset[str], recorder):
                           on_serial_text=None if args.quiet else console.live)
         if recorder:
             recorder.vtime_of = machine.vtime_of
+        monitor = processes.attach(machine)
         checker = _attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = _attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
@@ -119,7 +126,7 @@ def _run(args, config, checks: frozenset[str], recorder):
             end = RunEnd.INTERRUPTED if isinstance(exc, Interrupted) else RunEnd.ERROR
             recorder.on_event(GuestExit(0, None, end.value))
         raise
-    return machine.run(), machine, checker, heap_checker
+    return machine.run(), machine, checker, heap_checker, monitor
 
 
 def _attach_page_checks(machine: Machine, args):
@@ -127,6 +134,14 @@ def _attach_page_checks(machine: Machine, args):
     return attach(machine, strict=args.strict, every=args.check_every,
                   on_violation=None if args.strict else _print_violation,
                   allow=args.allow.split(","))
+
+
+def attach_process_checks(machine: Machine, strict: bool = False):
+    """The invariant checker, every rule (page tables, PMM, the processes' address spaces),
+    for `emu exec --check`: violations on stderr as they come, or the run ended at the
+    first with `strict`. The process rules need the process monitor attached too."""
+    from emu.monitor.checks import attach
+    return attach(machine, strict=strict, on_violation=None if strict else _print_violation)
 
 
 def _attach_heap_checks(machine: Machine, args):
