@@ -238,3 +238,16 @@ def test_run_prints_the_summary_and_traces_the_events(tmp_path):
     syscall = next(json.loads(line) for line in trace.read_text().splitlines()[1:]
                    if json.loads(line)["type"] == "Syscall")
     assert set(syscall) >= {"pid", "number", "name", "args", "result", "implemented"}
+
+
+def test_run_names_each_unimplemented_call_once_as_it_comes(tmp_path):
+    from emu.workloads.process import pack_initrd
+    initrd = tmp_path / "initrd.tar"
+    pack_initrd([(program("unimplemented"), "/bin/u")], initrd)
+    ending = run_emu(["run", "--quiet", "--module", str(initrd), "--cmdline",
+                      "quiet init=/bin/u"], timeout=120)
+    assert ending.status == 0, ending.err
+    assert ending.err.count("emu: unimplemented system call") == 2
+    assert "emu: unimplemented system call getrusage (number 98), first by pid 1 /bin/u" \
+        in ending.err
+    assert "--- unimplemented system calls: getrusage (98), syscall_1000 (1000)" in ending.err

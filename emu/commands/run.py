@@ -117,7 +117,8 @@ def _run(args, config, checks: frozenset[str], recorder):
                           on_serial_text=None if args.quiet else console.live)
         if recorder:
             recorder.vtime_of = machine.vtime_of
-        monitor = processes.attach(machine)
+        monitor = processes.attach(
+            machine, on_unimplemented=lambda u: console.err(processes.unimplemented_line(u)))
         checker = _attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = _attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
