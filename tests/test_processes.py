@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 
 import differential
-from differential import PROGRAMS, emulated, program
+from differential import PROGRAMS, program
 from emu.build import build_guest
 from emu.events import Observer, ProcessExec, ProcessExit, ProcessStart, Syscall, UserFault
 from emu.machine import MachineConfig
@@ -157,7 +156,7 @@ def test_the_correct_kernel_gives_no_finding_and_comes_back_to_its_baseline(name
 
 # --- Planted bugs ------------------------------------------------------------------------
 
-MEMSCRIPT = dict(files=((DATA, "/data"),))
+MEMSCRIPT_FILES = ((DATA, "/data"),)       # memscript.c maps argv[1]
 
 
 @pytest.mark.parametrize("bug, name, args, rule", [
@@ -170,7 +169,7 @@ MEMSCRIPT = dict(files=((DATA, "/data"),))
      "PAGE_OUTSIDE_REGIONS"),
 ])
 def test_each_planted_bug_is_caught_by_its_rule(bug, name, args, rule):
-    files = MEMSCRIPT["files"] if name == "memscript" else ()
+    files = MEMSCRIPT_FILES if name == "memscript" else ()
     _, monitor, checker, _, _ = watched(name, args, kernel=planted(bug), files=files)
     assert rule in rules_found(checker), [(v.rule, v.detail) for v in checker.violations[:4]]
     if bug in (301, 304):                  # and the PMM does not come back
