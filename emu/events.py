@@ -160,6 +160,69 @@ class HostInput(Event):
     data: str
 
 
+@dataclass(frozen=True, slots=True)
+class Syscall(Event):
+    """A process's system call returned (the kernel's trace_syscall tracepoint,
+    guest/proc/trace.h; exit and a successful execve's old image never return). `name` is
+    Linux's for `number`, `args` the six argument registers, `result` signed (a negative
+    errno on failure); `implemented` is False when the kernel has no such call (-ENOSYS)."""
+    handler: ClassVar[str] = "on_syscall"
+    pid: int
+    number: int
+    name: str
+    args: tuple[int, ...]
+    result: int
+    implemented: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UserFault(Event):
+    """A page fault on a user address was resolved (trace_fault): `access` is read, write
+    or execute; `resolution` zero-fill, file, copy-on-write, stack-growth, sigsegv, sigbus
+    or out-of-memory; `user` False for a fault of the kernel touching user memory for a
+    system call; `region` the VM region's [start, end), or None (no region)."""
+    handler: ClassVar[str] = "on_user_fault"
+    pid: int
+    address: int
+    rip: int
+    access: str
+    resolution: str
+    user: bool
+    region: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStart(Event):
+    """A process exists: the first one, or a fork's child (`path` the program it runs)."""
+    handler: ClassVar[str] = "on_process_start"
+    pid: int
+    ppid: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessExec(Event):
+    """A process runs a new program image (execve)."""
+    handler: ClassVar[str] = "on_process_exec"
+    pid: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessExit(Event):
+    """A process ended and its address space is gone: `wait_status` as Linux's wait4
+    gives it, `status` as a shell shows it (the exit code, or 128 + the signal),
+    `peak_rss` in bytes, `syscalls` made, `faults` by resolution (the non-zero ones)."""
+    handler: ClassVar[str] = "on_process_exit"
+    pid: int
+    path: str
+    wait_status: int
+    status: int
+    peak_rss: int
+    syscalls: int
+    faults: tuple[tuple[str, int], ...]
+
+
 class Observer:
     """Base class for observers; override only the `on_*` methods you need."""
 
@@ -178,6 +241,11 @@ class Observer:
     def on_checkpoint(self, event: Checkpoint) -> None: ...
     def on_invariant_violation(self, event: InvariantViolation) -> None: ...
     def on_host_input(self, event: HostInput) -> None: ...
+    def on_syscall(self, event: Syscall) -> None: ...
+    def on_user_fault(self, event: UserFault) -> None: ...
+    def on_process_start(self, event: ProcessStart) -> None: ...
+    def on_process_exec(self, event: ProcessExec) -> None: ...
+    def on_process_exit(self, event: ProcessExit) -> None: ...
 
 
 def _overrides(observer: Observer, method: str) -> bool:

@@ -34,6 +34,14 @@ EXIT_HARNESS_ERROR = 2             # bad input or a harness failure: one line on
 EXIT_SIGNAL_BASE = 128             # interrupted by signal N: 128 + N, as shells report it
 EXIT_OUTPUT_CLOSED = 141           # 128 + SIGPIPE: standard output's reader went away
 
+
+
+def shell_status(wait_status: int) -> int:
+    """A Linux wait status as a shell reports it: the exit code, or 128 + the signal."""
+    signal_number = wait_status & 0x7F
+    return EXIT_SIGNAL_BASE + signal_number if signal_number else (wait_status >> 8) & 0xFF
+
+
 # The process exit status of `emu run` per ending (EXIT: the guest's value, capped).
 EXIT_STATUS: dict[RunEnd, int] = {
     RunEnd.CRASH: 70,

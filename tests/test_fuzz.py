@@ -314,7 +314,7 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
              "--keys": KEYS, "--inject": INJECT, "--no-count": None,
              "--env": st.sampled_from(["A=1", "X=a b", "=x", "noequals", "", "A=\u00e9"]),
              "--seed": st.sampled_from(["0", "7", "-1", "x", str(2**70)]),
-             "--trace": "path", "--check": None, "--strict": None},
+             "--trace": "path", "--check": None, "--strict": None, "--summary": None},
     "pt": {"--memory": SIZES, "--memmap": "path|pc|tiny", "--cmdline": "text",
            "--max-instructions": COUNTS, "--cr3": st.sampled_from(["0", "0x1000", "x", "-1"]),
            "--at-checkpoint": COUNTS, "--no-count": None, "--ips": IPS, "--no-platform": None,

@@ -2,7 +2,7 @@
 exit as the program did (as `env` and `timeout` do).
 
 Owns: the options of `emu exec` (--file, --kernel, --env, --seed, the machine options,
---trace, --check), the program's streams on the host's (fd 1 to stdout and fd 2 to stderr
+--trace, --check, --summary), the program's streams on the host's (fd 1 to stdout and fd 2 to stderr
 byte for byte, the host's stdin behind fd 0), the kernel's own lines on stderr as
 `emu: kernel: ...`, and the exit status (emu/result.py's EXEC table: the program's status,
 128 + N after signal N, 125 when emu or the kernel failed, 126/127 when the program cannot
@@ -43,6 +43,11 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
                               "spaces while the program runs (findings on stderr)")
     command.add_argument("--strict", action="store_true",
                          help="with --check: end the run at the first finding (status 125)")
+    command.add_argument("--summary", action="store_true",
+                         help="at the end, on stderr: each process (how it ended, system "
+                              "calls, faults by kind, peak RSS), the system calls the kernel "
+                              "does not implement, and whether the PMM came back to its "
+                              "baseline")
     # A string, not a Path: argv[0] is the program as the user typed it ("./prog" stays
     # "./prog", as a shell passes it), which Path would shorten.
     command.add_argument("program", help="the static executable to run")
@@ -109,12 +114,13 @@ def execute(args) -> int:
         recorder = TraceRecorder(args.trace, build_header(
             prepared, own_kernel=args.kernel is None,
             run={"checks": [], "exec_check": bool(args.check or args.strict),
-                 "strict": args.strict}))
+                 "strict": args.strict, "processes": True}))
         observers.append(recorder)
     host = console.program_streams()
+    monitors: list = []
     try:
-        result = run_program(spec, config, host, observers, attach=_attach(args, recorder),
-                             prepared=prepared)
+        result = run_program(spec, config, host, observers,
+                             attach=_attach(args, recorder, monitors), prepared=prepared)
     except FileNotFoundError as exc:
         raise ConfigError(f"{display(Path(exc.filename or args.program))}: "
                           f"{os.strerror(exc.errno or errno.ENOENT)}") from None
@@ -125,15 +131,25 @@ def execute(args) -> int:
         console.silence_stdout()
     if result.status == EXEC_HARNESS_FAILURE and result.run.end is not RunEnd.INTERRUPTED:
         _failure(result)
+    if args.summary and monitors and monitors[0] is not None:
+        for line in monitors[0].summary_lines():
+            console.err(f"emu: {line}")
     return result.status
 
 
-def _attach(args, recorder):
-    """What joins the machine once it is built: the trace's virtual time, the checks."""
+def _attach(args, recorder, monitors: list):
+    """What joins the machine once it is built: the trace's virtual time; the process
+    monitor when its summary, its events (--trace) or the process rules need it (otherwise
+    nothing is hooked); the checker."""
+    checking = args.check or args.strict
+
     def attach(machine) -> None:
         if recorder is not None:
             recorder.vtime_of = machine.vtime_of
-        if args.check or args.strict:
+        if checking or args.summary or args.trace:
+            from emu.monitor import processes
+            monitors.append(processes.attach(machine))
+        if checking:
             from emu.commands.run import attach_process_checks
             attach_process_checks(machine, strict=args.strict)
     return attach

@@ -123,6 +123,12 @@ def _machine(header: dict, config: MachineConfig, comparer: ReplayComparer) -> M
         attach_page_checks(machine, options)
     if "heap" in checks:
         attach_heap_checks(machine, options)
+    if run.get("processes"):        # the process monitor's events were recorded
+        from emu.monitor import processes
+        processes.attach(machine)
+    if run.get("exec_check"):
+        from emu.commands.run import attach_process_checks
+        attach_process_checks(machine, strict=bool(run.get("strict")))
     attach_injections(machine)
     comparer.attach(machine)
     return machine

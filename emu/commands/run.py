@@ -2,7 +2,9 @@
 
 Owns: the options of `emu run` (trace, screenshot, checks, the initrd), live serial
 output, the kernel's processes' streams (their fd 0, 1 and 2 on emu's own), and the
-summary on stderr. The exit status is the run's (emu/result.py).
+summary on stderr (with, for a kernel that runs processes, one line per process, the
+system calls it does not implement and its PMM baseline: emu/monitor/processes.py). The
+exit status is the run's (emu/result.py).
 Does not own: the machine, the checkers, the trace format.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from emu.errors import ConfigError, EmuError, Interrupted
 from emu.events import SYSCALL_VECTOR, GuestExit
 from emu.inputs import check_output, refuse_overwriting
 from emu.machine import Machine
+from emu.monitor import processes
 from emu.result import EXIT_STATUS_MEANINGS, RunEnd, RunResult
 from emu.x86 import exception_short_name
 
@@ -122,8 +125,8 @@ def _execute(args, workdir: Path) -> int:
         from emu.monitor.trace import TraceRecorder
         recorder = TraceRecorder(args.trace, header)
     try:
-        result, machine, checker, heap_checker = _run(args, config, checks, recorder,
-                                                      (saved, header))
+        result, machine, checker, heap_checker, monitor = _run(args, config, checks,
+                                                               recorder, (saved, header))
     finally:
         if recorder:
             recorder.close()
@@ -140,6 +143,9 @@ def _execute(args, workdir: Path) -> int:
                     f"violations: {counts or 'none'}")
     if heap_checker is not None:
         _heap_summary(heap_checker)
+    if monitor is not None:
+        for line in monitor.summary_lines():
+            console.err(f"--- {line}")
     return result.exit_status
 
 
@@ -147,7 +153,7 @@ def run_options(args, checks: frozenset[str]) -> dict:
     """The options of this run that make events, for the trace header (a replay attaches
     the same checkers)."""
     return {"checks": sorted(checks), "allow": args.allow, "strict": args.strict,
-            "check_every": args.check_every}
+            "check_every": args.check_every, "processes": True}
 
 
 def _header(args, config, checks: frozenset[str], saved) -> dict:
@@ -171,6 +177,8 @@ def _run(args, config, checks: frozenset[str], recorder, resume):
             recorder.vtime_of = machine.vtime_of
         if machine.devices.hostio is not None:
             machine.devices.hostio.host = console.program_streams()
+        monitor = processes.attach(
+            machine, on_unimplemented=lambda u: console.err(processes.unimplemented_line(u)))
         checker = attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
@@ -181,7 +189,7 @@ def _run(args, config, checks: frozenset[str], recorder, resume):
             recorder.on_event(GuestExit(0, None, end.value))
         raise
     return timetravel.drive(machine, args, header, (checker, heap_checker)), machine, \
-        checker, heap_checker
+        checker, heap_checker, monitor
 
 
 def attach_page_checks(machine: Machine, args):
@@ -191,9 +199,10 @@ def attach_page_checks(machine: Machine, args):
                   allow=args.allow.split(","))
 
 
-def attach_process_checks(machine: Machine, strict: bool):
-    """`emu exec --check`: the page-table and PMM checker while the program runs, findings
-    on stderr; `strict` ends the run at the first (emu exec then exits 125)."""
+def attach_process_checks(machine: Machine, strict: bool = False):
+    """The invariant checker, every rule (page tables, PMM, the processes' address spaces),
+    for `emu exec --check`: violations on stderr as they come, or the run ended at the
+    first with `strict`. The process rules need the process monitor attached too."""
     from emu.monitor.checks import attach
     return attach(machine, strict=strict, on_violation=None if strict else _print_violation)
 

@@ -23,8 +23,8 @@ from typing import Callable, Iterable
 
 from emu.events import Observer, SerialOutput
 from emu.machine import Machine, MachineConfig
-from emu.result import (EXEC_CANNOT_RUN, EXEC_HARNESS_FAILURE, EXIT_SIGNAL_BASE, RunEnd,
-                        RunResult)
+from emu.result import (EXEC_CANNOT_RUN, EXEC_HARNESS_FAILURE, RunEnd, RunResult,
+                        shell_status)
 from emu.workloads.initrd import pack_initrd
 
 GUEST_BIN = "/bin"
@@ -69,10 +69,6 @@ def command_line(spec: ProgramSpec, extra: str = "") -> str:
     return " ".join(words + ["--"] + [escape_word(arg) for arg in spec.args])
 
 
-def shell_status(wait_status: int) -> int:
-    """A Linux wait status as a shell reports it: the exit code, or 128 + the signal."""
-    signal = wait_status & 0x7F
-    return EXIT_SIGNAL_BASE + signal if signal else (wait_status >> 8) & 0xFF
 
 
 class HostConsole:

@@ -272,11 +272,23 @@ static void count_mapped(struct address_space *as, int64_t pages)
         as->peak_rss_pages = as->rss_pages;
 }
 
+#if PLANT_BUG == 305 /* planted bug 305: the kernel's zero page in user address spaces */
+static const uint8_t zero_page[PAGE_SIZE] ALIGNED(PAGE_SIZE);
+
+static paddr_t zero_page_paddr(void)
+{
+    return vmm_translate(vmm_kernel_root(), (vaddr_t)zero_page);
+}
+#endif
+
 static enum vmm_leaf_action drop_leaf(void *ctx, struct vmm_leaf *leaf)
 {
     struct address_space *as = ctx;
 
-#if PLANT_BUG != 301 /* planted bug 301: unmapped user frames are never freed */
+#if PLANT_BUG == 305 /* planted bug 305: the zero page is not counted, so not put */
+    if (leaf->pa != zero_page_paddr())
+        uframe_put(leaf->pa);
+#elif PLANT_BUG != 301 /* planted bug 301: unmapped user frames are never freed */
     uframe_put(leaf->pa);
 #else
     (void)leaf;
@@ -491,6 +503,10 @@ static void punch(struct address_space *as, vaddr_t start, vaddr_t end, struct s
         remove_region(as, v);
         v = next;
     }
+#if PLANT_BUG == 306 /* planted bug 306: the last page of a longer range stays mapped */
+    if (end - start > PAGE_SIZE)
+        end -= PAGE_SIZE;
+#endif
     unmap_pages(as, start, end);
 }
 
@@ -925,6 +941,21 @@ static bool past_file_end(const struct vma *v, vaddr_t page)
            v->offset + (page - v->start) >= page_up(v->object->ops->size(v->object));
 }
 
+#if PLANT_BUG == 305
+/* planted bug 305: a read of fresh anonymous memory maps the kernel's zero page (a frame
+ * of the kernel image), uncounted, and with the region's rights: writable too. */
+static enum as_fault_kind map_zero_page(struct address_space *as, const struct vma *v,
+                                        vaddr_t page)
+{
+    vm_flags_t flags = VM_USER | ((v->prot & VMA_WRITE) ? VM_WRITE : 0);
+
+    if (vmm_map(as->root, page, zero_page_paddr(), 1, flags) != VMM_OK)
+        return AS_FAULT_OUT_OF_MEMORY;
+    count_mapped(as, 1);
+    return AS_FAULT_ZERO_FILL;
+}
+#endif
+
 /* Maps a new frame at page, from v's file or zeroed. */
 static enum as_fault_kind fill_page(struct address_space *as, struct vma *v, vaddr_t page)
 {
@@ -995,6 +1026,10 @@ static enum as_fault_kind resolve(struct address_space *as, vaddr_t address,
         return AS_FAULT_SIGSEGV; /* a present page denied a right its region grants: none */
     if (past_file_end(v, page_down(address)))
         return AS_FAULT_SIGBUS;
+#if PLANT_BUG == 305 /* planted bug 305: fresh anonymous memory read: the kernel's zero page */
+    if (access == AS_ACCESS_READ && v->backing == VMA_ANONYMOUS && v->prot != 0)
+        return map_zero_page(as, v, page_down(address));
+#endif
     kind = fill_page(as, v, page_down(address));
     return grew && kind == AS_FAULT_ZERO_FILL ? AS_FAULT_STACK_GROWTH : kind;
 }

@@ -219,6 +219,7 @@ NORETURN void proc_main(void)
     sched_run();
     after = proc_frames_measure();
     proc_descriptor.final_frames = after;
+    checkpoint(CHECKPOINT_PROCS_DONE);
     if (after != baseline)
         kreport("proc: %ld frames did not come back after the last process (baseline %lu, "
                 "now %lu)\n", (int64_t)(baseline - after), baseline, after);

@@ -22,6 +22,7 @@ enum checkpoint_number {
     CHECKPOINT_PLANTED = 3,  /* selftest=planted: a planted bug (planted.h) has been exercised */
     CHECKPOINT_PROC_REAPED = 4, /* a process was reaped: nothing of it may be left */
     CHECKPOINT_INIT_STARTED = 5, /* the first process exists: boot is over */
+    CHECKPOINT_PROCS_DONE = 6,  /* the last process is gone: proc_descriptor.final_frames set */
 };
 
 static inline void checkpoint(enum checkpoint_number n)

@@ -41,7 +41,8 @@
  *   201 test/replay.c stamps a large block's first byte before it checks
  *       that kmalloc returned one: an unchecked allocation on one path
  *
- * User address spaces, for the monitor's process checker:
+ * User address spaces, for the monitor's process rules (emu/monitor/checks/,
+ * PROCESS_RULES); any program run with the checker exercises them:
  *   301 mm/vmm.c unmaps user pages without dropping their frames' references:
  *       the frames of an exited process stay allocated (a leak)
  *   302 mm/vmm.c fork leaves private pages writable in parent and child:
@@ -49,6 +50,11 @@
  *   303 mm/vmm.c fork shares private pages without counting the child's
  *       references: reference counts disagree with the page tables
  *   304 proc/proc.c an exiting process keeps its address space
+ *   305 mm/vmm.c a read of fresh anonymous memory maps the kernel's zero page
+ *       (a frame of the kernel image), uncounted and writable if the region is
+ *   306 mm/vmm.c munmap (and every unmap of a range: mmap over a mapping,
+ *       mremap) leaves the last page of a range longer than a page mapped
+ *       after its region is gone
  */
 #ifndef PLANTED_H
 #define PLANTED_H

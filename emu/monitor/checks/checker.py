@@ -12,6 +12,15 @@ checked), after every page fault is delivered, at every guest checkpoint
 (guest/test/checkpoint.h) and, with `--check-every N`, every N instructions. The loader's
 page tables (the CR3 the kernel starts with) are the loader's business and are not checked.
 
+The process rules (PROCESS_RULES: all live user address spaces together, read through the
+kernel's `proc_descriptor`) are checked only where the kernel is between operations, never
+half-way through a fork or an unmap: at each process start, exec and exit (the events of
+emu/monitor/processes.py, from the kernel's tracepoints), at every guest checkpoint, at the
+entry from ring 3 of every system call that changes an address space (mmap, munmap,
+mprotect, mremap, brk, madvise, fork, vfork, clone, execve, exit, exit_group), and with
+`--check-every N` when the period ends in ring 3 (the kernel is not preemptible, so ring 3
+means no kernel operation is under way).
+
 Cost: the work is per page-table page and per leaf entry, and the range rules look at
 leaves merged into runs (a 64 GiB HHDM of 2 MiB pages is 32,768 leaves but a handful of
 runs). No loop walks the 4 KiB pages of a large mapping, except STALE_TLB probing the pages
@@ -22,19 +31,29 @@ from __future__ import annotations
 import struct
 from typing import Callable, Iterable
 
+from unicorn import x86_const as X
+
 from emu.arch import paging
 from emu.arch.paging import AddressSpace
-from emu.errors import ConfigError, UnbackedAccess
-from emu.events import (Checkpoint, Cr3Written, EventBus, ExceptionDelivered,
-                        InvariantViolation, Observer, TlbFlush)
+from emu.errors import ConfigError, GuestMemoryError, UnbackedAccess
+from emu.events import (SYSCALL_VECTOR, Checkpoint, Cr3Written, EventBus, ExceptionDelivered,
+                        InvariantViolation, Observer, ProcessExec, ProcessExit, ProcessStart,
+                        TlbFlush)
 from emu.hw.memory import PhysicalMemory
+from emu.monitor import proctable
 from emu.monitor.checks.context import Check, Layout, Platform
 from emu.monitor.checks.pmm import DESCRIPTOR_SYMBOL, PmmState, read_pmm
-from emu.monitor.checks.rules import RULE_IDS, RULES, Rule
+from emu.monitor.checks.rules import PROCESS_RULES, RULE_IDS, RULES, ProcessRule, Rule
+from emu.monitor.checks.userspace import UserSpace, UserView, kernel_frames, user_half_reader
+from emu.monitor.syscalls import SYSCALL_NUMBERS
 from emu.result import RunEnd
 from emu.x86 import ENTRIES_PER_TABLE, PAGE_FAULT, PAGE_SIZE, PTE_ADDRESS_MASK
 
 _TABLE = struct.Struct(f"<{ENTRIES_PER_TABLE}Q")
+# System calls whose entry from ring 3 is a moment for the process rules.
+ADDRESS_SPACE_CALLS = frozenset(SYSCALL_NUMBERS[name] for name in (
+    "mmap", "munmap", "mprotect", "mremap", "brk", "madvise", "fork", "vfork", "clone",
+    "execve", "exit", "exit_group"))
 
 
 def table_reader(memory: PhysicalMemory) -> Callable[[int], tuple[int, ...]]:
@@ -57,10 +76,12 @@ def platform_of(machine) -> Platform:
     framebuffer = () if boot.framebuffer is None else \
         ((boot.framebuffer.address, boot.framebuffer.address + boot.framebuffer.size),)
     descriptor = machine.symbols.data(DESCRIPTOR_SYMBOL)
+    processes = machine.symbols.data(proctable.DESCRIPTOR_SYMBOL)
     return Platform(boot.memmap.regions, boot.hhdm_offset,
                     boot.kernel_virtual_base - boot.kernel_physical_base,
                     descriptor[0] if descriptor else None,
-                    boot.cr3 & PTE_ADDRESS_MASK, framebuffer, machine.bus.mmio_owner)
+                    boot.cr3 & PTE_ADDRESS_MASK, framebuffer, machine.bus.mmio_owner,
+                    processes[0] if processes else None)
 
 
 def allowed_rules(names: Iterable[str]) -> frozenset[str]:
@@ -92,6 +113,10 @@ class InvariantChecker(Observer):
         self.checks = 0
         self.rules: tuple[Rule, ...] = tuple(rule() for rule in RULES
                                              if rule.id not in frozenset(allow))
+        self.process_rules: tuple[ProcessRule, ...] = tuple(
+            rule() for rule in PROCESS_RULES if rule.id not in frozenset(allow))
+        self.process_checks = 0
+        self._user_scans = paging.ScanCache()
         self._reported: set[tuple[str, int]] = set()
         self._read_table = table_reader(memory)
         self._read_raw = raw_table_reader(memory)
@@ -106,7 +131,7 @@ class InvariantChecker(Observer):
     # ---- events ---------------------------------------------------------------------------
 
     def on_cr3_write(self, event: Cr3Written) -> None:
-        space = self.check(event.new, reason="CR3 load", stale=False)
+        space = self.check(event.new, reason="CR3 load", stale=False, loading=True)
         for rule in self.rules:
             if hasattr(rule, "address_space_loaded"):
                 rule.address_space_loaded(space)
@@ -120,16 +145,36 @@ class InvariantChecker(Observer):
     def on_exception(self, event: ExceptionDelivered) -> None:
         if event.vector == PAGE_FAULT:
             self.check(reason=f"page fault at {event.cr2:#x}")
+        elif event.vector == SYSCALL_VECTOR and event.cpl == 3 and \
+                self.cpu.reg(X.UC_X86_REG_RAX) in ADDRESS_SPACE_CALLS:
+            self.check_processes()
 
     def on_checkpoint(self, event: Checkpoint) -> None:
         self.check(reason=f"checkpoint {event.number}")
+        self.check_processes()
+
+    def on_process_start(self, event: ProcessStart) -> None:
+        self.check_processes()
+
+    def on_process_exec(self, event: ProcessExec) -> None:
+        self.check_processes()
+
+    def on_process_exit(self, event: ProcessExit) -> None:
+        self.check_processes(exited=event.pid)
+
+    def periodic(self) -> None:
+        """`--check-every`: the live address space, and the processes when in ring 3."""
+        self.check(reason="periodic", stale=False)
+        if self.cpu.cpl() == 3:
+            self.check_processes()
 
     # ---- checking -------------------------------------------------------------------------
 
     def check(self, root: int | None = None, reason: str = "check",
-              stale: bool = True) -> AddressSpace | None:
+              stale: bool = True, loading: bool = False) -> AddressSpace | None:
         """Check the address space at `root` (default: the live CR3) and the PMM; with
-        `stale`, STALE_TLB may probe too if `root` is live. Returns the scanned address
+        `stale`, STALE_TLB may probe too if `root` is live; `loading`: `root` is being
+        loaded into CR3. Returns the scanned address
         space, or None if there is nothing to check (paging off, the loader's tables)."""
         if not self.cpu.paging_enabled():
             return None
@@ -143,13 +188,64 @@ class InvariantChecker(Observer):
             self._runs = (space, paging.merge(space.leaves))
         context = Check(space, self.pmm_state(root), self._layout, self._reporter(root),
                         self._read_table, self._walk, self.cpu.tlb_translation,
-                        live=root == live, stale=stale, _runs=self._runs[1])
+                        live=root == live, stale=stale, _runs=self._runs[1],
+                        loading=loading)
         unchanged = space is self._last_space
         for rule in self.rules:
             if not (unchanged and rule.space_only):
                 rule.check(context)
         self._last_space = space
         return space
+
+    def check_processes(self, exited: int | None = None) -> None:
+        """Check PROCESS_RULES on every live process (`exited`: the pid whose exit this is).
+        Nothing to do for a kernel without a process descriptor, or before it is filled."""
+        if not self.process_rules or self.platform.proc_descriptor is None or \
+                not self.cpu.paging_enabled():
+            return
+        try:
+            view = self._user_view(exited)
+        except (GuestMemoryError, ValueError):
+            return                      # a table or tree the kernel has not finished: later
+        if view is None:
+            return
+        self.process_checks += 1
+        for rule in self.process_rules:
+            rule.check_processes(view)
+
+    def _user_view(self, exited: int | None) -> UserView | None:
+        read = self.cpu.read_virtual
+        descriptor = proctable.read_descriptor(read, self.platform.proc_descriptor)
+        if descriptor is None:
+            return None
+        entries = proctable.read_entries(read, descriptor)
+        nxe = self.cpu.nxe()
+        spaces: list[UserSpace] = []
+        seen: set[int] = set()
+        for entry in entries:
+            if not entry.alive or entry.address_space in seen:
+                continue
+            seen.add(entry.address_space)
+            info = proctable.read_address_space(read, entry.address_space)
+            root = self.cpu.translate(info.root)
+            if root is None:
+                continue
+            scan = paging.scan(user_half_reader(self._read_raw, root), root, nxe,
+                               self._user_scans)
+            spaces.append(UserSpace(entry, root, scan, proctable.read_regions(read,
+                                                                              info.regions)))
+        live = self._live_root()
+        full = paging.scan(self._read_raw, live, nxe, self._scans)
+        kernel = kernel_frames(full, self.platform.hhdm_offset, self.platform.kernel_offset,
+                               [space.scan for space in spaces])
+        return UserView(descriptor, entries, spaces, proctable.read_frame_refs(read, descriptor),
+                        kernel, self.pmm_state(live), self._process_reporter(live), exited)
+
+    def _process_reporter(self, live: int):
+        def report(rule: str, address: int, detail: str, root: int | None = None) -> None:
+            self._reporter(live if root is None else root)(rule, address, detail,
+                                                           walk=root is not None)
+        return report
 
     def pmm_state(self, root: int) -> PmmState | None:
         """The guest PMM as the descriptor (reached through `root`) shows it, or None."""
@@ -210,5 +306,5 @@ def attach(machine, *, strict: bool = False, every: int | None = None,
                                platform_of(machine), violated, allowed_rules(allow))
     machine.events.subscribe(checker)
     if every is not None:
-        machine.every(every, lambda: checker.check(reason="periodic", stale=False))
+        machine.every(every, checker.periodic)
     return checker

@@ -75,6 +75,7 @@ class Platform:
     loader_root: int | None = None            # the CR3 at entry: not checked
     devices: tuple[tuple[int, int], ...] = ()     # MMIO and framebuffer [start, end)
     mmio_owner: Callable[[int], object] | None = None
+    proc_descriptor: int | None = None        # virtual address of the process descriptor
 
 
 class Layout:
@@ -114,7 +115,8 @@ Report = Callable[..., None]
 class Check:
     """One check of one address space. `report(rule, address, detail, walk_of=None)` adds a
     violation (with the page walk of `walk_of`, default `address`, when it is virtual);
-    `stale` says whether STALE_TLB may probe now; `live` whether `space` is the live CR3."""
+    `stale` says whether STALE_TLB may probe now; `live` whether `space` is the live CR3;
+    `loading` whether the root is being loaded into CR3 (the check of a CR3 write)."""
     space: AddressSpace
     pmm: PmmState | None
     layout: Layout
@@ -125,6 +127,7 @@ class Check:
     live: bool
     stale: bool
     _runs: list[MappedRange] | None = field(default=None)
+    loading: bool = False
 
     @property
     def root(self) -> int:

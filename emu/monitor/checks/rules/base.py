@@ -25,3 +25,16 @@ class Rule:
 
     def check(self, check: Check) -> None:
         raise NotImplementedError
+
+
+class ProcessRule(Rule):
+    """A rule about the processes' user address spaces together (reference counts, frames
+    shared between processes, leaks): `check_processes(view)` looks at a UserView
+    (emu/monitor/checks/userspace.py), built only where the kernel is between operations.
+    Registered in PROCESS_RULES, reported like the others."""
+
+    def check(self, check: Check) -> None:
+        """Nothing to judge in one address space alone."""
+
+    def check_processes(self, view) -> None:
+        raise NotImplementedError
