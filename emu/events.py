@@ -160,6 +160,30 @@ class HostInput(Event):
     data: str
 
 
+@dataclass(frozen=True, slots=True)
+class BlockRequest(Event):
+    """A block device completed a request (emu/hw/devices/virtio_blk.py): `kind` "in",
+    "out", "flush", "get-id" or "unsupported" (with the raw type), the first `sector` (512
+    bytes each), `length` in bytes of data, `status` "ok", "ioerr" or "unsupp", and the
+    guest-physical data `segments` ((address, length) pairs, in order)."""
+    handler: ClassVar[str] = "on_block_request"
+    device: str
+    kind: str
+    sector: int
+    length: int
+    status: str
+    segments: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceError(Event):
+    """The guest broke a device's protocol (a descriptor outside RAM, a notify before the
+    driver was ready): the device set its failure status; `detail` says what was wrong."""
+    handler: ClassVar[str] = "on_device_error"
+    device: str
+    detail: str
+
+
 class Observer:
     """Base class for observers; override only the `on_*` methods you need."""
 
@@ -178,6 +202,8 @@ class Observer:
     def on_checkpoint(self, event: Checkpoint) -> None: ...
     def on_invariant_violation(self, event: InvariantViolation) -> None: ...
     def on_host_input(self, event: HostInput) -> None: ...
+    def on_block_request(self, event: BlockRequest) -> None: ...
+    def on_device_error(self, event: DeviceError) -> None: ...
 
 
 def _overrides(observer: Observer, method: str) -> bool:

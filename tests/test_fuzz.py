@@ -276,6 +276,9 @@ INJECT = st.sampled_from([
     "fail-function:function=nope", "ram:at=1000,type=usable,flips=64,seed=3",
     "ram:at=10,paddr=0xa0000", "ram:at=10,symbol=kmain,bit=7", "irq:at=50000,vector=255",
     "spurious-pf:at=200000", "spurious-pf:at=0", "bogus", "ram:at=x", ":", ""])
+SWAP_SIZES = st.sampled_from(["1M", "64K", "63K", "1000", "0", "-1", "2T", "lots", "1.5M",
+                              "128M", ""])
+LATENCIES = st.sampled_from(["0", "1", "-1", "x", "20000", str(10**13), "0x100"])
 OPTIONS = {   # every option of every command, with awkward values; new options join here
     "run": {"--memory": SIZES, "--memmap": "path|pc|tiny|fragmented|bogus",
             "--cmdline": "text", "--module": "path", "--max-instructions": COUNTS,
@@ -285,11 +288,13 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
             "--allow": st.sampled_from([",".join(RULE_IDS[:2]), "NOPE", "", "write_exec"]),
             "--strict": None, "--check-every": COUNTS, "--ips": IPS, "--no-platform": None,
             "--acpi-rsdp-rev": st.sampled_from(["0", "2", "1", "x"]), "--keys": KEYS,
-            "--inject": INJECT},
+            "--inject": INJECT, "--swap": SWAP_SIZES, "--swap-file": "path",
+            "--swap-latency": LATENCIES},
     "pt": {"--memory": SIZES, "--memmap": "path|pc|tiny", "--cmdline": "text",
            "--max-instructions": COUNTS, "--cr3": st.sampled_from(["0", "0x1000", "x", "-1"]),
            "--at-checkpoint": COUNTS, "--no-count": None, "--ips": IPS, "--no-platform": None,
-           "--keys": KEYS, "--inject": INJECT},
+           "--keys": KEYS, "--inject": INJECT, "--swap": SWAP_SIZES, "--swap-file": "path",
+           "--swap-latency": LATENCIES},
     "heap-replay": {"--heap": st.sampled_from(["list", "chained", "all", "nope"]),
                     "--debug": None, "--bare": None, "--json": None, "--kernel": "path",
                     "--memory": SIZES, "--max-instructions": COUNTS},

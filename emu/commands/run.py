@@ -13,7 +13,7 @@ from emu.boot.limine import unanswered
 from emu.commands import console
 from emu.commands.options import add_machine_options, attach_injections, count, machine_config
 from emu.errors import ConfigError, EmuError, Interrupted
-from emu.events import SYSCALL_VECTOR, GuestExit
+from emu.events import SYSCALL_VECTOR, DeviceError, GuestExit, Observer
 from emu.inputs import check_output, refuse_overwriting
 from emu.machine import Machine
 from emu.result import EXIT_STATUS_MEANINGS, RunEnd, RunResult
@@ -73,7 +73,8 @@ def execute(args) -> int:
         raise ConfigError("--trace stamps every event with an instruction count; drop --no-count")
     if args.no_count and args.check_every:
         raise ConfigError("--check-every counts instructions; drop --no-count")
-    inputs = [("kernel", config.kernel), *(("module", m) for m in config.modules)]
+    inputs = [("kernel", config.kernel), *(("module", m) for m in config.modules),
+              ("swap file", config.swap_file)]
     for output, what in ((args.trace, "trace"), (args.screenshot, "screenshot")):
         if output is not None:
             check_output(output, what)
@@ -111,6 +112,7 @@ def _run(args, config, checks: frozenset[str], recorder):
                           on_serial_text=None if args.quiet else console.live)
         if recorder:
             recorder.vtime_of = machine.vtime_of
+        machine.events.subscribe(_DeviceErrors())
         checker = _attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = _attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
@@ -120,6 +122,15 @@ def _run(args, config, checks: frozenset[str], recorder):
             recorder.on_event(GuestExit(0, None, end.value))
         raise
     return machine.run(), machine, checker, heap_checker
+
+
+class _DeviceErrors(Observer):
+    """Prints each breach of a device's protocol as it happens (the device reset itself to
+    DEVICE_NEEDS_RESET; the guest runs on)."""
+
+    def on_device_error(self, event: DeviceError) -> None:
+        console.err(f"emu: device error in {event.device} at instruction {event.icount:,}: "
+                    f"{event.detail}")
 
 
 def _attach_page_checks(machine: Machine, args):
