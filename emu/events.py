@@ -176,6 +176,29 @@ class BlockRequest(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class SwapOut(Event):
+    """A user page left memory for swap `slot` (guest/mm/swap.c's swap_note_out): the
+    address space's `root` (CR3), its `vaddr`, the `frame` it leaves, and whether its data
+    were `written` now (False: the slot already held them)."""
+    handler: ClassVar[str] = "on_swap_out"
+    root: int
+    vaddr: int
+    frame: int
+    slot: int
+    written: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SwapIn(Event):
+    """A user page came back from swap `slot` into `frame`, mapped at `vaddr` of `root`."""
+    handler: ClassVar[str] = "on_swap_in"
+    root: int
+    vaddr: int
+    frame: int
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceError(Event):
     """The guest broke a device's protocol (a descriptor outside RAM, a notify before the
     driver was ready): the device set its failure status; `detail` says what was wrong."""
@@ -204,6 +227,8 @@ class Observer:
     def on_host_input(self, event: HostInput) -> None: ...
     def on_block_request(self, event: BlockRequest) -> None: ...
     def on_device_error(self, event: DeviceError) -> None: ...
+    def on_swap_out(self, event: SwapOut) -> None: ...
+    def on_swap_in(self, event: SwapIn) -> None: ...
 
 
 def _overrides(observer: Observer, method: str) -> bool:

@@ -25,7 +25,7 @@ def one_line_error(err: str) -> str:
 def test_the_kernel_hears_of_the_disk_on_its_command_line(boot):
     machine, result = boot(cmdline="x=1", swap=1 << 20)
     assert result.exit_status == 0
-    assert f'cmdline: "x=1 {ANNOUNCED}"' in machine.serial_output()
+    assert f'cmdline: "{ANNOUNCED} x=1"' in machine.serial_output()
     assert machine.swap.base == VIRTIO_BLK_BASE and machine.swap.disk.size == 1 << 20
     assert machine.bus.mmio_owner(VIRTIO_BLK_BASE).device is machine.swap.transport
     _, result = boot()

@@ -108,11 +108,12 @@ def describe_swap(size: int | None, path: Path | None, latency: int) -> dict:
 
 
 def kernel_cmdline(cmdline: str, swap: SwapDevice | None) -> str:
-    """The user's command line, with the swap disk announced as Linux expects it."""
+    """The user's command line, with the swap disk announced as Linux expects it: first,
+    since everything after a `--` belongs to the first program."""
     if swap is None:
         return cmdline
     word = announcement(swap.base, swap.irq)
-    return f"{cmdline} {word}" if cmdline else word
+    return f"{word} {cmdline}" if cmdline else word
 
 
 def swap_from_options(platform: PcPlatform, bus: PortsAndMmio, memory: PhysicalMemory,
