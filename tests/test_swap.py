@@ -16,8 +16,9 @@ from emu.monitor.swapcheck import read_descriptor
 from emu.workloads.process import HostConsole, KernelLines, ProgramSpec, run_program
 
 SWAP = 32 << 20
+HOG_ARGS = ["512", "500"]   # KiB, random touches
 MEMORY = 64 << 20
-USER_MEM = "1M"             # 256 frames for user pages: the hog below needs 2 MiB and more
+USER_MEM = "256K"           # 64 frames for user pages: the hog below needs 512 KiB and more
 
 
 class SwapEvents(Observer):
@@ -51,11 +52,11 @@ def run_swapped(path: Path, args=(), policy: str = "clock", plant: int = 0,
 @pytest.mark.parametrize("policy", ["clock", "fifo", "random"])
 def test_a_hog_larger_than_user_memory_prints_what_it_prints_natively(policy):
     hog = program("swaphog")
-    want = native(hog, ["2048"])
-    out, result, stats, events, lines = run_swapped(hog, ["2048"], policy=policy)
+    want = native(hog, HOG_ARGS)
+    out, result, stats, events, lines = run_swapped(hog, HOG_ARGS, policy=policy)
     assert (out, result.status) == (want.stdout, want.status), lines
     assert stats is not None and stats.policy == policy
-    assert stats.pages_out > 256 and stats.pages_in > 0
+    assert stats.pages_out > 64 and stats.pages_in > 0
     assert len(events.outs) == stats.pages_out + stats.clean_drops
     assert len(events.ins) == stats.pages_in + stats.cache_hits
     assert result.swap.findings == []
@@ -63,8 +64,8 @@ def test_a_hog_larger_than_user_memory_prints_what_it_prints_natively(policy):
 
 def test_without_a_limit_nothing_swaps_and_the_checker_stays_quiet():
     hog = program("swaphog")
-    out, result, stats, events, _ = run_swapped(hog, ["512"], user_mem="64M")
-    assert out == native(hog, ["512"]).stdout
+    out, result, stats, events, _ = run_swapped(hog, ["256", "100"], user_mem="64M")
+    assert out == native(hog, ["256", "100"]).stdout
     assert stats.pages_out == 0 and events.outs == [] and result.swap.findings == []
 
 
@@ -72,6 +73,6 @@ def test_without_a_limit_nothing_swaps_and_the_checker_stays_quiet():
 @pytest.mark.parametrize("plant,rule", [(401, "DIRTY_DROPPED"), (402, "SWAP_CONTENT"),
                                         (403, "SLOT_REUSED"), (404, "SWAP_ENTRY_INVALID")])
 def test_each_planted_swap_bug_is_caught_by_its_rule(plant, rule):
-    out, result, stats, events, lines = run_swapped(program("swaphog"), ["2048"], plant=plant)
+    out, result, stats, events, lines = run_swapped(program("swaphog"), HOG_ARGS, plant=plant)
     rules = {finding.rule for finding in result.swap.findings}
     assert rule in rules, (rules, lines[-5:])

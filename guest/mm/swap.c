@@ -100,10 +100,6 @@ static void slot_put(uint64_t slot)
     if (slot == 0 || slot >= sw.slots || sw.counts[slot] == 0 ||
         sw.counts[slot] == SWAP_SLOT_BAD)
         panic("swap: slot %lu has no reference to drop", slot);
-#if PLANT_BUG == 403 /* planted bug 403: a slot is freed while one entry still names it */
-    if (sw.counts[slot] == 2)
-        sw.counts[slot] = 1;
-#endif
     if (--sw.counts[slot] == 0)
         sw.used--;
 }
@@ -114,7 +110,12 @@ static uint64_t slot_alloc(void)
     for (uint64_t i = 0; i + 1 < sw.slots; i++) {
         uint64_t s = 1 + (sw.cursor + i) % (sw.slots - 1);
 
+#if PLANT_BUG == 403 /* planted bug 403: the last slot handed out, one entry naming it, */
+        s = 1 + (sw.cursor + sw.slots - 2 + i) % (sw.slots - 1); /* counts as free */
+        if (sw.counts[s] <= 1) {
+#else
         if (sw.counts[s] == 0) {
+#endif
             sw.counts[s] = 1;
             sw.cursor = s;
             sw.used++;
