@@ -227,6 +227,8 @@ void swap_frame_freed(paddr_t pa)
 
 void swap_space_gone(struct address_space *as)
 {
+    if (sw.frames == NULL)
+        return;
     for (uint32_t i = sw.head; i != NIL;) {
         uint32_t next = sw.frames[i].next;
 
