@@ -16,6 +16,9 @@ EmuError                   base of everything below; the CLI prints it as one li
 ├── CpuFault               an architectural fault met while the monitor acts as the CPU
 │                          (delivering an event, the I/O permission check); always caught
 │                          inside emu.cpu and turned into what the SDM says happens
+├── DeviceFault            the guest gave a device something it cannot use (a virtqueue
+│                          descriptor outside RAM); always caught inside the device, which
+│                          sets its failure status and reports a DeviceError event
 └── GuestError             the guest misbehaved; carries a crash report
     ├── GuestCrash         an exception the guest could not handle, a bad access
     └── TripleFault        delivery of a double fault itself faulted
@@ -101,6 +104,12 @@ class CpuFault(EmuError):
         self.vector = vector
         self.error_code = error_code
         self.cr2 = cr2
+
+
+class DeviceFault(EmuError):
+    """What the guest handed a device breaks the device's protocol (a descriptor outside
+    RAM, a loop in a descriptor chain). Never leaves emu.hw.devices: the device turns it
+    into its failure status and a DeviceError event."""
 
 
 class GuestError(EmuError):

@@ -223,6 +223,53 @@ class ProcessExit(Event):
     faults: tuple[tuple[str, int], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class BlockRequest(Event):
+    """A block device completed a request (emu/hw/devices/virtio_blk.py): `kind` "in",
+    "out", "flush", "get-id" or "unsupported" (with the raw type), the first `sector` (512
+    bytes each), `length` in bytes of data, `status` "ok", "ioerr" or "unsupp", and the
+    guest-physical data `segments` ((address, length) pairs, in order)."""
+    handler: ClassVar[str] = "on_block_request"
+    device: str
+    kind: str
+    sector: int
+    length: int
+    status: str
+    segments: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SwapOut(Event):
+    """A user page left memory for swap `slot` (guest/mm/swap.c's swap_note_out): the
+    address space's `root` (CR3), its `vaddr`, the `frame` it leaves, and whether its data
+    were `written` now (False: the slot already held them)."""
+    handler: ClassVar[str] = "on_swap_out"
+    root: int
+    vaddr: int
+    frame: int
+    slot: int
+    written: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SwapIn(Event):
+    """A user page came back from swap `slot` into `frame`, mapped at `vaddr` of `root`."""
+    handler: ClassVar[str] = "on_swap_in"
+    root: int
+    vaddr: int
+    frame: int
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceError(Event):
+    """The guest broke a device's protocol (a descriptor outside RAM, a notify before the
+    driver was ready): the device set its failure status; `detail` says what was wrong."""
+    handler: ClassVar[str] = "on_device_error"
+    device: str
+    detail: str
+
+
 class Observer:
     """Base class for observers; override only the `on_*` methods you need."""
 
@@ -246,6 +293,10 @@ class Observer:
     def on_process_start(self, event: ProcessStart) -> None: ...
     def on_process_exec(self, event: ProcessExec) -> None: ...
     def on_process_exit(self, event: ProcessExit) -> None: ...
+    def on_block_request(self, event: BlockRequest) -> None: ...
+    def on_device_error(self, event: DeviceError) -> None: ...
+    def on_swap_out(self, event: SwapOut) -> None: ...
+    def on_swap_in(self, event: SwapIn) -> None: ...
 
 
 def _overrides(observer: Observer, method: str) -> bool:

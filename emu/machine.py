@@ -17,6 +17,7 @@ Public surface (everything else is private; observers attach through these only)
   boot           BootInfo: the memory map the kernel got, HHDM, kernel bases, framebuffer
   devices        the PC devices (devices.com1 ...; devices.hostio.host: where a program's
                  streams and status go); bus.mmio_owner(paddr) for MMIO regions
+  swap           the swap disk (emu/hw/blockdev.py: transport, blk, disk), or None
   every(n, fn)   call fn between instructions every n instructions
   stop(...)      end the run now with a RunEnd and a report (a checker under --strict)
   stop_at(...)   end the run (UNTIL) at an exact instruction count or a symbol (--until)
@@ -43,6 +44,7 @@ from emu.engine.guard import HookGuard
 from emu.engine.icount import NEVER
 from emu.errors import ConfigError, GuestError, TripleFault
 from emu.events import Booted, EventBus, GuestExit, Observer
+from emu.hw import blockdev
 from emu.hw import memmap as memmaps
 from emu.hw.bus import Bus
 from emu.hw.clock import DEFAULT_IPS
@@ -77,6 +79,9 @@ class MachineConfig:
     acpi_rsdp_revision: int = 2            # 0: an RSDT only, for kernels that want ACPI 1.0
     keys: str = ""                         # typed on the PS/2 keyboard from the start
     injections: tuple[str, ...] = ()       # --inject specs (emu/inject attaches them)
+    swap: int | None = None                # bytes of a temporary swap disk (--swap)
+    swap_file: Path | None = None          # a swap disk the user keeps (--swap-file)
+    swap_latency: int = blockdev.DEFAULT_LATENCY   # ticks from a disk notify to completion
 
     def describe(self) -> dict:
         """JSON-ready form for trace headers."""
@@ -86,7 +91,8 @@ class MachineConfig:
                 "framebuffer": list(self.framebuffer) if self.framebuffer else None,
                 "count_instructions": self.count_instructions, "platform": self.platform,
                 "ips": self.ips, "acpi_rsdp_revision": self.acpi_rsdp_revision,
-                "keys": self.keys, "injections": list(self.injections)}
+                "keys": self.keys, "injections": list(self.injections),
+                **blockdev.describe_swap(self.swap, self.swap_file, self.swap_latency)}
 
 
 MIN_IPS, MAX_IPS = 1_000_000, 100_000_000_000
@@ -98,6 +104,9 @@ def _check_platform_options(config: MachineConfig) -> None:
                           f"{MIN_IPS:,} to {MAX_IPS:,} (default {DEFAULT_IPS:,})")
     if not config.platform and config.keys:
         raise ConfigError("--keys types on the platform's PS/2 keyboard; drop --no-platform")
+    blockdev.check_swap_options(config.swap, config.swap_file, config.swap_latency,
+                                config.platform, (("kernel", config.kernel),
+                                                  *(("module", m) for m in config.modules)))
     untypable = sorted({char for char in config.keys if keystrokes(char) is None})
     if untypable:
         raise ConfigError(f"--keys: {''.join(untypable)!r} has no key on the US keyboard emu "
@@ -127,7 +136,8 @@ class Machine:
         memmaps.validate(memmap, needed=needed + LOADER_MARGIN, spec=config.memmap)
         self._build_hardware(memmap, observers, on_serial_text)
         boot_config = loader.BootConfig(
-            cmdline=config.cmdline, modules=tuple((m, m.name) for m in config.modules),
+            cmdline=blockdev.kernel_cmdline(config.cmdline, self.swap),
+            modules=tuple((m, m.name) for m in config.modules),
             boot_time=config.boot_time, framebuffer=config.framebuffer,
             acpi=self.platform.acpi_tables if self.platform else None,
             acpi_rsdp_revision=config.acpi_rsdp_revision)
@@ -169,6 +179,9 @@ class Machine:
                                                         in_instruction=True),
             clock=self.cpu.now, platform=config.platform, memory=self.memory)
         self.platform: PcPlatform | None = self._build_platform() if config.platform else None
+        self.swap = None if self.platform is None else blockdev.swap_from_options(
+            self.platform, self.bus, self.memory, self.events, memmap,
+            size=config.swap, path=config.swap_file, latency=config.swap_latency)
 
     def _guard_boot_stack(self, page: int) -> None:
         """Nothing behind the RESERVED page below the boot stack: a push into it stops the

@@ -292,6 +292,9 @@ INJECT = st.sampled_from([
     "ram:at=10,paddr=0xa0000", "ram:at=10,symbol=kmain,bit=7", "irq:at=50000,vector=255",
     "spurious-pf:at=200000", "spurious-pf:at=0", "ram:at=10,region=heap",
     "ram:at=900000,region=heap,flips=64", "bogus", "ram:at=x", ":", ""])
+SWAP_SIZES = st.sampled_from(["1M", "64K", "63K", "1000", "0", "-1", "2T", "lots", "1.5M",
+                              "128M", ""])
+LATENCIES = st.sampled_from(["0", "1", "-1", "x", "20000", str(10**13), "0x100"])
 OPTIONS = {   # every option of every command, with awkward values; new options join here
     "run": {"--memory": SIZES, "--memmap": "path|pc|tiny|fragmented|bogus",
             "--cmdline": "text", "--module": "path", "--max-instructions": COUNTS,
@@ -305,7 +308,8 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
             "--until": st.sampled_from(["1", "100000", "heap_init", "nope", "0", "-1", "9x"]),
             "--save-snapshot": "path", "--snapshot-every": COUNTS, "--snapshot-dir": "path",
             "--resume": "path", "--gdb": st.sampled_from(["-1", "65536", "x"]),
-            "--initrd": "path"},
+            "--initrd": "path", "--swap": SWAP_SIZES, "--swap-file": "path",
+            "--swap-latency": LATENCIES},
     "exec": {"--file": "path|:|:/etc/x|/dev/null:/etc/data|/dev/null:/a/../b|/dev/null:",
              "--kernel": "path", "--memory": SIZES, "--memmap": "path|pc|tiny|bogus",
              "--cmdline": "text", "--module": "path", "--max-instructions": COUNTS,
@@ -314,11 +318,13 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
              "--keys": KEYS, "--inject": INJECT, "--no-count": None,
              "--env": st.sampled_from(["A=1", "X=a b", "=x", "noequals", "", "A=\u00e9"]),
              "--seed": st.sampled_from(["0", "7", "-1", "x", str(2**70)]),
-             "--trace": "path", "--check": None, "--strict": None, "--summary": None},
+             "--trace": "path", "--check": None, "--strict": None, "--summary": None,
+             "--swap": SWAP_SIZES, "--swap-file": "path", "--swap-latency": LATENCIES},
     "pt": {"--memory": SIZES, "--memmap": "path|pc|tiny", "--cmdline": "text",
            "--max-instructions": COUNTS, "--cr3": st.sampled_from(["0", "0x1000", "x", "-1"]),
            "--at-checkpoint": COUNTS, "--no-count": None, "--ips": IPS, "--no-platform": None,
-           "--keys": KEYS, "--inject": INJECT},
+           "--keys": KEYS, "--inject": INJECT, "--swap": SWAP_SIZES, "--swap-file": "path",
+           "--swap-latency": LATENCIES},
     "heap-replay": {"--heap": st.sampled_from(["list", "chained", "all", "nope"]),
                     "--debug": None, "--bare": None, "--json": None, "--kernel": "path",
                     "--memory": SIZES, "--max-instructions": COUNTS},

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emu.hw.blockdev import DEFAULT_LATENCY
 from emu.hw.clock import DEFAULT_IPS
-from emu.hw.memmap import parse_memory_size
+from emu.hw.memmap import parse_memory_size, parse_size
 from emu.inputs import read_input
 from emu.inject import attach, parse_spec
 from emu.machine import Machine, MachineConfig
@@ -28,6 +29,17 @@ def count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError("must be a positive number of instructions")
+    return value
+
+
+def ticks(text: str) -> int:
+    """An argparse type: a whole number of ticks, 0 allowed (`_` separators and 0x too)."""
+    try:
+        value = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or a positive number of ticks")
     return value
 
 
@@ -72,6 +84,15 @@ def add_machine_options(command: argparse.ArgumentParser, kernel_option: bool = 
                               "[,probability=P,interval=N,times=N,space=B,fail-nth=N,seed=S]; "
                               "ram:at=N,paddr=A|symbol=S|type=T[,bit=B,flips=K,seed=S]; "
                               "irq:at=N,vector=V; spurious-pf:at=N")
+    command.add_argument("--swap", metavar="SIZE", default=None,
+                         help="a swap disk of SIZE (e.g. 128M): a virtio-blk device over a "
+                              "sparse temporary file, removed at exit")
+    command.add_argument("--swap-file", metavar="PATH", type=Path, default=None,
+                         help="a swap disk over the existing file PATH, kept (its hash goes "
+                              "into the trace header)")
+    command.add_argument("--swap-latency", type=ticks, default=DEFAULT_LATENCY, metavar="N",
+                         help=f"ticks from a swap disk request to its completion interrupt "
+                              f"(0: at once; default {DEFAULT_LATENCY:,})")
     command.add_argument("--no-count", action="store_true",
                          help="do not count instructions: about 1.3x faster on tight loops, but "
                               "no --max-instructions, --trace, instruction figures or "
@@ -103,7 +124,9 @@ def machine_config(args) -> MachineConfig:
         max_instructions=args.max_instructions, boot_time=args.boot_time,
         count_instructions=not args.no_count, platform=not args.no_platform, ips=args.ips,
         acpi_rsdp_revision=args.acpi_rsdp_rev, keys=keys_text(args.keys),
-        injections=tuple(args.inject))
+        injections=tuple(args.inject),
+        swap=parse_size(args.swap) if args.swap is not None else None,
+        swap_file=args.swap_file, swap_latency=args.swap_latency)
 
 
 def attach_injections(machine: Machine) -> None:

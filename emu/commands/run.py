@@ -18,7 +18,7 @@ from emu.boot.limine import unanswered
 from emu.commands import console, timetravel
 from emu.commands.options import add_machine_options, attach_injections, count, machine_config
 from emu.errors import ConfigError, EmuError, Interrupted
-from emu.events import SYSCALL_VECTOR, GuestExit
+from emu.events import SYSCALL_VECTOR, DeviceError, GuestExit, Observer
 from emu.inputs import check_output, refuse_overwriting
 from emu.machine import Machine
 from emu.monitor import processes
@@ -109,7 +109,7 @@ def _execute(args, workdir: Path) -> int:
     if args.no_count and args.check_every:
         raise ConfigError("--check-every counts instructions; drop --no-count")
     inputs = [("kernel", config.kernel), *(("module", m) for m in config.modules),
-              ("snapshot", args.resume)]
+              ("snapshot", args.resume), ("swap file", config.swap_file)]
     if args.initrd is not None:
         inputs.append(("initrd", args.initrd))
     for output, what in ((args.trace, "trace"), (args.screenshot, "screenshot"),
@@ -177,6 +177,7 @@ def _run(args, config, checks: frozenset[str], recorder, resume):
             recorder.vtime_of = machine.vtime_of
         if machine.devices.hostio is not None:
             machine.devices.hostio.host = console.program_streams()
+        machine.events.subscribe(_DeviceErrors())
         monitor = processes.attach(
             machine, on_unimplemented=lambda u: console.err(processes.unimplemented_line(u)))
         checker = attach_page_checks(machine, args) if "pt" in checks else None
@@ -190,6 +191,15 @@ def _run(args, config, checks: frozenset[str], recorder, resume):
         raise
     return timetravel.drive(machine, args, header, (checker, heap_checker)), machine, \
         checker, heap_checker, monitor
+
+
+class _DeviceErrors(Observer):
+    """Prints each breach of a device's protocol as it happens (the device reset itself to
+    DEVICE_NEEDS_RESET; the guest runs on)."""
+
+    def on_device_error(self, event: DeviceError) -> None:
+        console.err(f"emu: device error in {event.device} at instruction {event.icount:,}: "
+                    f"{event.detail}")
 
 
 def attach_page_checks(machine: Machine, args):

@@ -36,7 +36,7 @@ from emu.x86 import PAGE_SIZE
 
 SYSCALL_RECORD = struct.Struct("<II6Qq")                # struct trace_syscall, 64 bytes
 FAULT_RECORD = struct.Struct("<IIQQIIQQ")               # struct trace_fault, 48 bytes
-PROC_RECORD = struct.Struct("<IIIIQQ7Q64s")             # struct trace_proc, 152 bytes
+PROC_RECORD = struct.Struct(f"<IIIIQQ{len(FAULT_KINDS)}Q64s")  # struct trace_proc, 160 bytes
 PROC_START, PROC_EXEC, PROC_EXIT = 1, 2, 3              # enum trace_proc_event
 CHECKPOINT_PROCS_DONE = 6                               # guest/test/checkpoint.h
 TRACEPOINTS = ("trace_syscall", "trace_syscall_unimplemented", "trace_fault", "trace_proc")

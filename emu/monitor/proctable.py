@@ -2,7 +2,7 @@
 
 Owns: the layouts the kernel documents for the monitor (guest/proc/proc.h: the descriptor,
 96 bytes, and the first 96 bytes of a table entry; guest/mm/vmm.h: struct address_space,
-144 bytes, and struct vma, 96 bytes; guest/mm/frames.h: the reference-count directory;
+152 bytes, and struct vma, 96 bytes; guest/mm/frames.h: the reference-count directory;
 static asserts there) and decoding them from kernel-virtual reads.
 Does not own: finding the descriptor (the symbol service), judging what is read (the
 rules in emu/monitor/checks/), the tracepoints (emu/monitor/processes.py).
@@ -23,11 +23,11 @@ DESCRIPTOR_MAGIC = 0x434F5250                      # "PROC"
 DESCRIPTOR_VERSION = 1
 DESCRIPTOR = struct.Struct("<IIIIQQQQQQQQIIQ")      # struct proc_descriptor, 96 bytes
 ENTRY = struct.Struct("<IIIIQQ64s")                 # struct proc, the monitor's 96 bytes
-ADDRESS_SPACE = struct.Struct("<18Q")               # struct address_space, 144 bytes
+ADDRESS_SPACE = struct.Struct("<19Q")               # struct address_space, 152 bytes
 VMA = struct.Struct("<QQQQQQIIIIIIQQQ")             # struct vma, 96 bytes
 MAX_REGIONS = 65530 + 1                             # AS_MAX_REGIONS: more is a broken tree
 FAULT_KINDS = ("zero-fill", "file", "copy-on-write", "stack-growth", "sigsegv",
-               "out-of-memory", "sigbus")           # enum as_fault_kind, in order
+               "out-of-memory", "sigbus", "swap-in")  # enum as_fault_kind, in order
 ACCESSES = ("read", "write", "execute")             # enum as_access
 
 Read = Callable[[int, int], bytes]
@@ -122,7 +122,7 @@ def read_entries(read: Read, descriptor: ProcDescriptor) -> list[ProcEntry]:
 def read_address_space(read: Read, address: int) -> AddressSpaceInfo:
     fields = ADDRESS_SPACE.unpack(read(address, ADDRESS_SPACE.size))
     return AddressSpaceInfo(fields[0], fields[1], fields[2], fields[9], fields[10],
-                            tuple(fields[11:18]))
+                            tuple(fields[11:11 + len(FAULT_KINDS)]))
 
 
 def read_regions(read: Read, tree_root: int) -> list[Region]:

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from emu.events import Observer, SerialOutput
+from emu.events import InvariantViolation, Observer, SerialOutput
 from emu.machine import Machine, MachineConfig
+from emu.monitor import swapcheck
+from emu.monitor.swapcheck import SwapChecker
 from emu.result import (EXEC_CANNOT_RUN, EXEC_HARNESS_FAILURE, RunEnd, RunResult,
                         shell_status)
 from emu.workloads.initrd import pack_initrd
@@ -123,6 +125,7 @@ class ProgramResult:
     wait_status: int | None         # None: the kernel never reported one
     status: int
     machine: Machine
+    swap: "SwapChecker | None" = None   # the swap checker, when the machine had a swap disk
 
 
 def exec_status(run: RunResult, wait_status: int | None) -> int:
@@ -148,20 +151,27 @@ def prepare(spec: ProgramSpec, config: MachineConfig, initrd: Path) -> MachineCo
 def run_program(spec: ProgramSpec, config: MachineConfig, console: HostConsole,
                 observers: Iterable[Observer] = (),
                 attach: Callable[[Machine], None] | None = None,
-                prepared: MachineConfig | None = None) -> ProgramResult:
+                prepared: MachineConfig | None = None,
+                on_swap_finding: Callable[[InvariantViolation], None] | None = None
+                ) -> ProgramResult:
     """Run `spec` on a machine made from `config` (kernel, memory, budget...). `attach` may
     add checkers before the run. `prepared`: prepare()'s config made already (a traced run
     keeps its initrd beside the trace); else the initrd lives in a temporary directory.
-    Raises ConfigError for bad input, FileNotFoundError when the program does not exist."""
+    With a swap disk the swap checker always runs (emu/monitor/swapcheck.py);
+    `on_swap_finding` hears its findings. Raises ConfigError for bad input,
+    FileNotFoundError when the program does not exist."""
     with tempfile.TemporaryDirectory(prefix="emu-exec-") as tmp:
         machine = Machine(prepared or prepare(spec, config, Path(tmp) / "initrd.tar"),
                           list(observers))
         machine.devices.hostio.host = console
+        swap = swapcheck.attach(machine, on_finding=on_swap_finding)
         if attach is not None:
             attach(machine)
         run = machine.run()
+        if swap is not None:
+            swap.finish()
     return ProgramResult(run, console.wait_status, exec_status(run, console.wait_status),
-                         machine)
+                         machine, swap)
 
 
 __all__ = ["ProgramSpec", "ProgramResult", "HostConsole", "KernelLines", "run_program",

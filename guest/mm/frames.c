@@ -11,6 +11,7 @@
 #include "lib/panic.h"
 #include "lib/string.h"
 #include "mm/pmm.h"
+#include "mm/swap.h"
 
 static uint32_t **dir;
 static uint32_t *chunk_live; /* counted frames per chunk */
@@ -50,9 +51,16 @@ static uint32_t *slot(pfn_t pfn, bool create)
 
 paddr_t uframe_alloc(enum uframe_fill fill)
 {
-    paddr_t pa = pmm_alloc();
+    size_t limit = swap_user_limit();
+    paddr_t pa;
     uint32_t *count;
 
+    swap_reclaim_if_low(counted);
+    if (limit != 0 && counted >= limit && !swap_reclaim_one())
+        return 0;
+    pa = pmm_alloc();
+    if (pa == 0 && swap_reclaim_one())
+        pa = pmm_alloc();
     if (pa == 0)
         return 0;
     count = slot(paddr_to_pfn(pa), true);
@@ -90,6 +98,7 @@ void uframe_put(paddr_t pa)
     if (--*count != 0)
         return;
     counted--;
+    swap_frame_freed(pa);
     pmm_free(pa);
     if (--chunk_live[c] == 0) {
         pmm_free(virt_to_phys(dir[c]));

@@ -565,6 +565,7 @@ struct user_walk {
     vmm_leaf_fn fn;
     void *ctx;
     bool live;
+    bool swapped;   /* visit the non-present, nonzero leaves instead of the present ones */
     size_t flushes;
     vaddr_t flush[FLUSH_BATCH];
 };
@@ -591,8 +592,12 @@ static void flush_now(struct user_walk *w)
 /* Applies the callback's verdict to the leaf *e; returns 1 if it was cleared. */
 static size_t visit_leaf(struct user_walk *w, uint64_t *e, vaddr_t va)
 {
-    struct vmm_leaf leaf = {.va = va, .pa = *e & PTE_ADDR, .flags = leaf_flags(*e, 0)};
+    struct vmm_leaf leaf = {.va = va, .pa = *e & PTE_ADDR, .flags = leaf_flags(*e, 0),
+                            .dirty = (*e & PTE_DIRTY) != 0, .entry = *e};
     uint64_t updated;
+
+    if (w->swapped)
+        leaf.pa = 0; /* a swap entry names no frame */
 
     switch (w->fn(w->ctx, &leaf)) {
     case VMM_KEEP:
@@ -624,7 +629,12 @@ static size_t walk_user_table(struct user_walk *w, uint64_t *table, int level, v
         vaddr_t stop = next < end ? next : end;
         uint64_t *e = &table[index_of(va, level)];
 
-        if (!(*e & PTE_PRESENT)) {
+        if (level == 0 && w->swapped && !(*e & PTE_PRESENT) && *e != 0) {
+            cleared += visit_leaf(w, e, va);
+            va = stop;
+            continue;
+        }
+        if (!(*e & PTE_PRESENT) || (level == 0 && w->swapped)) {
             va = stop;
             continue;
         }
@@ -648,14 +658,104 @@ static size_t walk_user_table(struct user_walk *w, uint64_t *table, int level, v
     return cleared;
 }
 
-void vmm_walk_user(pml4_t *root, vaddr_t start, vaddr_t end, vmm_leaf_fn fn, void *ctx)
+static void walk_user(pml4_t *root, vaddr_t start, vaddr_t end, vmm_leaf_fn fn, void *ctx,
+                      bool swapped)
 {
-    struct user_walk w = {.fn = fn, .ctx = ctx, .live = is_live(root), .flushes = 0};
+    struct user_walk w = {.fn = fn, .ctx = ctx, .live = is_live(root), .swapped = swapped,
+                          .flushes = 0};
 
     if (start >= end || end > VMM_USER_END || ((start | end) & (PAGE_SIZE - 1)) != 0)
         panic("vmm_walk_user: bad range 0x%lx-0x%lx", start, end);
     walk_user_table(&w, root->entry, LEVEL_TOP, start, end);
     flush_now(&w);
+}
+
+void vmm_walk_user(pml4_t *root, vaddr_t start, vaddr_t end, vmm_leaf_fn fn, void *ctx)
+{
+    walk_user(root, start, end, fn, ctx, false);
+}
+
+void vmm_walk_swapped(pml4_t *root, vaddr_t start, vaddr_t end, vmm_leaf_fn fn, void *ctx)
+{
+    walk_user(root, start, end, fn, ctx, true);
+}
+
+/* The 4 KiB user leaf entry for va, or NULL if no table holds one. */
+static uint64_t *user_leaf(pml4_t *root, vaddr_t va)
+{
+    struct walk w = walk(root, va);
+
+    return w.level == 0 ? w.entry : NULL;
+}
+
+uint64_t vmm_user_entry(pml4_t *root, vaddr_t va)
+{
+    uint64_t *e = user_leaf(root, va);
+
+    return e != NULL ? *e : 0;
+}
+
+paddr_t vmm_user_entry_paddr(pml4_t *root, vaddr_t va)
+{
+    uint64_t *e = user_leaf(root, va);
+
+    return e != NULL ? virt_to_phys(e) : 0;
+}
+
+int vmm_set_swapped(pml4_t *root, vaddr_t va, uint64_t entry)
+{
+    uint64_t *e;
+
+    if ((entry & PTE_PRESENT) || entry == 0 || va >= VMM_USER_END)
+        return VMM_BAD_ADDRESS;
+    e = user_leaf(root, va);
+    if (e == NULL)
+        e = entry_create(root, va, 0, VM_USER);
+    if (e == NULL)
+        return VMM_NO_MEMORY;
+    if (*e != 0)
+        return VMM_ALREADY_MAPPED;
+    *e = entry;
+    return VMM_OK;
+}
+
+int vmm_swap_out(pml4_t *root, vaddr_t va, paddr_t pa, uint64_t entry)
+{
+    uint64_t *e = user_leaf(root, va);
+
+    if ((entry & PTE_PRESENT) || entry == 0 || e == NULL || !(*e & PTE_PRESENT) ||
+        (*e & PTE_ADDR) != pa)
+        return VMM_NOT_MAPPED;
+    *e = entry;
+#if PLANT_BUG != 404 /* planted bug 404: a page swapped out keeps its TLB entry */
+    if (is_live(root))
+        invlpg(va);
+#endif
+    return VMM_OK;
+}
+
+int vmm_restore_leaf(pml4_t *root, vaddr_t va, uint64_t old)
+{
+    uint64_t *e = user_leaf(root, va);
+
+    if (e == NULL || (*e & PTE_PRESENT) || !(old & PTE_PRESENT))
+        return VMM_NOT_MAPPED;
+    *e = old;
+    return VMM_OK;
+}
+
+enum vmm_reference vmm_test_and_clear_accessed(pml4_t *root, vaddr_t va, paddr_t pa)
+{
+    uint64_t *e = user_leaf(root, va);
+
+    if (e == NULL || !(*e & PTE_PRESENT) || (*e & PTE_ADDR) != pa)
+        return VMM_REF_GONE;
+    if (!(*e & PTE_ACCESSED))
+        return (*e & PTE_DIRTY) ? VMM_REF_IDLE_DIRTY : VMM_REF_IDLE_CLEAN;
+    *e &= ~PTE_ACCESSED;
+    if (is_live(root))
+        invlpg(va); /* the next access must set A again (SDM 4.8) */
+    return VMM_REF_ACCESSED;
 }
 
 int vmm_replace(pml4_t *root, vaddr_t va, paddr_t pa, vm_flags_t flags)

@@ -139,8 +139,10 @@ paddr_t vmm_root_paddr(const pml4_t *root);
 /* One 4 KiB user leaf as vmm_walk_user shows it. */
 struct vmm_leaf {
     vaddr_t va;
-    paddr_t pa;
+    paddr_t pa;       /* 0 for a swap entry (vmm_walk_swapped) */
     vm_flags_t flags; /* a VMM_REPROTECT callback sets the new ones here */
+    bool dirty;       /* the entry's D bit: written since it was made */
+    uint64_t entry;   /* the raw entry (a swap entry: mm/swap.h decodes it) */
 };
 
 /* What a vmm_walk_user callback does with the leaf it was shown. */
@@ -164,6 +166,39 @@ typedef enum vmm_leaf_action (*vmm_leaf_fn)(void *ctx, struct vmm_leaf *leaf);
  * large page in the range.
  */
 void vmm_walk_user(pml4_t *root, vaddr_t start, vaddr_t end, vmm_leaf_fn fn, void *ctx);
+
+/*
+ * As vmm_walk_user, but visits the user leaves that are not present and not
+ * zero: swap entries (mm/swap.h). VMM_KEEP or VMM_CLEAR only.
+ */
+void vmm_walk_swapped(pml4_t *root, vaddr_t start, vaddr_t end, vmm_leaf_fn fn, void *ctx);
+
+/* The raw 4 KiB user leaf entry for va (0 if there is none), and its
+ * physical address (0 if no table holds it), for swap entries. */
+uint64_t vmm_user_entry(pml4_t *root, vaddr_t va);
+paddr_t vmm_user_entry_paddr(pml4_t *root, vaddr_t va);
+
+/* Writes the not-present, nonzero entry at va (a swap entry), creating the
+ * tables; the leaf must be zero (VMM_ALREADY_MAPPED) and entry not present
+ * (VMM_BAD_ADDRESS). VMM_NO_MEMORY if a table could not be allocated. */
+int vmm_set_swapped(pml4_t *root, vaddr_t va, uint64_t entry);
+
+/* Replaces the present leaf at va that maps pa by the not-present entry,
+ * with an invlpg if root is live. VMM_NOT_MAPPED if va does not map pa. */
+int vmm_swap_out(pml4_t *root, vaddr_t va, paddr_t pa, uint64_t entry);
+
+/* Puts back old (a present leaf) where vmm_swap_out left a swap entry: a
+ * write that failed. */
+int vmm_restore_leaf(pml4_t *root, vaddr_t va, uint64_t old);
+
+/* What the clock learns from a leaf's Accessed and Dirty bits. */
+enum vmm_reference {
+    VMM_REF_GONE = 0,       /* va no longer maps pa */
+    VMM_REF_ACCESSED = 1,   /* A was set: now cleared (with an invlpg if live) */
+    VMM_REF_IDLE_CLEAN = 2, /* A clear, D clear */
+    VMM_REF_IDLE_DIRTY = 3, /* A clear, D set */
+};
+enum vmm_reference vmm_test_and_clear_accessed(pml4_t *root, vaddr_t va, paddr_t pa);
 
 /*
  * Points the present 4 KiB leaf at va to the frame pa with flags (a

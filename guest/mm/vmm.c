@@ -23,6 +23,7 @@
 #include "lib/string.h"
 #include "mm/frames.h"
 #include "mm/pmm.h"
+#include "mm/swap.h"
 #include "test/planted.h"
 
 #define VMA_OF(n) ((struct vma *)(n)) /* node is the first member: NULL stays NULL */
@@ -297,10 +298,20 @@ static enum vmm_leaf_action drop_leaf(void *ctx, struct vmm_leaf *leaf)
     return VMM_CLEAR;
 }
 
+/* A swap entry goes: its slot loses a reference. */
+static enum vmm_leaf_action drop_swapped(void *ctx, struct vmm_leaf *leaf)
+{
+    (void)ctx;
+    swap_entry_free(leaf->entry);
+    return VMM_CLEAR;
+}
+
 static void unmap_pages(struct address_space *as, vaddr_t start, vaddr_t end)
 {
-    if (start < end)
+    if (start < end) {
         vmm_walk_user(as->root, start, end, drop_leaf, as);
+        vmm_walk_swapped(as->root, start, end, drop_swapped, as);
+    }
 }
 
 struct reprotect {
@@ -340,6 +351,8 @@ void as_destroy(struct address_space *as)
     struct vma *v;
 
     vmm_walk_user(as->root, 0, VMM_USER_END, drop_leaf, as);
+    vmm_walk_swapped(as->root, 0, VMM_USER_END, drop_swapped, as);
+    swap_space_gone(as);
     while ((v = VMA_OF(avl_first(&as->regions))) != NULL)
         remove_region(as, v);
     vmm_root_destroy(as->root);
@@ -391,11 +404,28 @@ static enum vmm_leaf_action fork_leaf(void *ctx, struct vmm_leaf *leaf)
 #if PLANT_BUG != 303 /* planted bug 303: fork does not count the child's references */
     uframe_get(leaf->pa);
 #endif
+    if (leaf->dirty)
+        swap_frame_dirtied(leaf->pa); /* the child's entry starts clean: the slot is stale */
     count_mapped(f->child, 1);
     if (flags == leaf->flags)
         return VMM_KEEP;
     leaf->flags = flags;
     return VMM_REPROTECT;
+}
+
+/* The child names the parent's slot too. */
+static enum vmm_leaf_action fork_swapped(void *ctx, struct vmm_leaf *leaf)
+{
+    struct fork_walk *f = ctx;
+
+    if (f->failed)
+        return VMM_KEEP;
+    if (vmm_set_swapped(f->child->root, leaf->va, leaf->entry) != VMM_OK) {
+        f->failed = true;
+        return VMM_KEEP;
+    }
+    swap_entry_dup(leaf->entry);
+    return VMM_KEEP;
 }
 
 struct address_space *as_fork(struct address_space *parent)
@@ -424,6 +454,8 @@ struct address_space *as_fork(struct address_space *parent)
         insert_region(child, copy);
         f.v = v;
         vmm_walk_user(parent->root, v->start, v->end, fork_leaf, &f);
+        if (!f.failed)
+            vmm_walk_swapped(parent->root, v->start, v->end, fork_swapped, &f);
     }
     if (f.failed) {
         as_destroy(child);
@@ -670,8 +702,10 @@ int as_discard(struct address_space *as, vaddr_t addr, uint64_t length)
         vaddr_t from = v->start > addr ? v->start : addr;
         vaddr_t to = v->end < end ? v->end : end;
 
-        if (v->sharing == VMA_PRIVATE) /* shared pages keep their contents */
+        if (v->sharing == VMA_PRIVATE) { /* shared pages keep their contents */
             vmm_walk_user(as->root, from, to, discard_leaf, as);
+            vmm_walk_swapped(as->root, from, to, drop_swapped, as);
+        }
     }
     return len == 0 || covered(as, addr, end) ? AS_OK : AS_NOT_MAPPED;
 }
@@ -741,9 +775,28 @@ static enum vmm_leaf_action move_leaf(void *ctx, struct vmm_leaf *leaf)
 {
     struct move_walk *m = ctx;
 
-    if (vmm_map(m->as->root, m->to + (leaf->va - m->from), leaf->pa, 1, leaf->flags) != VMM_OK) {
+    vaddr_t to = m->to + (leaf->va - m->from);
+
+    if (vmm_map(m->as->root, to, leaf->pa, 1, leaf->flags) != VMM_OK) {
         uframe_put(leaf->pa); /* no table for it: the page is lost, and said so */
         m->as->rss_pages--;
+        m->failed = true;
+        return VMM_CLEAR;
+    }
+    if (leaf->dirty)
+        swap_frame_dirtied(leaf->pa); /* the new entry starts clean */
+    if (uframe_refs(leaf->pa) == 1)
+        swap_frame_mapped(leaf->pa, m->as, to);
+    return VMM_CLEAR;
+}
+
+/* Moves one swap entry the same way. */
+static enum vmm_leaf_action move_swapped(void *ctx, struct vmm_leaf *leaf)
+{
+    struct move_walk *m = ctx;
+
+    if (vmm_set_swapped(m->as->root, m->to + (leaf->va - m->from), leaf->entry) != VMM_OK) {
+        swap_entry_free(leaf->entry); /* no table for it: the page is lost, and said so */
         m->failed = true;
     }
     return VMM_CLEAR;
@@ -773,6 +826,7 @@ static int move_range(struct address_space *as, struct vma *v, vaddr_t addr, uin
         dst->object->ops->get(dst->object);
     insert_region(as, dst);
     vmm_walk_user(as->root, addr, addr + moved, move_leaf, &m);
+    vmm_walk_swapped(as->root, addr, addr + moved, move_swapped, &m);
     punch(as, addr, addr + old, s);
     merge_around(as, dst);
     return m.failed ? AS_NO_MEMORY : AS_OK;
@@ -979,6 +1033,7 @@ static enum as_fault_kind fill_page(struct address_space *as, struct vma *v, vad
         uframe_put(pa);
         return AS_FAULT_OUT_OF_MEMORY;
     }
+    swap_frame_mapped(pa, as, page);
     count_mapped(as, 1);
     return kind;
 }
@@ -994,6 +1049,8 @@ static enum as_fault_kind break_cow(struct address_space *as, struct vma *v, vad
     old = m.paddr;
     if (uframe_refs(old) <= 1 || v->sharing == VMA_SHARED) {
         vmm_protect(as->root, page, 1, page_flags(v, old));
+        if (uframe_refs(old) == 1)
+            swap_frame_mapped(old, as, page);
         return AS_FAULT_COPY_ON_WRITE;
     }
     copy = uframe_alloc(UFRAME_UNINIT);
@@ -1002,7 +1059,31 @@ static enum as_fault_kind break_cow(struct address_space *as, struct vma *v, vad
     page_copy(phys_to_virt(copy), phys_to_virt(old));
     vmm_replace(as->root, page, copy, page_flags(v, copy));
     uframe_put(old);
+    swap_frame_mapped(copy, as, page);
     return AS_FAULT_COPY_ON_WRITE;
+}
+
+static uint32_t swapped_page_flags(const void *region, paddr_t pa)
+{
+    return page_flags(region, pa);
+}
+
+/* A fault on a not-present entry that is not zero: a swap entry. */
+static enum as_fault_kind swap_page_in(struct address_space *as, struct vma *v, vaddr_t page,
+                                       uint64_t entry, enum as_access access,
+                                       struct as_fault_report *report)
+{
+    paddr_t pa;
+
+    switch (swap_in(as, page, entry, access == AS_ACCESS_WRITE, swapped_page_flags, v, &pa)) {
+    case SWAP_IN_OK:
+        return AS_FAULT_SWAP_IN;
+    case SWAP_IN_NO_MEMORY:
+        return AS_FAULT_OUT_OF_MEMORY;
+    default:
+        report->swap_error = true;
+        return AS_FAULT_SIGBUS;
+    }
 }
 
 static enum as_fault_kind resolve(struct address_space *as, vaddr_t address,
@@ -1011,6 +1092,7 @@ static enum as_fault_kind resolve(struct address_space *as, vaddr_t address,
 {
     struct vma *v = find(as, address);
     enum as_fault_kind kind;
+    uint64_t entry;
     bool grew = false;
 
     if (v == NULL && address < VMM_USER_END) {
@@ -1024,6 +1106,9 @@ static enum as_fault_kind resolve(struct address_space *as, vaddr_t address,
         return break_cow(as, v, page_down(address));
     if (present)
         return AS_FAULT_SIGSEGV; /* a present page denied a right its region grants: none */
+    entry = vmm_user_entry(as->root, page_down(address));
+    if (entry != 0)
+        return swap_page_in(as, v, page_down(address), entry, access, report);
     if (past_file_end(v, page_down(address)))
         return AS_FAULT_SIGBUS;
 #if PLANT_BUG == 305 /* planted bug 305: fresh anonymous memory read: the kernel's zero page */
@@ -1037,8 +1122,10 @@ static enum as_fault_kind resolve(struct address_space *as, vaddr_t address,
 enum as_fault_kind as_fault(struct address_space *as, vaddr_t address, enum as_access access,
                             bool present, struct as_fault_report *report)
 {
-    enum as_fault_kind kind = resolve(as, address, access, present, report);
+    enum as_fault_kind kind;
 
+    report->swap_error = false;
+    kind = resolve(as, address, access, present, report);
     report->kind = kind;
     as->faults[kind]++;
     return kind;

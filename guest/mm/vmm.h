@@ -144,11 +144,12 @@ enum as_fault_kind {
     AS_FAULT_SIGSEGV = 4,
     AS_FAULT_OUT_OF_MEMORY = 5, /* no frame: the process is killed */
     AS_FAULT_SIGBUS = 6,        /* a file page wholly past the file's end, as Linux */
-    AS_FAULT_KINDS = 7,
+    AS_FAULT_SWAP_IN = 7,       /* the page came back from swap (mm/swap.c) */
+    AS_FAULT_KINDS = 8,
 };
 
 /*
- * An address space. The monitor reads it (fixed layout, 144 bytes):
+ * An address space. The monitor reads it (fixed layout, 152 bytes):
  *
  *   off  field            meaning
  *     0  root             pml4_t * (kernel virtual) of its page tables
@@ -162,7 +163,7 @@ enum as_fault_kind {
  *    64  stack_limit      the most the stack region may grow to
  *    72  rss_pages        user pages mapped now
  *    80  peak_rss_pages
- *    88  faults[7]        faults resolved, by enum as_fault_kind
+ *    88  faults[8]        faults resolved, by enum as_fault_kind
  */
 struct address_space {
     pml4_t *root;
@@ -178,7 +179,7 @@ struct address_space {
     uint64_t peak_rss_pages;
     uint64_t faults[AS_FAULT_KINDS];
 };
-static_assert(sizeof(struct address_space) == 144, "address_space layout");
+static_assert(sizeof(struct address_space) == 152, "address_space layout");
 static_assert(offsetof(struct address_space, rss_pages) == 72, "address_space rss");
 static_assert(offsetof(struct address_space, faults) == 88, "address_space faults");
 
@@ -291,6 +292,7 @@ bool as_allows(struct address_space *as, vaddr_t addr, uint64_t length,
 struct as_fault_report {
     enum as_fault_kind kind;
     const struct vma *region; /* the region involved; NULL: no mapping */
+    bool swap_error;          /* SIGBUS because the swap device failed the read */
 };
 
 /*

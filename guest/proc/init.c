@@ -25,6 +25,7 @@
 #include "lib/panic.h"
 #include "lib/string.h"
 #include "mm/frames.h"
+#include "mm/swap.h"
 #include "proc/exec.h"
 #include "proc/random.h"
 #include "proc/sched.h"
@@ -140,6 +141,7 @@ static void parse(struct init_line *l)
 void proc_init(void)
 {
     uframes_init();
+    swap_init();
     vmm_kernel_range_prepare(HEAP_BASE, HEAP_END);
     proc_describe();
     syscall_init();
@@ -223,6 +225,7 @@ NORETURN void proc_main(void)
     if (after != baseline)
         kreport("proc: %ld frames did not come back after the last process (baseline %lu, "
                 "now %lu)\n", (int64_t)(baseline - after), baseline, after);
+    swap_report();
     finish(proc_descriptor.init_status);
     kernel_exit(EXIT_OK);
 }

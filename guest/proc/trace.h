@@ -16,9 +16,9 @@
  *   address u64, rip u64, access u32 (enum as_access), user u32 (1: the
  *   fault came from ring 3), region_start u64, region_end u64 (0, 0: no
  *   region).
- * struct trace_proc (152 bytes): pid u32, event u32 (enum trace_proc_event),
+ * struct trace_proc (160 bytes): pid u32, event u32 (enum trace_proc_event),
  *   ppid u32, wait_status u32, peak_rss_pages u64, syscalls u64,
- *   faults[7] u64 (by enum as_fault_kind), name[64].
+ *   faults[8] u64 (by enum as_fault_kind), name[64].
  */
 #ifndef TRACE_H
 #define TRACE_H
@@ -62,7 +62,7 @@ struct trace_proc {
     uint64_t faults[AS_FAULT_KINDS];
     char name[64];
 };
-static_assert(sizeof(struct trace_proc) == 152, "trace_proc layout");
+static_assert(sizeof(struct trace_proc) == 160, "trace_proc layout");
 
 #define TRACEPOINT __attribute__((noinline, used))
 

@@ -82,7 +82,7 @@ static void page_fault(struct interrupt_frame *f)
     enum as_access access = (f->error_code & PF_INSTR)   ? AS_ACCESS_EXEC
                             : (f->error_code & PF_WRITE) ? AS_ACCESS_WRITE
                                                          : AS_ACCESS_READ;
-    struct as_fault_report r = {.kind = AS_FAULT_SIGSEGV, .region = NULL};
+    struct as_fault_report r = {.kind = AS_FAULT_SIGSEGV, .region = NULL, .swap_error = false};
 
     if (p == NULL || p->as == NULL || (f->error_code & PF_RESERVED))
         interrupt_unhandled(f);
@@ -108,7 +108,11 @@ static void page_fault(struct interrupt_frame *f)
                 address, f->rip);
         signal_force(SIGKILL);
     }
-    if (r.kind == AS_FAULT_SIGBUS) {
+    if (r.kind == AS_FAULT_SIGBUS && r.swap_error) {
+        kreport("%s[%u]: bus error at 0x%lx rip 0x%lx: %s, the page could not be read back "
+                "from swap\n", p->name, p->pid, address, f->rip, access_name(access));
+        signal_force(SIGBUS);
+    } else if (r.kind == AS_FAULT_SIGBUS) {
         kreport("%s[%u]: bus error at 0x%lx rip 0x%lx: %s, past the end of the file\n",
                 p->name, p->pid, address, f->rip, access_name(access));
         signal_force(SIGBUS);

@@ -55,6 +55,17 @@
  *   306 mm/vmm.c munmap (and every unmap of a range: mmap over a mapping,
  *       mremap) leaves the last page of a range longer than a page mapped
  *       after its region is gone
+ *
+ * Swapping, for the monitor's swap checker (emu/monitor/swapcheck.py; a
+ * program larger than user_mem= with a swap disk exercises them):
+ *   401 mm/swap.c evicts a dirty page whose slot the swap cache links
+ *       without writing it: the slot keeps older data (DIRTY_DROPPED)
+ *   402 mm/swap.c swap-in reads the slot after the right one
+ *       (SWAP_CONTENT)
+ *   403 mm/swap.c's slot allocator takes a slot that one swap entry
+ *       still names for free: a new page overwrites it (SLOT_REUSED)
+ *   404 mm/swap.c writes swap entries naming a slot past the area's end
+ *       (SWAP_ENTRY_INVALID)
  */
 #ifndef PLANTED_H
 #define PLANTED_H
