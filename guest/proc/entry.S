@@ -16,6 +16,8 @@
  * is the interrupt path's iretq: RCX and R11 come back as SYSCALL left
  * them, as after a Linux sysret.
  */
+#include "arch/x86_64/frame.h"
+
 #define USER_DATA (0x18 | 3)
 #define USER_CODE (0x20 | 3)
 #define SYSCALL_VECTOR 0x100 /* frame->vector of a system call: no IDT vector */
@@ -42,21 +44,7 @@ syscall_entry:
     pushq %rcx                      /* rip */
     pushq $0                        /* error code */
     pushq $SYSCALL_VECTOR
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    push_general_registers
     cld
     movq %rsp, %rdi
     call syscall_dispatch

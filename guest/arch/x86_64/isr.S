@@ -15,6 +15,8 @@
  * frame; error code + vector + 15 registers = 17 words, so RSP is 16-byte
  * aligned at the call, as the SysV ABI requires.
  */
+#include "arch/x86_64/frame.h"
+
 #define STUB_SIZE 16
 
 /* Vectors for which the CPU pushes an error code itself. */
@@ -42,21 +44,7 @@ isr_stubs:
     .endr
 
 isr_common:
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    push_general_registers
     cld
     movq %rsp, %rdi
     call isr_dispatch
