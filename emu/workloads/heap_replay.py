@@ -37,6 +37,7 @@ from emu.events import HeapFinding, Marker, Observer
 from emu.machine import Machine, MachineConfig
 from emu.result import RunEnd
 from emu.monitor.heapcheck import HeapCall, HeapChecker, describe, heap_bounds
+from emu.monitor.profile import BlockProfile, ProfileRow
 
 HEAP_KINDS = ("list", "buddy", "slab", "chained")
 MARK_START, MARK_END = 1, 2
@@ -420,6 +421,9 @@ class ReplayRun:
     addresses: list[tuple[int, int, int]] = field(default_factory=list)
     marks: tuple[int | None, int | None] = (None, None)     # icounts of the two markers
     guest_resident: int = 0                                 # host bytes of guest RAM touched
+    # with `profile`: instructions inside the allocator calls between the markers, by
+    # function (self), most first
+    profile: list[ProfileRow] = field(default_factory=list)
 
     def region_live(self) -> dict[int, int] | None:
         """address -> size of the blocks allocated between the markers and live at the end
@@ -444,17 +448,19 @@ def replay(kernel: Path, trace: "Trace | TraceFile", heap: str, *, bare: bool = 
            debug: bool = False,
            check: bool = True, memory: int | None = None,
            max_instructions: int | None = DEFAULT_BUDGET, observers=(),
-           extra_cmdline: str = "", record_calls: bool = True) -> ReplayRun:
+           extra_cmdline: str = "", record_calls: bool = True,
+           profile: bool = False) -> ReplayRun:
     """Boot `kernel` with `trace` as its module and `heap` selected; run it to the end.
     `record_calls` keeps every call in ReplayRun.calls (memory grows with the trace; the
-    outcome's figures do not need it)."""
+    outcome's figures do not need it). `profile` fills ReplayRun.profile (a block hook:
+    slower, the same guest instructions)."""
     _check_heap(heap)
     return _boot_and_replay(
         kernel, trace.name or "trace.rep", trace.write_module,
         cmdline_for(heap, bare, debug, extra_cmdline), heap=heap, ops=trace.operations,
         expected_payload=trace.peak_payload(), bare=bare, debug=debug, check=check,
         memory=memory, max_instructions=max_instructions, observers=observers,
-        record_calls=record_calls)
+        record_calls=record_calls, profile=profile and check)
 
 
 def heaptest(kernel: Path, text: str, heap: str, ops: int, *, debug: bool = False,
@@ -484,7 +490,7 @@ def _boot_and_replay(kernel: Path, name: str, write_module: Callable[[Path], Non
                      cmdline: str, *, heap: str, ops: int, expected_payload: int | None,
                      bare: bool, debug: bool, check: bool, memory: int | None,
                      max_instructions: int | None, observers,
-                     record_calls: bool = True) -> ReplayRun:
+                     record_calls: bool = True, profile: bool = False) -> ReplayRun:
     with tempfile.TemporaryDirectory(prefix="emu-replay-") as tmp:
         module = Path(tmp) / name
         write_module(module)
@@ -496,6 +502,9 @@ def _boot_and_replay(kernel: Path, name: str, write_module: Callable[[Path], Non
         if checker is not None:
             checker.bounds = heap_bounds(machine)
             checker.attach(machine)
+        profiler = BlockProfile(lambda: region.start is not None and region.end is None and
+                                checker.pending_calls() > 0).attach(machine) \
+            if profile and checker is not None else None
         result = machine.run()
     serial = machine.serial_output()
     notes: list[str] = []
@@ -531,7 +540,8 @@ def _boot_and_replay(kernel: Path, name: str, write_module: Callable[[Path], Non
     addresses = [(int(m["n"]), int(m["id"]), int(m["address"], 16))
                  for m in HEAPTEST_LINE.finditer(serial)]
     return ReplayRun(outcome, serial, calls, region.live_at_start, region.live_at_end,
-                     addresses, (region.start, region.end), machine.memory.resident_bytes())
+                     addresses, (region.start, region.end), machine.memory.resident_bytes(),
+                     profiler.rows() if profiler is not None else [])
 
 
 def _read_report(machine, serial: str, notes: list[str]) -> dict | None:
