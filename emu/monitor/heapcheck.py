@@ -54,8 +54,9 @@ FREED_REMEMBERED = 1 << 18          # bounds the checker's memory on long traces
 RULES = ("overlap", "outside-heap", "misaligned", "double-free", "invalid-free")
 DESCRIPTOR_SYMBOL = "heap_descriptor"         # guest/heap/heap.h
 DESCRIPTOR_MAGIC = 0x50414548                  # "HEAP"
-DESCRIPTOR_VERSION = 1
-DESCRIPTOR_LAYOUT = struct.Struct("<IIIIQQ")   # magic, version, kind, debug, base, end
+DESCRIPTOR_VERSION = 2
+# magic, version, kind, debug, base, end, pages, peak_pages, cached_pages, cache_watermark
+DESCRIPTOR_LAYOUT = struct.Struct("<IIIIQQQQQQ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,25 +389,50 @@ class HeapChecker(Observer):
         return len(self._frames)
 
 
+@dataclass(frozen=True, slots=True)
+class HeapDescriptor:
+    """The kernel's `heap_descriptor` (guest/heap/heap.h, version 2). The baseline of a leak
+    check is the PMM's free frames + `cached_pages`: frames a heap cache holds are the heap's
+    until the PMM's shrinker takes them back, not lost."""
+    kind: int
+    debug: int
+    base: int
+    end: int
+    pages: int                 # held now, cached ones included
+    peak_pages: int
+    cached_pages: int          # released, still mapped in the heap's page cache
+    cache_watermark: int
+
+
+def read_heap_descriptor(machine) -> HeapDescriptor | None:
+    """The descriptor as it is now; None when the kernel has none, before heap_init, or for
+    a layout this monitor does not know."""
+    symbol = machine.symbols.data(DESCRIPTOR_SYMBOL)
+    if symbol is None:
+        return None
+    try:
+        raw = machine.cpu.read_virtual(symbol[0], DESCRIPTOR_LAYOUT.size)
+    except GuestMemoryError:
+        return None
+    magic, version, *fields = DESCRIPTOR_LAYOUT.unpack(raw)
+    if magic != DESCRIPTOR_MAGIC or version != DESCRIPTOR_VERSION:
+        return None
+    return HeapDescriptor(*fields)
+
+
 def heap_bounds(machine):
     """A `bounds` callable for the checker: the heap's virtual range [base, end), read from
     the kernel's `heap_descriptor` (guest/heap/heap.h) each time it is called; no range
     while the descriptor is not initialized. None when the kernel has no descriptor (the
     outside-heap rule is then skipped)."""
-    symbol = machine.symbols.data(DESCRIPTOR_SYMBOL)
-    if symbol is None:
+    if machine.symbols.data(DESCRIPTOR_SYMBOL) is None:
         return None
-    address = symbol[0]
 
     def bounds() -> list[tuple[int, int]]:
-        try:
-            raw = machine.cpu.read_virtual(address, DESCRIPTOR_LAYOUT.size)
-        except GuestMemoryError:
-            return []                  # unreadable: no range known yet
-        magic, version, _kind, _debug, base, end = DESCRIPTOR_LAYOUT.unpack(raw)
-        if magic != DESCRIPTOR_MAGIC or version != DESCRIPTOR_VERSION or not base < end:
-            return []
-        return [(base, end)]
+        descriptor = read_heap_descriptor(machine)
+        if descriptor is None or not descriptor.base < descriptor.end:
+            return []                  # unreadable or not ready: no range known yet
+        return [(descriptor.base, descriptor.end)]
     return bounds
 
 

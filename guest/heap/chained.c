@@ -4,16 +4,21 @@
  *
  * Owns: the size classes and the rule that routes a request: a size up to
  * CHAINED_SMALL_MAX takes an object of the smallest class that holds it;
- * an aligned one takes the smallest power-of-two class at least as large
- * as both size and alignment (objects are aligned to their size there);
+ * an aligned one up to CHAINED_ALIGNED_MAX takes the smallest power-of-two
+ * class at least as large as both size and alignment (objects are aligned
+ * to their size there);
  * anything larger goes to the buddy heap, whose blocks map only the pages
  * their bytes reach. kfree tells the two apart by address (the slab
  * windows, or the buddy arena).
  * Does not own: the slabs (slab.c), the buddy blocks (buddy.c).
  *
  * The classes: every multiple of 16 up to 128, then four per doubling
- * (160, 192, 224, 256, 320, ... 2048), so a small request wastes at most
- * a fifth of its object and never carries a header. A resize stays in the
+ * (160, 192, 224, 256, 320, ... 2048, 2560, 3072, 3584), so a small
+ * request wastes at most a fifth of its object and never carries a header;
+ * the last, 4080, is a page less 16 bytes: four objects and their slab
+ * header fill four pages, so a request just under a page costs one page,
+ * as in the buddy heap (a header and 4080 bytes in an order-12 block), with
+ * no page of its own to map or unmap on each call. A resize stays in the
  * object while the new size fits it; a buddy block resizes as the buddy
  * heap does; anything else moves.
  */
@@ -25,7 +30,11 @@
 static const uint32_t classes[] = {
     16,  32,  48,  64,  80,  96,  112,  128,  160,  192,  224,  256,
     320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048,
+    2560, 3072, 3584, CHAINED_SMALL_MAX,
 };
+
+/* The largest power-of-two class: aligned requests above it go to the buddy heap. */
+#define CHAINED_ALIGNED_MAX 2048
 
 static_assert(ARRAY_SIZE(classes) <= SLAB_MAX_CLASSES, "chained classes fit");
 
@@ -50,7 +59,7 @@ static void *chained_alloc(size_t size, size_t align)
 
     if (align <= HEAP_MIN_ALIGN && size <= CHAINED_SMALL_MAX)
         return slab_cache_alloc(chained_cache(size));
-    if (need <= CHAINED_SMALL_MAX) /* a power-of-two class: aligned to its size */
+    if (need <= CHAINED_ALIGNED_MAX) /* a power-of-two class: aligned to its size */
         return slab_cache_alloc(chained_cache((size_t)1 << heap_order_of(need)));
     return heap_buddy_backend.alloc(size, align);
 }

@@ -364,7 +364,8 @@ void heap_init(void)
         memcpy(name, "chained", sizeof("chained"));
     debug = debug_choice();
     backend = backend_named(name);
-    heap_pages_init(backend->kind, backend->name, debug);
+    heap_pages_init(backend->kind, backend->name, debug,
+                    cmdline_u64("heapcache", HEAP_CACHE_DEFAULT_PAGES));
     backend->init();
     if (debug == HEAP_DEBUG_OFF && backend->kind == HEAP_CHAINED)
         heap_fast_small_limit = CHAINED_SMALL_MAX;

@@ -3,8 +3,9 @@
  *
  * Owns: the allocation interface every kernel layer uses, the choice of
  * allocator (heap=list|buddy|slab|chained on the command line, default
- * chained; heapfit=first|best for the list; heapdebug=1), the heap's
- * virtual range and the footprint it reports.
+ * chained; heapfit=first|best for the list; heapdebug=1; heapcache=N, the
+ * pages released pages may keep mapped, default HEAP_CACHE_DEFAULT_PAGES),
+ * the heap's virtual range and the footprint it reports.
  * Does not own: physical frames (mm/pmm.c) or page tables (mm/paging.c):
  * the heap asks them for pages and gives pages back.
  *
@@ -98,7 +99,7 @@ enum heap_debug {
 };
 
 /*
- * Reads heap=, heapfit= and heapdebug= from the command line and readies
+ * Reads heap=, heapfit=, heapdebug= and heapcache= from the command line and readies
  * the allocator (no page is mapped until the first allocation). Panics on
  * an unknown value: "heap_init: unknown heap=... (use list, buddy, slab or
  * chained)".
@@ -118,7 +119,8 @@ enum heap_debug heap_debug_mode(void);
  */
 size_t heap_check(void);
 
-/* Bytes of pages the heap holds now, and the most it ever held. */
+/* Bytes of pages the heap holds now (its cache included), and the most it
+ * ever held. */
 uint64_t heap_footprint(void);
 uint64_t heap_peak_footprint(void);
 
@@ -140,20 +142,35 @@ uint64_t heap_peak_footprint(void);
 
 /*
  * The global symbol heap_descriptor, for an outside checker. Layout,
- * little-endian, 48 bytes:
+ * little-endian, 64 bytes:
  *
- *   off  field       meaning
- *     0  magic       HEAP_DESCRIPTOR_MAGIC ("HEAP") once heap_init ran
- *     4  version     HEAP_DESCRIPTOR_VERSION
- *     8  kind        enum heap_kind
- *    12  debug       enum heap_debug
- *    16  base        HEAP_BASE: every block lies in [base, end)
- *    24  end         HEAP_END
- *    32  pages       heap pages mapped now (footprint / 4096)
- *    40  peak_pages  the most ever mapped at once
+ *   off  field            meaning
+ *     0  magic            HEAP_DESCRIPTOR_MAGIC ("HEAP") once heap_init ran
+ *     4  version          HEAP_DESCRIPTOR_VERSION
+ *     8  kind             enum heap_kind
+ *    12  debug            enum heap_debug
+ *    16  base             HEAP_BASE: every block lies in [base, end)
+ *    24  end              HEAP_END
+ *    32  pages            heap pages held now, cached ones included
+ *                         (footprint / 4096)
+ *    40  peak_pages       the most ever held at once
+ *    48  cached_pages     of pages, those released and kept mapped in the
+ *                         cache: their frames are the heap's, not free
+ *    56  cache_watermark  the most the cache keeps (heapcache=)
+ *
+ * The baseline for leak checks: a frame is accounted for when it is free
+ * in the PMM or held by a heap cache, so "free frames + cached_pages" must
+ * come back to its value before a workload once the workload has freed
+ * everything (the PMM's free_frames alone drops by the cached pages). The
+ * PMM drains the cache before it fails an allocation, so cached pages are
+ * memory the kernel can always have back.
  */
 #define HEAP_DESCRIPTOR_MAGIC 0x50414548u /* "HEAP" */
-#define HEAP_DESCRIPTOR_VERSION 1u
+#define HEAP_DESCRIPTOR_VERSION 2u
+
+/* heapcache=N: N pages at most (the cache's table is static). */
+#define HEAP_CACHE_MAX_PAGES 8192u
+#define HEAP_CACHE_DEFAULT_PAGES 1024u
 
 struct heap_descriptor {
     uint32_t magic;
@@ -164,8 +181,11 @@ struct heap_descriptor {
     vaddr_t end;
     uint64_t pages;
     uint64_t peak_pages;
+    uint64_t cached_pages;
+    uint64_t cache_watermark;
 };
-static_assert(sizeof(struct heap_descriptor) == 48, "heap_descriptor size");
+static_assert(sizeof(struct heap_descriptor) == 64, "heap_descriptor size");
+static_assert(offsetof(struct heap_descriptor, cached_pages) == 48, "heap_descriptor cache");
 
 extern struct heap_descriptor heap_descriptor;
 

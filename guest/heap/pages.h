@@ -13,11 +13,12 @@
  * (mm/paging.c).
  *
  * No allocator maps, unmaps or counts a heap page itself, so this is the
- * one place to put policy on heap pages (a cache of released pages kept
- * mapped, a shrinker when the PMM runs out). The contracts below hold for
- * such a layer: a released page is no longer the caller's (it must not be
- * touched, and heap_page_claimed is false), but need not be unmapped; the
- * footprint counts every page the layer holds a frame for.
+ * one place for policy on heap pages: released pages stay mapped in a
+ * bounded cache (heapcache=N pages) and a claim takes them back before it
+ * asks the PMM; the PMM drains the cache (its shrinker) before it reports
+ * no memory. A released page is no longer the caller's (it must not be
+ * touched, and heap_page_claimed is false) even while it stays mapped; the
+ * footprint counts every page the layer holds a frame for, cached or not.
  */
 #ifndef HEAP_PAGES_H
 #define HEAP_PAGES_H
@@ -32,14 +33,19 @@ enum heap_status {
 /*
  * Called once by heap_init, before the allocator's own init: the kind,
  * name and debug mode chosen, which heap_fail, heap_poison and the
- * heap_descriptor report from now on.
+ * heap_descriptor report from now on, and the cache's watermark in pages
+ * (0: no cache; panics above HEAP_CACHE_MAX_PAGES). Registers the cache's
+ * shrinker with the PMM.
  */
-void heap_pages_init(enum heap_kind kind, const char *name, enum heap_debug debug);
+void heap_pages_init(enum heap_kind kind, const char *name, enum heap_debug debug,
+                     uint64_t cache_watermark);
 
 /*
  * Claims pages pages at va (page aligned, inside the heap range, none of
  * them claimed) for the caller: backed by frames, mapped read/write and
- * global, never executable. All or nothing: HEAP_OK, or HEAP_NO_MEMORY
+ * global, never executable. Each comes from the cache at va, else takes
+ * the frame of the oldest cached page (moved here), else a new frame.
+ * All or nothing: HEAP_OK, or HEAP_NO_MEMORY
  * with nothing claimed. With heapdebug=1 the pages are filled with
  * HEAP_POISON_BYTE. Panics "heap_pages_claim: 0x... already mapped" and
  * "heap_pages_claim: 0x... + N pages is not in the heap".
@@ -47,14 +53,16 @@ void heap_pages_init(enum heap_kind kind, const char *name, enum heap_debug debu
 enum heap_status heap_pages_claim(vaddr_t va, size_t pages);
 
 /*
- * Gives back pages pages at va, every one claimed (panics
- * "heap_pages_release: 0x... not mapped"). Now they are unmapped at once
- * and their frames go back to the PMM; callers may rely only on the pages
- * no longer being theirs.
+ * Gives back pages pages at va, every one claimed. They go to the cache,
+ * still mapped; the oldest cached pages beyond the watermark are unmapped
+ * (invlpg for each) and their frames freed (panics "heap_pages_release:
+ * 0x... not mapped" if one is not mapped). Callers may rely only on the
+ * pages no longer being theirs.
  */
 void heap_pages_release(vaddr_t va, size_t pages);
 
-/* True if the page holding va is claimed (mapped for an allocator). */
+/* True if the page holding va is claimed (mapped for an allocator, and
+ * not in the cache). */
 bool heap_page_claimed(vaddr_t va);
 
 /* True if va lies in [HEAP_BASE, HEAP_END). */

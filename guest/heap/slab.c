@@ -25,6 +25,7 @@
 #define SLAB_HEAP_MAX_SHIFT 24               /* 16 MiB objects */
 #define SLAB_HEAP_MAX ((size_t)1 << SLAB_HEAP_MAX_SHIFT)
 #define SLAB_MAX_PAGES 16                     /* for slabs of many objects */
+#define SLAB_MIN_OBJECTS 8
 #define SLAB_HEADER_FIXED (sizeof(struct slab))
 #define SLAB_MAX_CAPACITY 0xffffu /* the free count is 16 bits */
 
@@ -55,17 +56,22 @@ static uint64_t capacity_for(uint64_t size, uint64_t pages)
     return n > SLAB_MAX_CAPACITY ? SLAB_MAX_CAPACITY : n;
 }
 
-/* The fewest pages (up to SLAB_MAX_PAGES) wasting at most 1/8 of the slab;
- * failing that, a slab of one object and its header. */
+/* The fewest pages (up to SLAB_MAX_PAGES) wasting at most 1/8 of the slab
+ * and holding at least SLAB_MIN_OBJECTS objects, so a slab is not mapped
+ * and given back every few calls (SLUB's minimum objects per slab); failing
+ * that, the fewest wasting at most 1/8; failing that, a slab of one object
+ * and its header. */
 static void choose_layout(uint64_t size, uint64_t *pages, uint64_t *capacity)
 {
-    for (uint64_t n = 1; n <= SLAB_MAX_PAGES; n++) {
-        uint64_t cap = capacity_for(size, n);
+    for (uint64_t least = SLAB_MIN_OBJECTS; least >= 1; least /= SLAB_MIN_OBJECTS) {
+        for (uint64_t n = 1; n <= SLAB_MAX_PAGES; n++) {
+            uint64_t cap = capacity_for(size, n);
 
-        if (cap > 0 && cap * size * 8 >= 7 * n * PAGE_SIZE) {
-            *pages = n;
-            *capacity = cap;
-            return;
+            if (cap >= least && cap * size * 8 >= 7 * n * PAGE_SIZE) {
+                *pages = n;
+                *capacity = cap;
+                return;
+            }
         }
     }
     *pages = (size + header_bytes(1) + PAGE_SIZE - 1) / PAGE_SIZE;
@@ -155,7 +161,8 @@ static struct slab *new_slab(struct slab_cache *c)
     s->cls = (uint16_t)(c - slab_caches);
     s->free = (uint16_t)c->capacity;
     s->base = (char *)(c->window + i * c->slot_bytes);
-    memset(s->bits, 0, (c->words + 1) * sizeof(uint64_t));
+    for (unsigned w = 0; w <= c->words; w++) /* a few words: cheaper than memset */
+        s->bits[w] = 0;
     if (c->capacity % 64 != 0)
         s->bits[c->words - 1] = ~0ULL << (c->capacity % 64);
     return s;

@@ -114,7 +114,7 @@ size_t slab_check(heap_block_fn fn);
 /* The chained heap's small sizes (chained.c), for kmalloc's inline
  * path: size s in 1..CHAINED_SMALL_MAX uses the cache at byte offset
  * chained_cache_offset[(s - 1) / 16] in slab_caches. */
-#define CHAINED_SMALL_MAX 2048
+#define CHAINED_SMALL_MAX 4080
 extern uint16_t chained_cache_offset[CHAINED_SMALL_MAX / 16];
 
 static inline struct slab_cache *chained_cache(size_t size)

@@ -328,7 +328,29 @@ size_t pmm_reclaim_bootloader(const struct frame_range *keep, size_t nkeep)
 
 /* ---- Allocation ---------------------------------------------------------- */
 
-paddr_t pmm_alloc(void)
+static pmm_shrinker_fn shrinker;
+
+void pmm_set_shrinker(pmm_shrinker_fn fn)
+{
+    shrinker = fn;
+}
+
+/* Asks the shrinker for its frames (never from inside it); true if it
+ * gave some back, so the allocation is worth trying again. */
+static bool shrink(void)
+{
+    static bool shrinking;
+    size_t freed;
+
+    if (shrinker == NULL || shrinking)
+        return false;
+    shrinking = true;
+    freed = shrinker();
+    shrinking = false;
+    return freed > 0;
+}
+
+static paddr_t alloc_one(void)
 {
     pfn_t pfn;
 
@@ -342,15 +364,19 @@ paddr_t pmm_alloc(void)
     return pfn_to_paddr(pfn);
 }
 
-paddr_t pmm_alloc_contiguous(size_t frames, size_t align_frames)
+paddr_t pmm_alloc(void)
+{
+    paddr_t pa = alloc_one();
+
+    if (pa == 0 && shrink())
+        pa = alloc_one();
+    return pa;
+}
+
+static paddr_t alloc_run(size_t frames, size_t align_frames)
 {
     pfn_t pfn;
 
-    if (align_frames == 0)
-        align_frames = 1;
-    if (frames == 0 || (align_frames & (align_frames - 1)) != 0)
-        panic("pmm_alloc_contiguous: %lu frames aligned to %lu: need frames > 0 and a "
-              "power-of-two alignment", frames, align_frames);
     if (frames > pmm_descriptor.free_frames)
         return 0;
     pfn = backend.take(frames, align_frames);
@@ -358,6 +384,21 @@ paddr_t pmm_alloc_contiguous(size_t frames, size_t align_frames)
         return 0;
     pmm_descriptor.free_frames -= frames;
     return pfn_to_paddr(pfn);
+}
+
+paddr_t pmm_alloc_contiguous(size_t frames, size_t align_frames)
+{
+    paddr_t pa;
+
+    if (align_frames == 0)
+        align_frames = 1;
+    if (frames == 0 || (align_frames & (align_frames - 1)) != 0)
+        panic("pmm_alloc_contiguous: %lu frames aligned to %lu: need frames > 0 and a "
+              "power-of-two alignment", frames, align_frames);
+    pa = alloc_run(frames, align_frames);
+    if (pa == 0 && shrink())
+        pa = alloc_run(frames, align_frames);
+    return pa;
 }
 
 /* Panics with fn's name unless pa, the address of frame pfn, is a managed,

@@ -68,6 +68,16 @@ paddr_t pmm_alloc_contiguous(size_t frames, size_t align_frames);
  */
 void pmm_free_contiguous(paddr_t pa, size_t frames);
 
+/*
+ * The shrinker: a layer that holds frames it can give back at once (the
+ * heap's page cache) registers fn, and pmm_alloc and pmm_alloc_contiguous
+ * call it when they find no frames, then try once more, before they return
+ * 0. fn frees what it holds (through pmm_free) and returns how many frames;
+ * it must not allocate. One shrinker; a second call replaces it.
+ */
+typedef size_t (*pmm_shrinker_fn)(void);
+void pmm_set_shrinker(pmm_shrinker_fn fn);
+
 size_t pmm_free_count(void);  /* frames free now */
 size_t pmm_used_count(void);  /* managed frames not free (includes the metadata) */
 size_t pmm_total_count(void); /* managed frames: free + used */
