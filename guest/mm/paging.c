@@ -375,6 +375,37 @@ static void clear_range(pml4_t *root, vaddr_t va, uint64_t bytes)
     }
 }
 
+/* vmm_map of one 4 KiB page (valid arguments): one walk that creates the
+ * tables missing on the way (the heap maps page by page). */
+static int map_one(pml4_t *root, vaddr_t va, paddr_t pa, vm_flags_t flags)
+{
+    uint64_t *table = root->entry;
+    uint64_t *e;
+
+    for (int l = LEVEL_TOP; l > 0; l--) {
+        e = &table[index_of(va, l)];
+        if ((*e & PTE_PRESENT) && is_leaf(*e, l))
+            return VMM_ALREADY_MAPPED;
+        if (!(*e & PTE_PRESENT)) {
+            paddr_t t = table_alloc();
+
+            if (t == 0) {
+                prune(root, va); /* tables created on the way, now empty */
+                return VMM_NO_MEMORY;
+            }
+            *e = t | TABLE_ENTRY;
+        }
+        if (flags & VM_USER)
+            *e |= PTE_USER;
+        table = table_of(*e);
+    }
+    e = &table[index_of(va, 0)];
+    if (*e & PTE_PRESENT)
+        return VMM_ALREADY_MAPPED;
+    *e = pa | leaf_bits(flags, 0);
+    return VMM_OK;
+}
+
 int vmm_map(pml4_t *root, vaddr_t va, paddr_t pa, size_t pages, vm_flags_t flags)
 {
     uint64_t bytes = (uint64_t)pages * PAGE_SIZE;
@@ -383,6 +414,8 @@ int vmm_map(pml4_t *root, vaddr_t va, paddr_t pa, size_t pages, vm_flags_t flags
     if (!valid_range(va, pages) || (pa & (PAGE_SIZE - 1)) != 0 ||
         pa + bytes < pa || ((pa + bytes - 1) & ~PTE_ADDR & ~(PAGE_SIZE - 1)) != 0)
         return VMM_BAD_ADDRESS;
+    if (pages == 1)
+        return map_one(root, va, pa, flags);
     if (!range_is(root, va, bytes, ALL_UNMAPPED))
         return VMM_ALREADY_MAPPED;
     while (done < bytes) {
@@ -407,6 +440,16 @@ int vmm_unmap(pml4_t *root, vaddr_t va, size_t pages)
 
     if (!valid_range(va, pages))
         return VMM_BAD_ADDRESS;
+    if (pages == 1) { /* a 4 KiB leaf needs no split: one walk */
+        struct walk w = walk(root, va);
+
+        if (!(*w.entry & PTE_PRESENT))
+            return VMM_NOT_MAPPED;
+        if (w.level == 0) {
+            clear_range(root, va, bytes);
+            return VMM_OK;
+        }
+    }
     if (!range_is(root, va, bytes, ALL_MAPPED))
         return VMM_NOT_MAPPED;
     if (split_ends(root, va, bytes) != VMM_OK)
