@@ -24,6 +24,7 @@
  */
 #include "heap/slab.h"
 
+#include "heap/large.h"
 #include "heap/pages.h"
 #include "lib/panic.h"
 
@@ -50,6 +51,7 @@ static void chained_init(void)
             cls++;
         chained_cache_offset[i] = (uint16_t)(cls * sizeof(struct slab_cache));
     }
+    large_init();
     heap_buddy_backend.init();
 }
 
@@ -61,12 +63,16 @@ static void *chained_alloc(size_t size, size_t align)
         return slab_cache_alloc(chained_cache(size));
     if (need <= CHAINED_ALIGNED_MAX) /* a power-of-two class: aligned to its size */
         return slab_cache_alloc(chained_cache((size_t)1 << heap_order_of(need)));
+    if (align <= HEAP_MIN_ALIGN && size <= LARGE_MAX_SIZE)
+        return large_alloc(size);
     return heap_buddy_backend.alloc(size, align);
 }
 
 static void chained_free(void *p)
 {
-    if (!slab_owns(p))
+    if (large_owns(p))
+        large_free(p);
+    else if (!slab_owns(p))
         heap_buddy_backend.free(p);
     else if (heap_debug_state == HEAP_DEBUG_ON)
         slab_free_checked(p);
@@ -76,6 +82,8 @@ static void chained_free(void *p)
 
 static enum heap_resize chained_resize(void *p, size_t size)
 {
+    if (large_owns(p))
+        return large_resize(p, size);
     if (!slab_owns(p))
         return heap_buddy_backend.resize(p, size);
     return size <= slab_object_size(p) ? HEAP_RESIZED : HEAP_MOVE;
@@ -83,12 +91,14 @@ static enum heap_resize chained_resize(void *p, size_t size)
 
 static size_t chained_usable(const void *p)
 {
+    if (large_owns(p))
+        return large_usable(p);
     return slab_owns(p) ? slab_object_size(p) : heap_buddy_backend.usable(p);
 }
 
 static size_t chained_check(heap_block_fn fn)
 {
-    return slab_check(fn) + heap_buddy_backend.check(fn);
+    return slab_check(fn) + large_check(fn) + heap_buddy_backend.check(fn);
 }
 
 const struct heap_backend heap_chained_backend = {
