@@ -36,6 +36,7 @@
 #include "heap/slab.h"
 #include "lib/panic.h"
 #include "lib/string.h"
+#include "mm/pmm.h"
 
 #define HEAD_MAGIC 0x44414548u  /* "HEAD" */
 #define GUARD_LIVE 0x4556494cu  /* "LIVE" */
@@ -353,6 +354,15 @@ static enum heap_debug debug_choice(void)
     panic("heap_init: heapdebug=%s (use 0 or 1)", value);
 }
 
+/* A sixteenth of the managed RAM, at most HEAP_CACHE_MAX_PAGES (Linux sizes
+ * its per-CPU page lists from the zone's size the same way). */
+static uint64_t heap_cache_default_pages(void)
+{
+    uint64_t pages = pmm_total_count() / HEAP_CACHE_RAM_FRACTION;
+
+    return pages < HEAP_CACHE_MAX_PAGES ? pages : HEAP_CACHE_MAX_PAGES;
+}
+
 void heap_init(void)
 {
     char name[16];
@@ -365,7 +375,7 @@ void heap_init(void)
     debug = debug_choice();
     backend = backend_named(name);
     heap_pages_init(backend->kind, backend->name, debug,
-                    cmdline_u64("heapcache", HEAP_CACHE_DEFAULT_PAGES));
+                    cmdline_u64("heapcache", heap_cache_default_pages()));
     backend->init();
     if (debug == HEAP_DEBUG_OFF && backend->kind == HEAP_CHAINED)
         heap_fast_small_limit = CHAINED_SMALL_MAX;

@@ -4,7 +4,8 @@
  * Owns: the allocation interface every kernel layer uses, the choice of
  * allocator (heap=list|buddy|slab|chained on the command line, default
  * chained; heapfit=first|best for the list; heapdebug=1; heapcache=N, the
- * pages released pages may keep mapped, default HEAP_CACHE_DEFAULT_PAGES),
+ * pages released pages may keep mapped, default a sixteenth of the RAM up to
+ * HEAP_CACHE_MAX_PAGES),
  * the heap's virtual range and the footprint it reports.
  * Does not own: physical frames (mm/pmm.c) or page tables (mm/paging.c):
  * the heap asks them for pages and gives pages back.
@@ -168,9 +169,10 @@ uint64_t heap_peak_footprint(void);
 #define HEAP_DESCRIPTOR_MAGIC 0x50414548u /* "HEAP" */
 #define HEAP_DESCRIPTOR_VERSION 2u
 
-/* heapcache=N: N pages at most (the cache's table is static). */
+/* heapcache=N: N pages at most (the cache's table is static); without it, a
+ * sixteenth of the managed RAM, up to that. */
 #define HEAP_CACHE_MAX_PAGES 8192u
-#define HEAP_CACHE_DEFAULT_PAGES 1024u
+#define HEAP_CACHE_RAM_FRACTION 16u
 
 struct heap_descriptor {
     uint32_t magic;

@@ -12,7 +12,7 @@
  * are never split or merged (a buddy heap's work): a run keeps the slot of
  * virtual pages it was first given, followed by an unmapped guard page, and
  * a freed run waits on the free list of its slot's size for a request of
- * that many pages. Its pages go to the page layer's cache when it is freed,
+ * that many pages, or up to half as many (the smallest slot that fits). Its pages go to the page layer's cache when it is freed,
  * still mapped, so the next run of that size in that slot finds them where
  * they are (no page-table or PMM work), unless the cache gave them to a
  * claim elsewhere meanwhile.
@@ -66,6 +66,8 @@ static_assert(sizeof(struct large_head) == LARGE_HEAD_BYTES, "large head size");
 static struct run *const runs = (struct run *)TABLE_BASE;
 static uint32_t run_count;               /* descriptors in the table */
 static uint32_t free_runs[LARGE_MAX_PAGES + 1];
+/* Bit n set iff free_runs[n] is not empty. */
+static uint64_t free_sizes[(LARGE_MAX_PAGES + 1 + 63) / 64];
 static vaddr_t runs_end;                 /* where the next new slot starts */
 
 static uint32_t pages_for(size_t size)
@@ -78,6 +80,8 @@ void large_init(void)
     run_count = 0;
     for (unsigned n = 0; n <= LARGE_MAX_PAGES; n++)
         free_runs[n] = NO_RUN;
+    for (unsigned w = 0; w < ARRAY_SIZE(free_sizes); w++)
+        free_sizes[w] = 0;
     runs_end = RUNS_BASE;
 }
 
@@ -100,21 +104,61 @@ static uint32_t new_run(uint32_t pages)
     return i;
 }
 
+static void push_free(uint32_t i)
+{
+    uint32_t n = runs[i].slot_pages;
+
+    runs[i].state = RUN_FREE;
+    runs[i].pages = 0;
+    runs[i].next = free_runs[n];
+    free_runs[n] = i;
+    free_sizes[n / 64] |= 1ULL << (n % 64);
+}
+
+/* The smallest slot size in [pages, 2 * pages] with a free run, or 0:
+ * a slot larger than the request keeps the pages it does not use in the
+ * cache, the first to be moved to a claim elsewhere. */
+static uint32_t fitting_size(uint32_t pages)
+{
+    uint32_t last = pages * 2 < LARGE_MAX_PAGES ? pages * 2 : LARGE_MAX_PAGES;
+
+    for (uint32_t w = pages / 64; w <= last / 64; w++) {
+        uint64_t bits = free_sizes[w];
+
+        if (w == pages / 64)
+            bits &= ~0ULL << (pages % 64);
+        if (bits != 0) {
+            uint32_t n = w * 64 + (uint32_t)__builtin_ctzll(bits);
+
+            return n <= last ? n : 0;
+        }
+    }
+    return 0;
+}
+
+static uint32_t pop_free(uint32_t n)
+{
+    uint32_t i = free_runs[n];
+
+    free_runs[n] = runs[i].next;
+    if (free_runs[n] == NO_RUN)
+        free_sizes[n / 64] &= ~(1ULL << (n % 64));
+    return i;
+}
+
 void *large_alloc(size_t size)
 {
     uint32_t pages = pages_for(size);
-    uint32_t i = free_runs[pages];
+    uint32_t n = fitting_size(pages);
+    uint32_t i = n != 0 ? pop_free(n) : new_run(pages);
     struct run *r;
     struct large_head *head;
 
-    if (i != NO_RUN)
-        free_runs[pages] = runs[i].next;
-    else if ((i = new_run(pages)) == NO_RUN)
+    if (i == NO_RUN)
         return NULL;
     r = &runs[i];
     if (heap_pages_claim(r->va, pages) != HEAP_OK) {
-        r->next = free_runs[pages];
-        free_runs[pages] = i;
+        push_free(i);
         return NULL;
     }
     r->state = RUN_LIVE;
@@ -152,10 +196,7 @@ void large_free(void *p)
 
     ((struct large_head *)p - 1)->magic = HEAD_FREE;
     heap_pages_release(r->va, r->pages);
-    r->state = RUN_FREE;
-    r->pages = 0;
-    r->next = free_runs[r->slot_pages];
-    free_runs[r->slot_pages] = i;
+    push_free(i);
 }
 
 enum heap_resize large_resize(void *p, size_t size)
