@@ -30,12 +30,28 @@ def add_arguments(replay: argparse.ArgumentParser) -> None:
     replay.add_argument("--bare", action="store_true",
                         help="replay=bare: the allocator alone, no checking in the guest (its "
                              "pure cost in instructions per operation)")
+    replay.add_argument("--heap-cache", type=cache_pages, default=None, metavar="PAGES",
+                        help="heapcache=PAGES: the most released heap pages the guest keeps "
+                             f"mapped for reuse, 0 to {heap_replay.HEAP_CACHE_MAX_PAGES} "
+                             "(default: a sixteenth of the RAM, at most that)")
     replay.add_argument("--json", action="store_true", help="print JSON instead of a table")
     replay.add_argument("--kernel", type=Path,
                         help="ELF kernel (default: build the project's own)")
     replay.add_argument("--memory", help="RAM size (default: the pc preset's)")
     replay.add_argument("--max-instructions", type=count, default=None,
                         help="stop a run after N instructions (default 5 billion)")
+
+
+def cache_pages(text: str) -> int:
+    """An argparse type: heapcache= pages, 0..HEAP_CACHE_MAX_PAGES."""
+    try:
+        value = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= heap_replay.HEAP_CACHE_MAX_PAGES:
+        raise argparse.ArgumentTypeError(
+            f"must be 0 to {heap_replay.HEAP_CACHE_MAX_PAGES} pages")
+    return value
 
 
 def execute(args) -> int:
@@ -48,7 +64,8 @@ def execute(args) -> int:
             kernel, trace, heaps, bare=args.bare, debug=args.debug,
             memory=parse_memory_size(args.memory) if args.memory else None,
             max_instructions=args.max_instructions or heap_replay.DEFAULT_BUDGET,
-            record_calls=False)
+            record_calls=False,
+            extra_cmdline="" if args.heap_cache is None else f"heapcache={args.heap_cache}")
     console.out(heap_replay.render_json(trace, outcomes) if args.json
                 else heap_replay.render_table(trace, outcomes))
     return heap_replay.worst_status(outcomes)

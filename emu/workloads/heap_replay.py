@@ -47,6 +47,7 @@ MAX_SIZE = (1 << 32) - 1           # bytes per request
 MAX_TRACE_BYTES = 1 << 30          # 16 M operations of at most 22 characters fit
 DEFAULT_BUDGET = 5_000_000_000     # instructions: 4x the slowest trace known (list heap,
 #                                    realloc-bal); a corrupted free list loops forever
+HEAP_CACHE_MAX_PAGES = 8192        # guest/heap/heap.h: the most heapcache= allows
 RESULT_SYMBOL = "replay_result"
 RESULT_MAGIC = 0x594C5052          # "RPLY" read as a little-endian u32
 # guest/test/replay.h: magic, heap kind, ops, errors, peak payload, peak footprint,

@@ -1,10 +1,11 @@
 /*
- * selftest.c - self-tests of the physical memory manager and page tables.
+ * selftest.c - self-tests of the physical memory manager, the page tables
+ * and the heap's page cache.
  *
  * Owns: the tests listed in selftest.h, their options, and the probe
  * routines with their #PF handler (installed only while a test runs).
- * Does not own: anything it tests; it uses only the public APIs of pmm.h
- * and paging.h, plus the descriptor a checker would read.
+ * Does not own: anything it tests; it uses only the public APIs of pmm.h,
+ * paging.h and heap.h, plus the descriptors a checker would read.
  */
 #include "test/selftest.h"
 
@@ -13,6 +14,7 @@
 #include "boot/cmdline.h"
 #include "boot/limine.h"
 #include "dev/serial.h"
+#include "heap/heap.h"
 #include "lib/panic.h"
 #include "lib/string.h"
 #include "mm/paging.h"
@@ -745,6 +747,114 @@ static void test_unmanaged(void)
     panic("selftest pmm-unmanaged: no EXECUTABLE_AND_MODULES entry");
 }
 
+/* ---- The heap's page cache ------------------------------------------------- */
+
+/* Large blocks (a run of pages each in the chained heap, buddy blocks in
+ * the others) whose pages go to the cache when freed. */
+#define CACHE_TEST_BLOCK (64 * 1024 - 64)
+#define CACHE_TEST_BLOCKS 8
+
+/* Frames the heap, the PMM and the page tables account for together: free
+ * + heap pages (claimed or cached) + tables. The heap's leak baseline
+ * (heap.h) is its free-and-cached part. */
+static uint64_t frames_accounted(void)
+{
+    return pmm_free_count() + heap_descriptor.pages + vmm_table_frames();
+}
+
+/* Allocates CACHE_TEST_BLOCKS large blocks and frees them; after each free
+ * the cache holds at most its watermark. */
+static void fill_cache(void)
+{
+    void *blocks[CACHE_TEST_BLOCKS];
+
+    if (heap_kind() == HEAP_LIST)
+        panic("selftest %s: the list heap never gives pages back (use heap=chained, buddy "
+              "or slab)", current);
+    for (size_t i = 0; i < CACHE_TEST_BLOCKS; i++) {
+        blocks[i] = kmalloc(CACHE_TEST_BLOCK);
+        CHECK(blocks[i] != NULL);
+        memset(blocks[i], 0x5a, CACHE_TEST_BLOCK);
+    }
+    for (size_t i = 0; i < CACHE_TEST_BLOCKS; i++) {
+        kfree(blocks[i]);
+        CHECK(heap_descriptor.cached_pages <= heap_descriptor.cache_watermark);
+    }
+}
+
+/* Pushes the frame pa on the chain at *head (linked through first words). */
+static void chain_frame(paddr_t *head, paddr_t pa)
+{
+    *(paddr_t *)phys_to_virt(pa) = *head;
+    *head = pa;
+}
+
+static void give_all_frames(paddr_t head)
+{
+    while (head != 0) {
+        paddr_t next = *(paddr_t *)phys_to_virt(head);
+
+        pmm_free(head);
+        head = next;
+    }
+}
+
+/* Cached pages are never the cause of an out-of-memory: with the PMM
+ * exhausted by a caller that is not the heap, its next allocation drains
+ * the cache through the shrinker and succeeds. */
+static void test_heap_cache(void)
+{
+    uint64_t accounted = frames_accounted(), cached, free_before, taken = 0;
+    paddr_t chain = 0, pa, extra;
+
+    fill_cache();
+    cached = heap_descriptor.cached_pages;
+    CHECK(cached > 0);
+    CHECK(frames_accounted() == accounted);
+    free_before = pmm_free_count();
+    /* The PMM's own free frames run out first: the cache is not touched. */
+    for (; pmm_free_count() > 0; taken++) {
+        pa = pmm_alloc();
+        CHECK(pa != 0);
+        chain_frame(&chain, pa);
+    }
+    CHECK(taken == free_before && heap_descriptor.cached_pages == cached);
+    extra = pmm_alloc(); /* none free: the shrinker's turn */
+    CHECK(extra != 0);
+    CHECK(heap_descriptor.cached_pages == 0);
+    chain_frame(&chain, extra);
+    for (taken++; (pa = pmm_alloc()) != 0; taken++) /* the drained pages, and tables */
+        chain_frame(&chain, pa);
+    CHECK(taken >= free_before + cached && pmm_free_count() == 0);
+    kprintf("selftest heap-cache: %lu pages cached, %lu frames free; with none left the "
+            "next pmm_alloc drained the cache and got 0x%lx; %lu frames taken in all\n",
+            cached, free_before, extra, taken);
+    give_all_frames(chain);
+    CHECK(frames_accounted() == accounted);
+    kprintf("selftest heap-cache: ok\n");
+}
+
+/* The cache never holds more than heapcache= pages: what is released
+ * beyond it goes back to the PMM, and every frame stays accounted for. */
+static void test_heap_cache_watermark(void)
+{
+    uint64_t accounted = frames_accounted(), limit = heap_descriptor.cache_watermark;
+    uint64_t claimed_before = heap_descriptor.pages - heap_descriptor.cached_pages;
+    uint64_t free_before = pmm_free_count() + heap_descriptor.cached_pages;
+
+    CHECK((uint64_t)CACHE_TEST_BLOCKS * ((CACHE_TEST_BLOCK + PAGE_SIZE - 1) / PAGE_SIZE) > limit);
+    fill_cache();
+    CHECK(heap_descriptor.cached_pages == limit);
+    CHECK(frames_accounted() == accounted);
+    kprintf("selftest heap-cache-watermark: %lu pages released, %lu kept (heapcache=%lu), "
+            "%lu frames free + cached before, %lu after, %lu heap pages claimed before, "
+            "%lu after\n", (uint64_t)CACHE_TEST_BLOCKS * ((CACHE_TEST_BLOCK + PAGE_SIZE - 1) / PAGE_SIZE),
+            heap_descriptor.cached_pages, limit, free_before,
+            pmm_free_count() + heap_descriptor.cached_pages, claimed_before,
+            heap_descriptor.pages - heap_descriptor.cached_pages);
+    kprintf("selftest heap-cache-watermark: ok\n");
+}
+
 /* ---- Dispatch --------------------------------------------------------------- */
 
 static const struct {
@@ -757,6 +867,8 @@ static const struct {
     {"paging", test_paging},
     {"pmm-double-free", test_double_free},
     {"pmm-unmanaged", test_unmanaged},
+    {"heap-cache", test_heap_cache},
+    {"heap-cache-watermark", test_heap_cache_watermark},
 #if PLANT_BUG
     {"planted", test_planted},
 #endif
@@ -773,5 +885,5 @@ void selftest_run(const char *name)
         }
     }
     panic("selftest: unknown test '%s' (pmm, pmm-random, paging, pmm-double-free, "
-          "pmm-unmanaged)", name);
+          "pmm-unmanaged, heap-cache, heap-cache-watermark)", name);
 }

@@ -1,7 +1,8 @@
 /*
  * selftest.h - memory-manager self-tests chosen with selftest=NAME.
  *
- * Owns: the self-tests of the PMM and the page tables and their options.
+ * Owns: the self-tests of the PMM, the page tables and the heap's page
+ * cache, and their options.
  * Does not own: the layers under test (pmm.c, paging.c) or the test=
  * cases of main.c.
  *
@@ -24,6 +25,14 @@
  *                    2 MiB and 1 GiB pages, splits), translations, write
  *                    protection and NX seen through real page faults, the
  *                    kernel's own mappings; empty tables freed at the end.
+ *   heap-cache       fills the heap's page cache (large blocks allocated
+ *                    and freed), takes every free frame with pmm_alloc,
+ *                    then shows one more pmm_alloc drains the cache (the
+ *                    PMM's shrinker) and succeeds; every frame accounted
+ *                    for (free + heap pages + tables) before and after.
+ *   heap-cache-watermark  releases more pages than heapcache= allows
+ *                    (run it with heapcache=N, N < 128): the cache keeps
+ *                    exactly N, the rest went back to the PMM.
  *   pmm-double-free  frees a frame twice: must panic in pmm_free.
  *   pmm-unmanaged    frees a frame of the kernel image: must panic.
  *   planted          only in builds with -DPLANT_BUG=N (planted.h):
