@@ -63,6 +63,10 @@ PEER_INSTRUCTIONS = {
     "liballoc": {"amptjp-bal": 231.2, "binary2-bal": 1297.9, "random-bal": 342.9,
                  "cccp-bal": 216.5},
 }
+SPEED_TRACES = ("amptjp-bal", "binary2-bal", "random-bal", "cccp-bal")  # peers' figures
+TARGET_MEAN_INSIDE = 143         # TLSF's mean instructions per call on SPEED_TRACES
+TARGET_SPEED_UTILIZATION = 0.85  # ... with the same allocator's mean utilization at least
+PROFILE_TOP = 8                  # functions shown per profiled run
 TARGET_SLAB_PAIR = 60            # instructions per malloc+free pair, chained slab path
 TARGET_BEST_UTILIZATION = 0.75   # mean over the 11 peer traces, best allocator
 SLAB_SIZES = tuple(range(16, 257, 16))
@@ -123,6 +127,32 @@ def run_one(kernel: Path, trace: Trace, heap: str) -> dict:
     return out
 
 
+def profile_one(kernel: Path, trace: Trace, heap: str) -> list[dict]:
+    """Where the instructions inside the allocator calls go, by function (self)."""
+    run = replay(kernel, trace, heap, bare=True, profile=True, record_calls=False)
+    calls = run.outcome.calls or 1
+    return [{"function": row.function, "instructions": row.instructions,
+             "share": row.share, "per_call": row.instructions / calls}
+            for row in run.profile[:PROFILE_TOP]]
+
+
+def speed(results: dict, heaps, names, mean_utilization) -> dict:
+    """Mean instructions per call inside the allocator over SPEED_TRACES, per heap, and the
+    issue's target: the fastest heap whose mean utilization is at least 0.85 at most 143."""
+    means = {}
+    for heap in heaps:
+        values = [results[heap][name]["inside_instructions_per_call"] for name in SPEED_TRACES
+                  if name in names]
+        means[heap] = statistics.fmean(values) if values and None not in values and \
+            len(values) == len(SPEED_TRACES) else None
+    fit = [(means[h], h) for h in heaps if means[h] is not None and
+           (mean_utilization.get(h) or 0) >= TARGET_SPEED_UTILIZATION]
+    best = min(fit) if fit else (None, None)
+    return {"mean_inside_per_call": means, "best": {"heap": best[1], "mean": best[0],
+            "utilization": mean_utilization.get(best[1]), "target": TARGET_MEAN_INSIDE,
+            "met": best[0] is not None and best[0] <= TARGET_MEAN_INSIDE}}
+
+
 def measure(kernel: Path, traces: list[Trace], heaps: tuple[str, ...], rounds: int) -> dict:
     results: dict[str, dict[str, dict]] = {heap: {} for heap in heaps}
     for trace in traces:
@@ -138,7 +168,11 @@ def measure(kernel: Path, traces: list[Trace], heaps: tuple[str, ...], rounds: i
             None not in values else None
     ranked = [(value, heap) for heap, value in mean_utilization.items() if value is not None]
     best = max(ranked) if ranked else (None, None)
+    profiles = {heap: {trace.name.removesuffix(".rep"): profile_one(kernel, trace, heap)
+                       for trace in traces if trace.name.removesuffix(".rep") in SPEED_TRACES}
+                for heap in heaps if heap in ("chained", "list")}
     return {
+        "speed": speed(results, heaps, names, mean_utilization), "profiles": profiles,
         "heaps": list(heaps), "traces": names, "peer_traces": peer_names,
         "results": results, "mean_utilization": mean_utilization,
         "best": {"heap": best[1], "mean_utilization": best[0],
@@ -182,6 +216,20 @@ def table(results: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     problems = [f"{h} on {n}: {res[h][n]['integrity']}" for h in heaps for n in names
                 if not res[h][n]["ok"]]
+    fast = results["speed"]
+    lines += ["", f"Mean instructions per call inside the allocator on {', '.join(SPEED_TRACES)}: " +
+              ", ".join(f"{h} {_f(v, 1)}" for h, v in fast["mean_inside_per_call"].items()) +
+              f"; TLSF {statistics.fmean(PEER_INSTRUCTIONS['TLSF'].values()):.1f}, o1heap "
+              f"{statistics.fmean(PEER_INSTRUCTIONS['o1heap'].values()):.1f}. Target: the "
+              f"fastest heap with mean utilization >= {TARGET_SPEED_UTILIZATION} at most "
+              f"{fast['best']['target']}: {fast['best']['heap']} {_f(fast['best']['mean'], 1)}, "
+              f"{'met' if fast['best']['met'] else 'NOT met'}."]
+    for heap, per_trace in results["profiles"].items():
+        lines += ["", f"Where the instructions inside the allocator go ({heap}, self, per call):",
+                  ""]
+        for name, rows in per_trace.items():
+            lines.append(f"- {name}: " + ", ".join(
+                f"{row['function']} {row['per_call']:.1f}" for row in rows))
     slab, best = results["slab_path"], results["best"]
     lines += [
         "",
