@@ -56,36 +56,51 @@ void heap_poison(void *p, size_t n)
 
 /* ---- The cache of released pages ------------------------------------------------- *
  *
- * A released page stays mapped, its frame held, in the cache: up to watermark
- * pages, the least recently released given back to the PMM first (unmapped,
- * with invlpg, and freed). A claim takes a page cached at its own address
- * with no page-table work at all; a page it needs elsewhere comes from the
- * cache's oldest page (moved: unmapped there, mapped here) before the PMM is
- * asked, so the cache never makes the footprint (claimed + cached) larger
- * than the claims alone would. The PMM drains the cache through its shrinker
- * before it reports no memory.
+ * Released pages stay mapped, their frames held, in the cache as runs of
+ * consecutive pages (one per release, up to CACHE_RUN_PAGES each): up to
+ * watermark pages in all, the least recently released given back to the
+ * PMM first (unmapped, with invlpg, and freed). A claim takes pages cached
+ * at its own addresses with no page-table work at all; pages it needs
+ * elsewhere take the frames of the oldest cached run (moved: unmapped
+ * there, mapped here) before the PMM is asked, so the cache never makes
+ * the footprint (claimed + cached) larger than the claims alone would. The
+ * PMM drains the cache through its shrinker before it reports no memory.
  *
- * Entries live in a fixed table: a hash on the virtual page (chains of
- * entry indices) to find a page, and a list in release order (oldest at the
- * head) to pick one. Index NO_ENTRY ends both; unused entries form a stack.
+ * Entries live in a fixed table: a hash on a run's first page (chains of
+ * entry indices) to find it, and a list in release order (oldest at the
+ * head) to pick one. A page inside a run is found by looking for runs that
+ * start at most CACHE_RUN_PAGES - 1 pages before it. Index NO_ENTRY ends
+ * both; unused entries form a stack. Every run has a page, so the table
+ * has an entry for each run the watermark allows.
  */
 #define NO_ENTRY 0xffffffffu
 #define CACHE_BUCKETS HEAP_CACHE_MAX_PAGES /* a power of two: chains of about one */
+#define CACHE_RUN_PAGES 64u
 
 static_assert((CACHE_BUCKETS & (CACHE_BUCKETS - 1)) == 0, "cache buckets: a power of two");
 
 struct cache_entry {
-    vaddr_t va;          /* the page, still mapped there */
+    vaddr_t va;          /* the run's first page; all of it still mapped */
+    uint32_t pages;      /* 1..CACHE_RUN_PAGES */
     uint32_t older;      /* release order: the previous and next entries */
     uint32_t newer;
     uint32_t chain;      /* next entry of the same bucket; free entries: next unused */
-    uint32_t reserved;
 };
 
 static struct cache_entry cache_entries[HEAP_CACHE_MAX_PAGES];
 static uint32_t cache_buckets[CACHE_BUCKETS];
 static uint32_t cache_oldest, cache_newest, cache_unused;
-static bool cache_ready;
+/* At least the pages of the longest run cached since the cache was last
+ * empty: how far back a page's run can start. */
+static uint32_t cache_longest;
+/* Set while the layer changes page tables or the cache itself: the shrinker
+ * then gives nothing (claims drain the cache themselves when the PMM runs
+ * out of page-table frames). */
+static bool cache_busy;
+
+/* The frames of the run being moved, mapped or unmapped (the heap is not
+ * reentrant). */
+static paddr_t run_frames[CACHE_RUN_PAGES];
 
 static uint32_t bucket_of(vaddr_t va)
 {
@@ -105,25 +120,54 @@ static void cache_init(uint64_t watermark)
         cache_entries[i].chain = i + 1 < HEAP_CACHE_MAX_PAGES ? i + 1 : NO_ENTRY;
     cache_unused = 0;
     cache_oldest = cache_newest = NO_ENTRY;
-    cache_ready = true;
 }
 
-/* The entry of the cached page va, unlinked from its chain and the release
- * order, and back on the unused stack; false if va is not cached. */
-static bool cache_take_at(vaddr_t va)
+/* The entry of the run that starts at va, or NO_ENTRY. */
+static uint32_t cache_find(vaddr_t va)
 {
-    uint32_t *link = &cache_buckets[bucket_of(va)];
-    struct cache_entry *e;
-    uint32_t i;
+    uint32_t i = cache_buckets[bucket_of(va)];
 
-    for (i = *link; i != NO_ENTRY; link = &e->chain, i = *link) {
-        e = &cache_entries[i];
-        if (e->va == va)
-            break;
+    while (i != NO_ENTRY && cache_entries[i].va != va)
+        i = cache_entries[i].chain;
+    return i;
+}
+
+/* The entry of the run holding the page va, or NO_ENTRY. */
+static uint32_t cache_find_page(vaddr_t va)
+{
+    for (uint32_t back = 0; back < cache_longest && va - back * PAGE_SIZE >= HEAP_BASE;
+         back++) {
+        uint32_t i = cache_find(va - back * PAGE_SIZE);
+
+        if (i != NO_ENTRY)
+            return cache_entries[i].pages > back ? i : NO_ENTRY;
     }
-    if (i == NO_ENTRY)
-        return false;
-    *link = e->chain;
+    return NO_ENTRY;
+}
+
+static void chain_unlink(uint32_t i)
+{
+    uint32_t *link = &cache_buckets[bucket_of(cache_entries[i].va)];
+
+    while (*link != i)
+        link = &cache_entries[*link].chain;
+    *link = cache_entries[i].chain;
+}
+
+static void chain_link(uint32_t i)
+{
+    uint32_t b = bucket_of(cache_entries[i].va);
+
+    cache_entries[i].chain = cache_buckets[b];
+    cache_buckets[b] = i;
+}
+
+/* Drops entry i (its pages are no longer cached) onto the unused stack. */
+static void cache_remove(uint32_t i)
+{
+    struct cache_entry *e = &cache_entries[i];
+
+    chain_unlink(i);
     if (e->older != NO_ENTRY)
         cache_entries[e->older].newer = e->newer;
     else
@@ -132,32 +176,26 @@ static bool cache_take_at(vaddr_t va)
         cache_entries[e->newer].older = e->older;
     else
         cache_newest = e->older;
+    heap_descriptor.cached_pages -= e->pages;
+    if (heap_descriptor.cached_pages == 0)
+        cache_longest = 0;
     e->chain = cache_unused;
     cache_unused = i;
-    heap_descriptor.cached_pages--;
-    return true;
 }
 
-static bool cache_has(vaddr_t va)
-{
-    for (uint32_t i = cache_buckets[bucket_of(va)]; i != NO_ENTRY; i = cache_entries[i].chain) {
-        if (cache_entries[i].va == va)
-            return true;
-    }
-    return false;
-}
-
-/* Adds the released page va (mapped; there is room: an unused entry). */
-static void cache_put(vaddr_t va)
+/* Caches the released run [va, va + pages) (mapped; pages <= CACHE_RUN_PAGES)
+ * as the newest. */
+static void cache_put(vaddr_t va, uint32_t pages)
 {
     uint32_t i = cache_unused;
     struct cache_entry *e = &cache_entries[i];
-    uint32_t b = bucket_of(va);
 
+    if (i == NO_ENTRY)
+        panic("heap_pages_release: page cache table full (heap=%s)", heap_name);
     cache_unused = e->chain;
     e->va = va;
-    e->chain = cache_buckets[b];
-    cache_buckets[b] = i;
+    e->pages = pages;
+    chain_link(i);
     e->older = cache_newest;
     e->newer = NO_ENTRY;
     if (cache_newest != NO_ENTRY)
@@ -165,7 +203,34 @@ static void cache_put(vaddr_t va)
     else
         cache_oldest = i;
     cache_newest = i;
-    heap_descriptor.cached_pages++;
+    heap_descriptor.cached_pages += pages;
+    if (pages > cache_longest)
+        cache_longest = pages;
+}
+
+/* Takes the first pages pages of run i (fewer than it has) out of the
+ * cache; the rest stays, in its place in release order. */
+static void cache_take_head(uint32_t i, uint32_t pages)
+{
+    struct cache_entry *e = &cache_entries[i];
+
+    chain_unlink(i);
+    e->va += (vaddr_t)pages * PAGE_SIZE;
+    e->pages -= pages;
+    chain_link(i);
+    heap_descriptor.cached_pages -= pages;
+}
+
+/* Splits run i at the page va inside it (not its first): the pages from va
+ * on become a run of their own. */
+static void cache_split(uint32_t i, vaddr_t va)
+{
+    struct cache_entry *e = &cache_entries[i];
+    uint32_t head = (uint32_t)((va - e->va) / PAGE_SIZE), tail = e->pages - head;
+
+    e->pages = head;
+    heap_descriptor.cached_pages -= tail;
+    cache_put(va, tail);
 }
 
 /* ---- Claimed pages -------------------------------------------------------------- */
@@ -173,7 +238,8 @@ static void cache_put(vaddr_t va)
 bool heap_page_claimed(vaddr_t va)
 {
     va &= ~(vaddr_t)(PAGE_SIZE - 1);
-    return vmm_translate(vmm_kernel_root(), va) != VMM_NO_TRANSLATION && !cache_has(va);
+    return vmm_translate(vmm_kernel_root(), va) != VMM_NO_TRANSLATION &&
+           cache_find_page(va) == NO_ENTRY;
 }
 
 static void count_pages(int64_t delta)
@@ -183,146 +249,221 @@ static void count_pages(int64_t delta)
         heap_descriptor.peak_pages = heap_descriptor.pages;
 }
 
-/* Pages are unmapped in runs of at most HEAP_RUN_PAGES: one vmm_unmap
- * (which prunes each emptied table once) and the frames freed in
- * physically contiguous stretches. Mapping goes page by page, so vmm_map
- * never makes a large entry that a partial unmap would have to split. */
-#define HEAP_RUN_PAGES 64
-
-/* The frames of the run being unmapped (the heap is not reentrant). */
-static paddr_t run_frames[HEAP_RUN_PAGES];
-
-/* Unmaps a run of pages (invlpg for each: vmm_unmap) and frees their
- * frames, physically contiguous stretches at once; counts them off the
- * footprint. */
-static void unmap_run(vaddr_t va, size_t pages)
+/* Frees frames[0..n) to the PMM, physically contiguous stretches at once,
+ * and counts them off the footprint. */
+static void free_frames(const paddr_t *frames, size_t n)
 {
-    paddr_t *pa = run_frames;
     size_t start = 0;
 
-    for (size_t i = 0; i < pages; i++) {
-        pa[i] = vmm_translate(vmm_kernel_root(), va + i * PAGE_SIZE);
-        if (pa[i] == VMM_NO_TRANSLATION)
-            panic("heap_pages_release: 0x%lx not mapped (heap=%s)", va + i * PAGE_SIZE,
-                  heap_name);
+    for (size_t i = 0; i < n; i++) {
+        if (i + 1 < n && frames[i + 1] == frames[i] + PAGE_SIZE)
+            continue;
+        if (i == start)
+            pmm_free(frames[start]);
+        else
+            pmm_free_contiguous(frames[start], i + 1 - start);
+        start = i + 1;
     }
-    if (vmm_unmap(vmm_kernel_root(), va, pages) != VMM_OK)
-        panic("heap_pages_release: cannot unmap 0x%lx (heap=%s)", va, heap_name);
-    for (size_t i = 0; i < pages; i++) {
-        bool run_ends = i + 1 == pages || pa[i + 1] != pa[i] + PAGE_SIZE;
-
-        if (run_ends && i == start)
-            pmm_free(pa[start]);
-        else if (run_ends)
-            pmm_free_contiguous(pa[start], i + 1 - start);
-        if (run_ends)
-            start = i + 1;
-    }
-    count_pages(-(int64_t)pages);
+    count_pages(-(int64_t)n);
 }
 
-/* Gives the oldest cached page back to the PMM; false if none is cached. */
-static bool cache_evict_oldest(void)
+/* Unmaps [va, va + pages) (invlpg for each), their frames into frames[];
+ * panics (naming fn) if a page is not mapped. */
+static void unmap_into(vaddr_t va, size_t pages, paddr_t *frames, const char *fn)
 {
-    vaddr_t va;
+    if (vmm_unmap_frames(vmm_kernel_root(), va, pages, frames) != VMM_OK)
+        panic("%s: 0x%lx + %lu pages not mapped (heap=%s)", fn, va, pages, heap_name);
+}
+
+/* Takes up to pages pages from the end of the oldest run out of the cache,
+ * unmapped, their frames in frames[]; how many (0: the cache is empty). */
+static size_t cache_take_oldest(size_t pages, paddr_t *frames, const char *fn)
+{
+    struct cache_entry *e;
+    uint32_t n;
 
     if (cache_oldest == NO_ENTRY)
-        return false;
-    va = cache_entries[cache_oldest].va;
-    cache_take_at(va);
-    unmap_run(va, 1);
-    return true;
+        return 0;
+    e = &cache_entries[cache_oldest];
+    n = e->pages < pages ? e->pages : (uint32_t)pages;
+    unmap_into(e->va + (vaddr_t)(e->pages - n) * PAGE_SIZE, n, frames, fn);
+    if (n == e->pages) {
+        cache_remove(cache_oldest);
+    } else {
+        e->pages -= n;
+        heap_descriptor.cached_pages -= n;
+    }
+    return n;
 }
 
-/* The PMM's shrinker: every cached page back to the PMM. */
+/* Gives the oldest cached pages back to the PMM until the cache holds at
+ * most keep pages; how many went. */
+static size_t cache_trim(uint64_t keep)
+{
+    size_t freed = 0;
+
+    while (heap_descriptor.cached_pages > keep) {
+        uint64_t excess = heap_descriptor.cached_pages - keep;
+        size_t n = cache_take_oldest(excess < CACHE_RUN_PAGES ? excess : CACHE_RUN_PAGES,
+                                     run_frames, "heap_pages_release");
+
+        free_frames(run_frames, n);
+        freed += n;
+    }
+    return freed;
+}
+
+/* The PMM's shrinker: every cached page back to the PMM (none while the
+ * layer is in the middle of its own page-table work). */
 static size_t cache_drain(void)
 {
-    size_t frames = 0;
+    size_t freed;
 
-    while (cache_evict_oldest())
-        frames++;
-    return frames;
+    if (cache_busy)
+        return 0;
+    cache_busy = true;
+    freed = cache_trim(0);
+    cache_busy = false;
+    return freed;
 }
 
-/* The frame for a page claimed at va that the cache does not hold there:
- * the oldest cached page's, unmapped where it was, else a new one from the
- * PMM (counted on the footprint); 0 if neither has one. */
-static paddr_t frame_for_claim(void)
+/* Frames for pages pages (at most CACHE_RUN_PAGES) in run_frames: moved
+ * from the oldest cached runs, else new from the PMM (counted on the
+ * footprint); how many it found. */
+static size_t gather_frames(size_t pages)
 {
-    vaddr_t old;
-    paddr_t pa;
+    size_t got = 0;
 
-    if (cache_oldest == NO_ENTRY) {
-        pa = pmm_alloc();
-        if (pa != 0)
-            count_pages(1);
-        return pa;
+    while (got < pages && cache_oldest != NO_ENTRY)
+        got += cache_take_oldest(pages - got, run_frames + got, "heap_pages_claim");
+    for (; got < pages; got++) {
+        paddr_t pa = pmm_alloc();
+
+        if (pa == 0)
+            break;
+        run_frames[got] = pa;
+        count_pages(1);
     }
-    old = cache_entries[cache_oldest].va;
-    cache_take_at(old);
-    pa = vmm_translate(vmm_kernel_root(), old);
-    if (pa == VMM_NO_TRANSLATION || vmm_unmap(vmm_kernel_root(), old, 1) != VMM_OK)
-        panic("heap_pages_claim: cached page 0x%lx not mapped (heap=%s)", old, heap_name);
-    return pa;
+    return got;
 }
 
-/* Claims the one page at va: from the cache at va, or a frame mapped
- * there. HEAP_OK, or HEAP_NO_MEMORY with nothing claimed. */
-static enum heap_status claim_page(vaddr_t va)
+/* Maps pages pages at va (none mapped, at most CACHE_RUN_PAGES) with frames
+ * from gather_frames; how many (0: no memory, nothing mapped). */
+static size_t map_new(vaddr_t va, size_t pages)
 {
-    paddr_t pa;
+    size_t got = gather_frames(pages);
     int status;
 
-    if (cache_take_at(va))
-        return HEAP_OK;
-    pa = frame_for_claim();
-    if (pa == 0)
-        return HEAP_NO_MEMORY;
-    status = vmm_map(vmm_kernel_root(), va, pa, 1, VM_WRITE | VM_GLOBAL);
+    if (got == 0)
+        return 0;
+    status = vmm_map_frames(vmm_kernel_root(), va, run_frames, got, VM_WRITE | VM_GLOBAL);
     if (status == VMM_ALREADY_MAPPED)
         panic("heap_pages_claim: 0x%lx already mapped (heap=%s)", va, heap_name);
     if (status != VMM_OK) {
-        pmm_free(pa);
-        count_pages(-1);
-        return HEAP_NO_MEMORY;
+        free_frames(run_frames, got);
+        return 0;
     }
-    return HEAP_OK;
+    return got;
 }
 
 /* Puts the claimed pages [va, va + pages) in the cache, giving the oldest
- * back to the PMM beyond the watermark. */
+ * back to the PMM first as far as the watermark needs room (so the cache's
+ * table always has an entry); of a run larger than the watermark, the
+ * pages beyond it are unmapped at once. */
 static void release_pages(vaddr_t va, size_t pages)
 {
-    for (size_t done = 0; heap_descriptor.cache_watermark == 0 && done < pages;
-         done += HEAP_RUN_PAGES)
-        unmap_run(va + done * PAGE_SIZE,
-                  pages - done < HEAP_RUN_PAGES ? pages - done : HEAP_RUN_PAGES);
-    for (size_t i = 0; heap_descriptor.cache_watermark != 0 && i < pages; i++) {
-        if (heap_descriptor.cached_pages == heap_descriptor.cache_watermark)
-            cache_evict_oldest();
-        cache_put(va + i * PAGE_SIZE);
+    uint64_t watermark = heap_descriptor.cache_watermark;
+
+    for (size_t done = 0; done < pages;) {
+        size_t n = pages - done < CACHE_RUN_PAGES ? pages - done : CACHE_RUN_PAGES;
+
+        if (n > watermark) { /* more than the cache keeps: the first pages go */
+            size_t gone = n - watermark;
+
+            unmap_into(va + done * PAGE_SIZE, gone, run_frames, "heap_pages_release");
+            free_frames(run_frames, gone);
+            done += gone;
+            n -= gone;
+        }
+        if (n > 0) {
+            cache_trim(watermark - n);
+            cache_put(va + done * PAGE_SIZE, (uint32_t)n);
+        }
+        done += n;
     }
+}
+
+/* Claims [va, va + pages): runs cached there are taken as they are, the
+ * pages between them mapped with frames moved or new; the number claimed
+ * from va on (fewer than pages: out of memory). */
+static size_t claim_pages(vaddr_t va, size_t pages)
+{
+    size_t done = 0;
+    bool drained = false;
+
+    while (done < pages) {
+        vaddr_t at = va + done * PAGE_SIZE;
+        size_t left = pages - done;
+        uint32_t i = cache_find(at);
+        size_t n;
+
+        if (i != NO_ENTRY) { /* cached here: no page-table work */
+            n = cache_entries[i].pages;
+            if (n > left) {
+                n = left;
+                cache_take_head(i, (uint32_t)n);
+            } else {
+                cache_remove(i);
+            }
+        } else if ((n = vmm_unmapped_prefix(vmm_kernel_root(), at,
+                                            left < CACHE_RUN_PAGES ? left : CACHE_RUN_PAGES))
+                   == 0) {
+            i = cache_find_page(at); /* inside a cached run: split it there */
+            if (i == NO_ENTRY)
+                panic("heap_pages_claim: 0x%lx already mapped (heap=%s)", at, heap_name);
+            cache_split(i, at);
+        } else if ((n = map_new(at, n)) == 0) {
+            if (drained)
+                break; /* no frame or page table, the cache drained already */
+            cache_trim(0); /* what the shrinker could not give inside the walk */
+            drained = true;
+        }
+        done += n;
+    }
+    return done;
 }
 
 enum heap_status heap_pages_claim(vaddr_t va, size_t pages)
 {
+    size_t done;
+
     if (!heap_in_range(va) || (va & (PAGE_SIZE - 1)) != 0 ||
         pages > (HEAP_END - va) / PAGE_SIZE)
         panic("heap_pages_claim: 0x%lx + %lu pages is not in the heap (heap=%s)", va, pages,
               heap_name);
-    for (size_t i = 0; i < pages; i++) {
-        if (claim_page(va + i * PAGE_SIZE) != HEAP_OK) {
-            release_pages(va, i);
-            return HEAP_NO_MEMORY;
-        }
-    }
+    cache_busy = true;
+    done = claim_pages(va, pages);
+    if (done < pages)
+        release_pages(va, done);
+    cache_busy = false;
+    if (done < pages)
+        return HEAP_NO_MEMORY;
     heap_poison((void *)va, pages * PAGE_SIZE);
     return HEAP_OK;
 }
 
 void heap_pages_release(vaddr_t va, size_t pages)
 {
+    if (heap_debug_state == HEAP_DEBUG_ON) {
+        for (size_t i = 0; i < pages; i++) {
+            if (!heap_page_claimed(va + i * PAGE_SIZE))
+                panic("heap_pages_release: 0x%lx not claimed (heap=%s)", va + i * PAGE_SIZE,
+                      heap_name);
+        }
+    }
+    cache_busy = true;
     release_pages(va, pages);
+    cache_busy = false;
 }
 
 /* ---- The footprint (heap.h) ----------------------------------------------------- */

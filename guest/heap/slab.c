@@ -217,7 +217,7 @@ void slab_now_empty(struct slab_cache *c, struct slab *s)
     vaddr_t base = slab_base(c, s);
     uint64_t slot = (base - c->window) / c->slot_bytes;
 
-    if (c->spare == NULL || c->spare->free != c->capacity) {
+    if (c->pages == 1 && (c->spare == NULL || c->spare->free != c->capacity)) {
         c->spare = s;
         return;
     }

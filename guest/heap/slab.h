@@ -87,10 +87,13 @@ void slab_setup(const uint32_t *sizes, size_t count);
  * memory). slab_now_full: s has no free object left; moves it to the full
  * list and returns p. slab_free_was_full: s was full and got one object
  * back; moves it to the partial list. slab_now_empty: s got its last
- * object back and is not the spare: it becomes the spare (it stays on the
- * partial list) unless the spare is still empty, and then it is unmapped
- * and its pages go back to the PMM. The spare pointer is lazy: the slab
- * it names may have been allocated from since.
+ * object back and is not the spare: a slab of one page becomes the spare
+ * (it stays on the partial list) unless the spare is still empty;
+ * otherwise its pages go back to the page layer (a spare of several pages
+ * would hold memory out of every other claim's reach, while released
+ * pages wait in the page cache, ready for this class or any other). The
+ * spare pointer is lazy: the slab it names may have been allocated from
+ * since.
  */
 void *slab_alloc_slow(struct slab_cache *c);
 void *slab_now_full(struct slab_cache *c, struct slab *s, void *p);

@@ -375,35 +375,146 @@ static void clear_range(pml4_t *root, vaddr_t va, uint64_t bytes)
     }
 }
 
-/* vmm_map of one 4 KiB page (valid arguments): one walk that creates the
- * tables missing on the way (the heap maps page by page). */
-static int map_one(pml4_t *root, vaddr_t va, paddr_t pa, vm_flags_t flags)
+/* The 4 KiB leaf table holding va's entry, creating the tables missing
+ * above it; NULL with *status VMM_ALREADY_MAPPED (a large leaf covers va)
+ * or VMM_NO_MEMORY. */
+static uint64_t *leaf_table_create(pml4_t *root, vaddr_t va, vm_flags_t flags, int *status)
 {
     uint64_t *table = root->entry;
-    uint64_t *e;
 
     for (int l = LEVEL_TOP; l > 0; l--) {
-        e = &table[index_of(va, l)];
-        if ((*e & PTE_PRESENT) && is_leaf(*e, l))
-            return VMM_ALREADY_MAPPED;
+        uint64_t *e = &table[index_of(va, l)];
+
+        if ((*e & PTE_PRESENT) && is_leaf(*e, l)) {
+            *status = VMM_ALREADY_MAPPED;
+            return NULL;
+        }
         if (!(*e & PTE_PRESENT)) {
             paddr_t t = table_alloc();
 
             if (t == 0) {
-                prune(root, va); /* tables created on the way, now empty */
-                return VMM_NO_MEMORY;
+                *status = VMM_NO_MEMORY;
+                return NULL;
             }
             *e = t | TABLE_ENTRY;
+            if (l == LEVEL_TOP && root == kernel_root && in_kernel_half(va))
+                kernel_half_generation++;
         }
-        if (flags & VM_USER)
-            *e |= PTE_USER;
+        if ((flags & VM_USER) || va < VMM_USER_END)
+            *e |= PTE_USER; /* user-half tables: the leaves alone decide */
         table = table_of(*e);
     }
-    e = &table[index_of(va, 0)];
-    if (*e & PTE_PRESENT)
-        return VMM_ALREADY_MAPPED;
-    *e = pa | leaf_bits(flags, 0);
+    return table;
+}
+
+/* The 4 KiB leaf table holding va's entry; NULL if there is none. */
+static uint64_t *leaf_table(pml4_t *root, vaddr_t va)
+{
+    struct walk w = walk(root, va);
+
+    if (w.level != 0)
+        return NULL;
+    return w.entry - index_of(va, 0);
+}
+
+/* Entries of the leaf table holding va's entry from it on, at most left. */
+static size_t table_stretch(vaddr_t va, size_t left)
+{
+    size_t room = ENTRIES - index_of(va, 0);
+
+    return room < left ? room : left;
+}
+
+int vmm_map_frames(pml4_t *root, vaddr_t va, const paddr_t *frames, size_t pages,
+                   vm_flags_t flags)
+{
+    uint64_t bits = leaf_bits(flags, 0);
+    size_t done = 0;
+
+    if (!valid_range(va, pages))
+        return VMM_BAD_ADDRESS;
+    for (size_t i = 0; i < pages; i++) {
+        if ((frames[i] & ~PTE_ADDR) != 0)
+            return VMM_BAD_ADDRESS;
+    }
+    while (done < pages) {
+        vaddr_t at = va + done * PAGE_SIZE;
+        size_t n = table_stretch(at, pages - done), first = index_of(at, 0);
+        int status = VMM_OK;
+        uint64_t *table = leaf_table_create(root, at, flags, &status);
+
+        for (size_t i = 0; table != NULL && i < n; i++) {
+            if (table[first + i] & PTE_PRESENT) {
+                status = VMM_ALREADY_MAPPED;
+                table = NULL;
+            }
+        }
+        if (table == NULL) {
+            prune(root, at); /* tables created on the way, now empty */
+            if (done > 0)
+                clear_range(root, va, done * PAGE_SIZE);
+            return status;
+        }
+        for (size_t i = 0; i < n; i++)
+            table[first + i] = frames[done + i] | bits;
+        done += n;
+    }
     return VMM_OK;
+}
+
+int vmm_unmap_frames(pml4_t *root, vaddr_t va, size_t pages, paddr_t *frames)
+{
+    if (!valid_range(va, pages))
+        return VMM_BAD_ADDRESS;
+    for (size_t done = 0; done < pages;) { /* validate first */
+        vaddr_t at = va + done * PAGE_SIZE;
+        size_t n = table_stretch(at, pages - done), first = index_of(at, 0);
+        uint64_t *table = leaf_table(root, at);
+
+        for (size_t i = 0; i < n; i++) {
+            if (table == NULL || !(table[first + i] & PTE_PRESENT))
+                return VMM_NOT_MAPPED;
+            frames[done + i] = table[first + i] & PTE_ADDR;
+        }
+        done += n;
+    }
+    for (size_t done = 0; done < pages;) {
+        vaddr_t at = va + done * PAGE_SIZE;
+        size_t n = table_stretch(at, pages - done), first = index_of(at, 0);
+        uint64_t *table = leaf_table(root, at);
+
+        for (size_t i = 0; i < n; i++) {
+            table[first + i] = 0;
+#if PLANT_BUG != 3 /* planted bug 3: the TLB keeps the old translation */
+            invlpg(at + i * PAGE_SIZE);
+#endif
+        }
+        prune(root, at); /* once per table */
+        done += n;
+    }
+    return VMM_OK;
+}
+
+size_t vmm_unmapped_prefix(pml4_t *root, vaddr_t va, size_t pages)
+{
+    size_t n = 0;
+
+    while (n < pages) {
+        vaddr_t at = va + n * PAGE_SIZE;
+        struct walk w = walk(root, at);
+
+        if (*w.entry & PTE_PRESENT)
+            return n;
+        if (w.level > 0) {
+            n += walk_extent(at, w.level) / PAGE_SIZE;
+            continue;
+        }
+        for (size_t i = 0, left = table_stretch(at, pages - n); i < left; i++, n++) {
+            if (w.entry[i] & PTE_PRESENT)
+                return n;
+        }
+    }
+    return pages;
 }
 
 int vmm_map(pml4_t *root, vaddr_t va, paddr_t pa, size_t pages, vm_flags_t flags)
@@ -415,7 +526,7 @@ int vmm_map(pml4_t *root, vaddr_t va, paddr_t pa, size_t pages, vm_flags_t flags
         pa + bytes < pa || ((pa + bytes - 1) & ~PTE_ADDR & ~(PAGE_SIZE - 1)) != 0)
         return VMM_BAD_ADDRESS;
     if (pages == 1)
-        return map_one(root, va, pa, flags);
+        return vmm_map_frames(root, va, &pa, 1, flags);
     if (!range_is(root, va, bytes, ALL_UNMAPPED))
         return VMM_ALREADY_MAPPED;
     while (done < bytes) {

@@ -83,6 +83,24 @@ int vmm_map(pml4_t *root, vaddr_t va, paddr_t pa, size_t pages, vm_flags_t flags
 int vmm_unmap(pml4_t *root, vaddr_t va, size_t pages);
 
 /*
+ * The page-array forms, for callers that move frames between addresses
+ * (the heap's page cache): 4 KiB leaves only, one walk per page table.
+ *
+ * vmm_map_frames maps frames[i] (page aligned) at va + i pages, i < pages;
+ * errors and rollback as for vmm_map.
+ * vmm_unmap_frames removes the mappings of pages pages at va, each a 4 KiB
+ * leaf (else VMM_NOT_MAPPED and nothing changes), with an invlpg for each,
+ * stores their frames in frames[] (the caller frees them) and frees
+ * page-table pages left empty.
+ * vmm_unmapped_prefix counts the pages from va on, at most pages, before
+ * the first mapped one.
+ */
+int vmm_map_frames(pml4_t *root, vaddr_t va, const paddr_t *frames, size_t pages,
+                   vm_flags_t flags);
+int vmm_unmap_frames(pml4_t *root, vaddr_t va, size_t pages, paddr_t *frames);
+size_t vmm_unmapped_prefix(pml4_t *root, vaddr_t va, size_t pages);
+
+/*
  * Gives every page of the range the permissions flags (same physical
  * pages), with an invlpg for every entry that changes. Errors as for
  * vmm_unmap; on error no permission has changed.
