@@ -14,11 +14,9 @@
 /* The window of the large runs: the list heap's (chained never uses it). */
 #define LARGE_BASE (HEAP_BASE + PAGE_SIZE)
 #define LARGE_END (HEAP_BASE + HEAP_WINDOW - PAGE_SIZE)
-/* Runs of at most this many pages (1 MiB); larger blocks go to the buddy heap. */
+/* Blocks of at most this many pages (1 MiB); larger ones go to the buddy heap. */
 #define LARGE_MAX_PAGES 256u
-/* The bytes before each payload (the run's header). */
-#define LARGE_HEAD_BYTES 16u
-#define LARGE_MAX_SIZE ((size_t)LARGE_MAX_PAGES * PAGE_SIZE - LARGE_HEAD_BYTES)
+#define LARGE_MAX_SIZE ((size_t)LARGE_MAX_PAGES * PAGE_SIZE)
 
 static inline bool large_owns(const void *p)
 {
@@ -26,7 +24,7 @@ static inline bool large_owns(const void *p)
 }
 
 void large_init(void);
-/* size bytes (1..LARGE_MAX_SIZE), 16-byte aligned; NULL if out of memory. */
+/* size bytes (1..LARGE_MAX_SIZE), page aligned; NULL if out of memory. */
 void *large_alloc(size_t size);
 /* p large_owns; panics (heap_fail) on a double or invalid free it can see. */
 void large_free(void *p);

@@ -271,7 +271,7 @@ static void free_frames(const paddr_t *frames, size_t n)
  * panics (naming fn) if a page is not mapped. */
 static void unmap_into(vaddr_t va, size_t pages, paddr_t *frames, const char *fn)
 {
-    if (vmm_unmap_frames(vmm_kernel_root(), va, pages, frames) != VMM_OK)
+    if (vmm_unmap_frames(vmm_kernel_root(), va, pages, frames, VMM_KEEP_TABLES) != VMM_OK)
         panic("%s: 0x%lx + %lu pages not mapped (heap=%s)", fn, va, pages, heap_name);
 }
 
@@ -393,36 +393,57 @@ static void release_pages(vaddr_t va, size_t pages)
     }
 }
 
+/* Takes the cached pages from at on, at most left: the run cached at at
+ * (its head), or none; how many. */
+static size_t take_cached(vaddr_t at, size_t left)
+{
+    uint32_t i = cache_find(at);
+    size_t n;
+
+    if (i == NO_ENTRY)
+        return 0;
+    n = cache_entries[i].pages;
+    if (n <= left) {
+        cache_remove(i);
+        return n;
+    }
+    cache_take_head(i, (uint32_t)left);
+    return left;
+}
+
+/* The pages from at on, at most left (and CACHE_RUN_PAGES), before the
+ * first mapped one; 0 when at itself is mapped: then it is inside a cached
+ * run, which is split there (panics if at is claimed). */
+static size_t unmapped_from(vaddr_t at, size_t left)
+{
+    size_t n = left < CACHE_RUN_PAGES ? left : CACHE_RUN_PAGES;
+    uint32_t i;
+
+    if (cache_oldest == NO_ENTRY) /* nothing but claimed pages is mapped */
+        return n;
+    n = vmm_unmapped_prefix(vmm_kernel_root(), at, n);
+    if (n > 0)
+        return n;
+    i = cache_find_page(at);
+    if (i == NO_ENTRY)
+        panic("heap_pages_claim: 0x%lx already mapped (heap=%s)", at, heap_name);
+    cache_split(i, at);
+    return 0;
+}
+
 /* Claims [va, va + pages): runs cached there are taken as they are, the
  * pages between them mapped with frames moved or new; the number claimed
  * from va on (fewer than pages: out of memory). */
 static size_t claim_pages(vaddr_t va, size_t pages)
 {
-    size_t done = 0;
+    size_t done = 0, n;
     bool drained = false;
 
     while (done < pages) {
         vaddr_t at = va + done * PAGE_SIZE;
-        size_t left = pages - done;
-        uint32_t i = cache_find(at);
-        size_t n;
 
-        if (i != NO_ENTRY) { /* cached here: no page-table work */
-            n = cache_entries[i].pages;
-            if (n > left) {
-                n = left;
-                cache_take_head(i, (uint32_t)n);
-            } else {
-                cache_remove(i);
-            }
-        } else if ((n = vmm_unmapped_prefix(vmm_kernel_root(), at,
-                                            left < CACHE_RUN_PAGES ? left : CACHE_RUN_PAGES))
-                   == 0) {
-            i = cache_find_page(at); /* inside a cached run: split it there */
-            if (i == NO_ENTRY)
-                panic("heap_pages_claim: 0x%lx already mapped (heap=%s)", at, heap_name);
-            cache_split(i, at);
-        } else if ((n = map_new(at, n)) == 0) {
+        if ((n = take_cached(at, pages - done)) == 0 &&
+            (n = unmapped_from(at, pages - done)) != 0 && (n = map_new(at, n)) == 0) {
             if (drained)
                 break; /* no frame or page table, the cache drained already */
             cache_trim(0); /* what the shrinker could not give inside the walk */

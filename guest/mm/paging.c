@@ -462,7 +462,8 @@ int vmm_map_frames(pml4_t *root, vaddr_t va, const paddr_t *frames, size_t pages
     return VMM_OK;
 }
 
-int vmm_unmap_frames(pml4_t *root, vaddr_t va, size_t pages, paddr_t *frames)
+int vmm_unmap_frames(pml4_t *root, vaddr_t va, size_t pages, paddr_t *frames,
+                     enum vmm_tables tables)
 {
     if (!valid_range(va, pages))
         return VMM_BAD_ADDRESS;
@@ -489,7 +490,8 @@ int vmm_unmap_frames(pml4_t *root, vaddr_t va, size_t pages, paddr_t *frames)
             invlpg(at + i * PAGE_SIZE);
 #endif
         }
-        prune(root, at); /* once per table */
+        if (tables == VMM_PRUNE)
+            prune(root, at); /* once per table */
         done += n;
     }
     return VMM_OK;

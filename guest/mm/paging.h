@@ -90,14 +90,21 @@ int vmm_unmap(pml4_t *root, vaddr_t va, size_t pages);
  * errors and rollback as for vmm_map.
  * vmm_unmap_frames removes the mappings of pages pages at va, each a 4 KiB
  * leaf (else VMM_NOT_MAPPED and nothing changes), with an invlpg for each,
- * stores their frames in frames[] (the caller frees them) and frees
- * page-table pages left empty.
+ * and stores their frames in frames[] (the caller frees them); with
+ * VMM_PRUNE it frees page-table pages left empty, with VMM_KEEP_TABLES it
+ * keeps them for the next mapping there (a window whose addresses are
+ * mapped again and again: the heap).
  * vmm_unmapped_prefix counts the pages from va on, at most pages, before
  * the first mapped one.
  */
 int vmm_map_frames(pml4_t *root, vaddr_t va, const paddr_t *frames, size_t pages,
                    vm_flags_t flags);
-int vmm_unmap_frames(pml4_t *root, vaddr_t va, size_t pages, paddr_t *frames);
+enum vmm_tables {
+    VMM_PRUNE = 0,
+    VMM_KEEP_TABLES = 1,
+};
+int vmm_unmap_frames(pml4_t *root, vaddr_t va, size_t pages, paddr_t *frames,
+                     enum vmm_tables tables);
 size_t vmm_unmapped_prefix(pml4_t *root, vaddr_t va, size_t pages);
 
 /*
