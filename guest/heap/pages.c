@@ -332,18 +332,19 @@ static size_t cache_drain(void)
  * footprint); how many it found. */
 static size_t gather_frames(size_t pages)
 {
-    size_t got = 0;
+    size_t got = 0, moved;
 
     while (got < pages && cache_oldest != NO_ENTRY)
         got += cache_take_oldest(pages - got, run_frames + got, "heap_pages_claim");
+    moved = got;
     for (; got < pages; got++) {
         paddr_t pa = pmm_alloc();
 
         if (pa == 0)
             break;
         run_frames[got] = pa;
-        count_pages(1);
     }
+    count_pages((int64_t)(got - moved)); /* once: the peak is the same */
     return got;
 }
 
@@ -374,6 +375,10 @@ static void release_pages(vaddr_t va, size_t pages)
 {
     uint64_t watermark = heap_descriptor.cache_watermark;
 
+    if (pages <= CACHE_RUN_PAGES && heap_descriptor.cached_pages + pages <= watermark) {
+        cache_put(va, (uint32_t)pages); /* room without giving any back */
+        return;
+    }
     for (size_t done = 0; done < pages;) {
         size_t n = pages - done < CACHE_RUN_PAGES ? pages - done : CACHE_RUN_PAGES;
 

@@ -221,8 +221,38 @@ static __attribute__((noinline)) paddr_t table_alloc(void)
     return pa;
 }
 
+/* The kernel-half leaf tables vmm_map_frames and vmm_unmap_frames used
+ * last, direct-mapped by the 2 MiB they map (a window mapped and unmapped
+ * run by run, as the heap's, finds them without a walk); all forgotten
+ * when any table is freed. */
+#define LEAF_TABLE_SHIFT (PAGE_SHIFT + 9)
+#define LEAF_CACHE_SLOTS 16u
+
+static struct leaf_slot {
+    pml4_t *root;
+    vaddr_t span;       /* va >> LEAF_TABLE_SHIFT of the 2 MiB it maps */
+    uint64_t *table;    /* NULL: empty */
+} leaf_cache[LEAF_CACHE_SLOTS];
+
+static struct leaf_slot *leaf_slot(vaddr_t va)
+{
+    return &leaf_cache[(va >> LEAF_TABLE_SHIFT) % LEAF_CACHE_SLOTS];
+}
+
+/* The remembered leaf table of va's 2 MiB in root, or NULL. */
+static uint64_t *leaf_cached(pml4_t *root, vaddr_t va)
+{
+    struct leaf_slot *slot = leaf_slot(va);
+
+    if (slot->root == root && slot->span == va >> LEAF_TABLE_SHIFT)
+        return slot->table;
+    return NULL;
+}
+
 static void table_free(uint64_t *table)
 {
+    for (unsigned i = 0; i < LEAF_CACHE_SLOTS; i++)
+        leaf_cache[i].table = NULL;
     table_frames--;
     pmm_free(virt_to_phys(table));
 }
@@ -375,13 +405,28 @@ static void clear_range(pml4_t *root, vaddr_t va, uint64_t bytes)
     }
 }
 
+/* Remembers table as the leaf table of va's 2 MiB in root (kernel half
+ * only: user tables come and go with their address spaces). */
+static void remember_leaf(pml4_t *root, vaddr_t va, uint64_t *table)
+{
+    struct leaf_slot *slot = leaf_slot(va);
+
+    if (!in_kernel_half(va))
+        return;
+    slot->root = root;
+    slot->span = va >> LEAF_TABLE_SHIFT;
+    slot->table = table;
+}
+
 /* The 4 KiB leaf table holding va's entry, creating the tables missing
  * above it; NULL with *status VMM_ALREADY_MAPPED (a large leaf covers va)
  * or VMM_NO_MEMORY. */
 static uint64_t *leaf_table_create(pml4_t *root, vaddr_t va, vm_flags_t flags, int *status)
 {
-    uint64_t *table = root->entry;
+    uint64_t *table = root->entry, *known = leaf_cached(root, va);
 
+    if (known != NULL && !(flags & VM_USER))
+        return known;
     for (int l = LEVEL_TOP; l > 0; l--) {
         uint64_t *e = &table[index_of(va, l)];
 
@@ -404,16 +449,22 @@ static uint64_t *leaf_table_create(pml4_t *root, vaddr_t va, vm_flags_t flags, i
             *e |= PTE_USER; /* user-half tables: the leaves alone decide */
         table = table_of(*e);
     }
+    remember_leaf(root, va, table);
     return table;
 }
 
 /* The 4 KiB leaf table holding va's entry; NULL if there is none. */
 static uint64_t *leaf_table(pml4_t *root, vaddr_t va)
 {
-    struct walk w = walk(root, va);
+    uint64_t *known = leaf_cached(root, va);
+    struct walk w;
 
+    if (known != NULL)
+        return known;
+    w = walk(root, va);
     if (w.level != 0)
         return NULL;
+    remember_leaf(root, va, w.entry - index_of(va, 0));
     return w.entry - index_of(va, 0);
 }
 
@@ -423,6 +474,16 @@ static size_t table_stretch(vaddr_t va, size_t left)
     size_t room = ENTRIES - index_of(va, 0);
 
     return room < left ? room : left;
+}
+
+/* True if no entry of e[0..n) is present. */
+static bool entries_clear(const uint64_t *e, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (e[i] & PTE_PRESENT)
+            return false;
+    }
+    return true;
 }
 
 int vmm_map_frames(pml4_t *root, vaddr_t va, const paddr_t *frames, size_t pages,
@@ -437,63 +498,70 @@ int vmm_map_frames(pml4_t *root, vaddr_t va, const paddr_t *frames, size_t pages
         if ((frames[i] & ~PTE_ADDR) != 0)
             return VMM_BAD_ADDRESS;
     }
-    while (done < pages) {
+    do { /* a stretch of one leaf table at a time */
         vaddr_t at = va + done * PAGE_SIZE;
-        size_t n = table_stretch(at, pages - done), first = index_of(at, 0);
-        int status = VMM_OK;
+        size_t n = table_stretch(at, pages - done);
+        int status = VMM_ALREADY_MAPPED;
         uint64_t *table = leaf_table_create(root, at, flags, &status);
+        uint64_t *e = table != NULL ? table + index_of(at, 0) : NULL;
 
-        for (size_t i = 0; table != NULL && i < n; i++) {
-            if (table[first + i] & PTE_PRESENT) {
-                status = VMM_ALREADY_MAPPED;
-                table = NULL;
-            }
-        }
-        if (table == NULL) {
+        if (e == NULL || !entries_clear(e, n)) {
             prune(root, at); /* tables created on the way, now empty */
             if (done > 0)
                 clear_range(root, va, done * PAGE_SIZE);
             return status;
         }
         for (size_t i = 0; i < n; i++)
-            table[first + i] = frames[done + i] | bits;
+            e[i] = frames[done + i] | bits;
         done += n;
-    }
+    } while (done < pages);
     return VMM_OK;
+}
+
+/* Clears e[0..n), the entries of the pages from at on, with an invlpg for
+ * each. */
+static void clear_entries(uint64_t *e, size_t n, vaddr_t at)
+{
+    for (size_t i = 0; i < n; i++) {
+        e[i] = 0;
+#if PLANT_BUG != 3 /* planted bug 3: the TLB keeps the old translation */
+        invlpg(at + i * PAGE_SIZE);
+#endif
+    }
 }
 
 int vmm_unmap_frames(pml4_t *root, vaddr_t va, size_t pages, paddr_t *frames,
                      enum vmm_tables tables)
 {
+    size_t done = 0;
+
     if (!valid_range(va, pages))
         return VMM_BAD_ADDRESS;
-    for (size_t done = 0; done < pages;) { /* validate first */
+    do { /* validate first, one leaf table at a time */
         vaddr_t at = va + done * PAGE_SIZE;
-        size_t n = table_stretch(at, pages - done), first = index_of(at, 0);
-        uint64_t *table = leaf_table(root, at);
+        size_t n = table_stretch(at, pages - done);
+        const uint64_t *table = leaf_table(root, at), *e;
 
+        if (table == NULL)
+            return VMM_NOT_MAPPED;
+        e = table + index_of(at, 0);
         for (size_t i = 0; i < n; i++) {
-            if (table == NULL || !(table[first + i] & PTE_PRESENT))
+            if (!(e[i] & PTE_PRESENT))
                 return VMM_NOT_MAPPED;
-            frames[done + i] = table[first + i] & PTE_ADDR;
+            frames[done + i] = e[i] & PTE_ADDR;
         }
         done += n;
-    }
-    for (size_t done = 0; done < pages;) {
+    } while (done < pages);
+    done = 0;
+    do {
         vaddr_t at = va + done * PAGE_SIZE;
-        size_t n = table_stretch(at, pages - done), first = index_of(at, 0);
-        uint64_t *table = leaf_table(root, at);
+        size_t n = table_stretch(at, pages - done);
 
-        for (size_t i = 0; i < n; i++) {
-            table[first + i] = 0;
-#if PLANT_BUG != 3 /* planted bug 3: the TLB keeps the old translation */
-            invlpg(at + i * PAGE_SIZE);
-#endif
-        }
+        clear_entries(leaf_table(root, at) + index_of(at, 0), n, at);
         if (tables == VMM_PRUNE)
             prune(root, at); /* once per table */
         done += n;
-    }
+    } while (done < pages);
     return VMM_OK;
 }
 
