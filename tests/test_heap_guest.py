@@ -255,6 +255,62 @@ def test_frees_are_checked_without_debug_mode_too(kernel, tmp_path, heap, misuse
     assert (run.panic() or "").startswith(message.split(" 0x")[0]), run.output[-2000:]
 
 
+# ---- the chained heap's large runs (guest/heap/large.c) ------------------------------------
+
+PAGE = 4096
+RUN_OPS = """a 0 20000
+a 1 20000
+a 2 8000
+f 0
+f 1
+a 3 8000
+r 3 40000
+f 2
+a 4 4096
+f 3
+f 4
+"""
+
+
+def test_large_runs_split_merge_grow_in_place_and_give_the_top_back(kernel, tmp_path):
+    module = tmp_path / "ops.txt"
+    module.write_text(RUN_OPS)
+    run = replay(kernel, module, "heaptest=ops heap=chained")   # no red zones: exact pages
+    assert run.result.guest_value == EXIT_OK, run.output[-3000:]
+    at = {int(n): int(address, 16) for n, _block, address in HEAP_OP.findall(run.output)}
+    first = at[0]
+    assert first % PAGE == 0 and at[1] == first + 5 * PAGE and at[2] == first + 10 * PAGE
+    assert at[5] == first             # the two freed neighbours merged; the run split
+    assert at[6] == first             # grown in place into the free rest of the merged run
+    assert at[8] == at[2]             # the top run went back, the next one starts there
+    assert re.search(r"^heaptest: heap=chained ops=11 errors=0 live=0$", run.output, re.M)
+
+
+def test_large_run_table_outgrows_its_static_page(kernel, tmp_path):
+    """300 large blocks live at once: the descriptors move from the static page to the
+    window; the heap's checks (heapdebug=1) walk every run before and after."""
+    blocks = 300
+    ops = [f"a {i} {5000 + 4096 * (i % 3)}" for i in range(blocks)]
+    ops += [f"f {i}" for i in range(0, blocks, 2)] + [f"a {i} 6000" for i in range(0, blocks, 2)]
+    ops += [f"f {i}" for i in range(blocks)]
+    module = tmp_path / "ops.txt"
+    module.write_text("\n".join(ops) + "\n")
+    run = replay(kernel, module, "heaptest=ops heap=chained heapdebug=1")
+    assert run.result.guest_value == EXIT_OK, run.output[-3000:]
+    addresses = [int(address, 16) for _n, _block, address in HEAP_OP.findall(run.output)]
+    assert len(set(addresses[:blocks])) == blocks and 0 not in addresses
+    assert re.search(rf"^heaptest: heap=chained ops={len(ops)} errors=0 live=0$", run.output,
+                     re.M)
+
+
+def test_a_large_run_freed_twice_is_a_double_free(kernel, tmp_path):
+    module = tmp_path / "ops.txt"
+    module.write_text("a 0 20000\na 1 20000\nf 0\nd 0\n")
+    run = replay(kernel, module, "heaptest=ops heap=chained")
+    assert run.result.guest_value == EXIT_PANIC, run.output[-3000:]
+    assert re.fullmatch(r"kfree: double free of 0x[0-9a-f]+ \(heap=chained\)", run.panic() or "")
+
+
 # ---- planted bugs ---------------------------------------------------------------------------
 
 # bug -> heap, a trace that catches it (the fastest), the check's message

@@ -19,10 +19,12 @@
  * are (no page-table or PMM work), unless the cache gave them to a claim
  * elsewhere meanwhile.
  *
- * The runs are described out of band, in a table at the start of the
- * window (mapped page by page as it grows, never given back), so a block
- * of n pages of payload takes n pages; a hash on the first page finds a
- * run's descriptor from its payload. A resize stays in place when it
+ * The runs are described out of band, so a block of n pages of payload
+ * takes n pages; a hash on the first page finds a run's descriptor from
+ * its payload. The table's first page is static (kernel data, as the
+ * slab caches' descriptors are): a heap with few large blocks maps no page
+ * for their descriptors. Past it the table moves to the start of the
+ * window, mapped page by page as it grows and never given back. A resize stays in place when it
  * shrinks, or when it grows into a free run after it or at the top of the
  * window; otherwise the block moves.
  */
@@ -30,6 +32,7 @@
 
 #include "heap/pages.h"
 #include "lib/panic.h"
+#include "lib/string.h"
 
 #define TABLE_BASE LARGE_BASE
 #define TABLE_BYTES ((uint64_t)1 << 30)          /* 32 M descriptors at most */
@@ -57,7 +60,10 @@ struct run {
 static_assert(sizeof(struct run) == 32, "run descriptor size");
 static_assert(PAGE_SIZE % sizeof(struct run) == 0, "run descriptors do not cross pages");
 
-static struct run *const runs = (struct run *)TABLE_BASE;
+#define STATIC_RUNS ((uint32_t)(PAGE_SIZE / sizeof(struct run)))
+
+static struct run static_runs[STATIC_RUNS];
+static struct run *runs = static_runs;   /* static_runs, then TABLE_BASE */
 static uint32_t run_count;               /* descriptors in the table, used or not */
 static uint32_t unused_runs;             /* stack of unused descriptors */
 static uint32_t run_buckets[RUN_BUCKETS];
@@ -82,6 +88,7 @@ static uint32_t pages_for(size_t size)
 
 void large_init(void)
 {
+    runs = static_runs;
     run_count = 0;
     unused_runs = NO_RUN;
     lowest = highest = NO_RUN;
@@ -96,6 +103,26 @@ void large_init(void)
 
 /* ---- Descriptors: the table, the hash of first pages, the size lists --------- */
 
+/* Makes room for descriptor i, the first past the table's end: the table
+ * moves from the static page to the window when that is full, and then
+ * grows by a page; false if out of memory or table space. */
+static bool table_grow(uint32_t i)
+{
+    if (i < STATIC_RUNS)
+        return true;
+    if ((uint64_t)(i + 1) * sizeof(struct run) > TABLE_BYTES)
+        return false;
+    if (i == STATIC_RUNS) { /* the static page's copy and the next page */
+        if (heap_pages_claim(TABLE_BASE, 2) != HEAP_OK)
+            return false;
+        memcpy((void *)TABLE_BASE, static_runs, sizeof(static_runs));
+        runs = (struct run *)TABLE_BASE;
+        return true;
+    }
+    return (vaddr_t)&runs[i] % PAGE_SIZE != 0 ||
+           heap_pages_claim((vaddr_t)&runs[i], 1) == HEAP_OK;
+}
+
 /* An unused descriptor; NO_RUN if out of memory or table space. */
 static uint32_t desc_new(void)
 {
@@ -106,9 +133,7 @@ static uint32_t desc_new(void)
         return i;
     }
     i = run_count;
-    if ((uint64_t)(i + 1) * sizeof(struct run) > TABLE_BYTES)
-        return NO_RUN;
-    if ((vaddr_t)&runs[i] % PAGE_SIZE == 0 && heap_pages_claim((vaddr_t)&runs[i], 1) != HEAP_OK)
+    if (!table_grow(i))
         return NO_RUN;
     run_count++;
     return i;

@@ -196,8 +196,10 @@ void proc_reset_user_state(struct proc *p);
 /* vfork: wakes the parent suspended until p execs or exits. */
 void proc_release_vfork(struct proc *p);
 
-/* The PMM measure of proc_descriptor: free frames + heap pages + page-table
- * frames. */
+/* The PMM measure of proc_descriptor: free frames + heap pages (claimed or
+ * held in the heap's page cache: the leak baseline of heap.h, "free frames
+ * + frames held in heap caches") + page-table frames. The PMM's shrinker
+ * moves frames between the first two, never out of the sum. */
 uint64_t proc_frames_measure(void);
 
 #endif
