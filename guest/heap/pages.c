@@ -2,10 +2,10 @@
  * pages.c - the heap's page layer: every heap page an allocator uses is
  * claimed and released here (see pages.h for the contracts).
  *
- * Owns: mapping fresh frames at claimed heap addresses and unmapping them
- * on release, the frames' way to and from the PMM, the footprint counts,
- * the heap_descriptor the monitor reads, the allocator's name and the
- * debug mode as heap_fail and heap_poison use them.
+ * Owns: mapping frames at claimed heap addresses, the cache of released
+ * pages and its shrinker, the frames' way to and from the PMM, the
+ * footprint counts, the heap_descriptor the monitor reads, the allocator's
+ * name and the debug mode as heap_fail and heap_poison use them.
  * Does not own: which pages an allocator claims (list.c, buddy.c,
  * slab.c), kmalloc and debug mode's red zones (heap.c), frames (mm/pmm.c)
  * or page tables (mm/paging.c).

@@ -43,10 +43,10 @@ void heap_pages_init(enum heap_kind kind, const char *name, enum heap_debug debu
 /*
  * Claims pages pages at va (page aligned, inside the heap range, none of
  * them claimed) for the caller: backed by frames, mapped read/write and
- * global, never executable. Each comes from the cache at va, else takes
- * the frame of the oldest cached page (moved here), else a new frame.
- * All or nothing: HEAP_OK, or HEAP_NO_MEMORY
- * with nothing claimed. With heapdebug=1 the pages are filled with
+ * global, never executable. Pages cached at their own address are taken
+ * as they are; the others get the frames of the oldest cached runs (moved
+ * here), else new frames. All or nothing: HEAP_OK, or HEAP_NO_MEMORY with
+ * nothing claimed. With heapdebug=1 the pages are filled with
  * HEAP_POISON_BYTE. Panics "heap_pages_claim: 0x... already mapped" and
  * "heap_pages_claim: 0x... + N pages is not in the heap".
  */
@@ -56,8 +56,9 @@ enum heap_status heap_pages_claim(vaddr_t va, size_t pages);
  * Gives back pages pages at va, every one claimed. They go to the cache,
  * still mapped; the oldest cached pages beyond the watermark are unmapped
  * (invlpg for each) and their frames freed (panics "heap_pages_release:
- * 0x... not mapped" if one is not mapped). Callers may rely only on the
- * pages no longer being theirs.
+ * 0x... + N pages not mapped" when pages it unmaps are not; with
+ * heapdebug=1 "heap_pages_release: 0x... not claimed" at once). Callers
+ * may rely only on the pages no longer being theirs.
  */
 void heap_pages_release(vaddr_t va, size_t pages);
 

@@ -96,6 +96,7 @@ static void setup_cache(struct slab_cache *c, size_t cls, uint64_t size)
     c->slot_mask = ~(c->slot_bytes - 1);
     c->window = SLAB_BASE + (uint64_t)cls * SLAB_WINDOW_BYTES;
     c->hint = 1; /* slot 0 is the window's guard */
+    c->nvacant = 0;
     c->partial = SLAB_NONE;
 }
 
@@ -150,11 +151,19 @@ static struct slab *new_slab(struct slab_cache *c)
     uint64_t i = c->hint;
     struct slab *s;
 
-    while (i < slots && heap_page_claimed(c->window + i * c->slot_bytes))
-        i++;
-    if (i >= slots || heap_pages_claim(c->window + i * c->slot_bytes, c->pages) != HEAP_OK)
-        return NULL;
-    c->hint = i + 1;
+    if (c->nvacant > 0) { /* a slot given back lately: known vacant */
+        i = c->vacant[--c->nvacant];
+        if (heap_pages_claim(c->window + i * c->slot_bytes, c->pages) != HEAP_OK) {
+            c->nvacant++;
+            return NULL;
+        }
+    } else {
+        while (i < slots && heap_page_claimed(c->window + i * c->slot_bytes))
+            i++;
+        if (i >= slots || heap_pages_claim(c->window + i * c->slot_bytes, c->pages) != HEAP_OK)
+            return NULL;
+        c->hint = i + 1;
+    }
     c->slabs++;
     s = (struct slab *)(c->window + i * c->slot_bytes + c->header_offset);
     s->magic = SLAB_MAGIC;
@@ -227,6 +236,8 @@ void slab_now_empty(struct slab_cache *c, struct slab *s)
     c->slabs--;
     if (slot < c->hint)
         c->hint = slot;
+    if (c->nvacant < SLAB_VACANT_SLOTS)
+        c->vacant[c->nvacant++] = (uint32_t)slot;
 }
 
 void slab_bad_free(void *p)

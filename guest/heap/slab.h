@@ -47,6 +47,11 @@ struct slab {
     uint64_t bits[];    /* capacity bits, ones up to a word's end, a zero word */
 };
 
+/* A cache remembers the slots of this many slabs it gave back, so a new
+ * slab needs no search for a vacant slot (a search asks the page layer
+ * about every slot it passes). */
+#define SLAB_VACANT_SLOTS 4
+
 /* Hot fields first; 128 bytes, so an index becomes an offset by a shift. */
 struct slab_cache {
     struct slab *partial;   /* slabs with a free object (at most one empty);
@@ -65,7 +70,9 @@ struct slab_cache {
     uint64_t slabs;         /* slabs mapped */
     uint32_t pages;         /* mapped per slab */
     uint32_t words;         /* bitmap words, the zero word not counted */
-    uint8_t reserved[24];
+    uint32_t vacant[SLAB_VACANT_SLOTS]; /* slots of the slabs given back last */
+    uint32_t nvacant;       /* entries in vacant[] */
+    uint8_t reserved[4];
 };
 
 static_assert(sizeof(struct slab_cache) == 128, "slab_cache is 128 bytes");
