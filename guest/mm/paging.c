@@ -249,10 +249,15 @@ static uint64_t *leaf_cached(pml4_t *root, vaddr_t va)
     return NULL;
 }
 
-static void table_free(uint64_t *table)
+static void leaf_cache_forget(void)
 {
     for (unsigned i = 0; i < LEAF_CACHE_SLOTS; i++)
         leaf_cache[i].table = NULL;
+}
+
+static void table_free(uint64_t *table)
+{
+    leaf_cache_forget();
     table_frames--;
     pmm_free(virt_to_phys(table));
 }
@@ -524,7 +529,9 @@ static void clear_entries(uint64_t *e, size_t n, vaddr_t at)
 {
     for (size_t i = 0; i < n; i++) {
         e[i] = 0;
-#if PLANT_BUG != 3 /* planted bug 3: the TLB keeps the old translation */
+#if PLANT_BUG == 3 /* planted bug 3: the TLB keeps the old translation */
+        (void)at;
+#else
         invlpg(at + i * PAGE_SIZE);
 #endif
     }
@@ -599,6 +606,7 @@ int vmm_map(pml4_t *root, vaddr_t va, paddr_t pa, size_t pages, vm_flags_t flags
         return vmm_map_frames(root, va, &pa, 1, flags);
     if (!range_is(root, va, bytes, ALL_UNMAPPED))
         return VMM_ALREADY_MAPPED;
+    leaf_cache_forget(); /* a large leaf may take the place of an empty table */
     while (done < bytes) {
         int level = leaf_level_for(va + done, pa + done, bytes - done);
         uint64_t *e = entry_create(root, va + done, level, flags);
