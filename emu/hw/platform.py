@@ -65,20 +65,21 @@ class PortsAndMmio(Protocol):
 class _Watched(Device):
     """A device whose every access is followed by a call (see PcPlatform.install)."""
 
-    def __init__(self, device: Device, after: Callable[[], None]) -> None:
+    def __init__(self, device: Device, after: Callable[[bool], None], mmio: bool) -> None:
         super().__init__(device.name)
         self.device = device
         self.after = after
+        self.mmio = mmio
         self.registers = device.registers
 
     def read(self, offset: int, size: int) -> int:
         value = self.device.read(offset, size)
-        self.after()
+        self.after(self.mmio)
         return value
 
     def write(self, offset: int, size: int, value: int) -> None:
         self.device.write(offset, size, value)
-        self.after()
+        self.after(self.mmio)
 
     def active_banks(self) -> frozenset[str]:
         return self.device.active_banks()
@@ -160,17 +161,18 @@ class PcPlatform:
                 (LAPIC_BASE, LAPIC_SIZE, self.lapic))
 
     def install(self, bus: PortsAndMmio,
-                after_access: Callable[[], None] | None = None) -> None:
-        """Put every device on `bus` (before the first instruction runs). `after_access`
-        is called after every access to one of them (the machine checks then whether an
-        interrupt became pending). MMIO regions are plain callbacks: no memory hook, so RAM
-        accesses cost nothing extra (emu/hw/bus.py, `exact`)."""
-        def watched(device: Device) -> Device:
-            return device if after_access is None else _Watched(device, after_access)
+                after_access: Callable[[bool], None] | None = None) -> None:
+        """Put every device on `bus` (before the first instruction runs). `after_access(mmio)`
+        is called after every access to one of them, `mmio` True for an MMIO access (the
+        machine checks then whether an interrupt became pending). MMIO regions are plain
+        callbacks: no memory hook, so RAM accesses cost nothing extra (emu/hw/bus.py,
+        `exact`)."""
+        def watched(device: Device, mmio: bool) -> Device:
+            return device if after_access is None else _Watched(device, after_access, mmio)
         for first, count, device in self.port_map():
-            bus.add_ports(first, count, watched(device))
+            bus.add_ports(first, count, watched(device, False))
         for base, size, device in self.mmio_map():
-            bus.add_mmio(base, size, watched(device), exact=False)
+            bus.add_mmio(base, size, watched(device, True), exact=False)
 
     def acpi_machine(self) -> AcpiMachine:
         return AcpiMachine(lapic_address=LAPIC_BASE, lapic_id=self.lapic.initial_id,
