@@ -135,8 +135,10 @@ class PcPlatform:
         self.hpet = Hpet(clock, lines, legacy_displaced=(self.pit.irq0, self.rtc.irq))
         self.acpi_pm = AcpiPm(clock, on_power_off, lines.isa_line(SCI_IRQ, "sci"))
         self.reset_control = ResetControl(on_reset)
+        # Typed text waits for the guest to wait for it (see `type_text`).
         self.ps2 = I8042(on_reset, lines.isa_line(KEYBOARD_IRQ, "keyboard"),
-                         lines.isa_line(MOUSE_IRQ, "mouse"))
+                         lines.isa_line(MOUSE_IRQ, "mouse"),
+                         irq1_reaches_cpu=lambda: lines.isa_irq_unmasked(KEYBOARD_IRQ))
         self.pci = PciHost(self.reset_control)
         self.timers = Timers((self.pit, self.hpet, self.lapic, self.rtc, self.acpi_pm))
 
@@ -195,6 +197,8 @@ class PcPlatform:
         raise one (a dead halt) or none comes by tick `limit` (the run's budget). A timer
         whose interrupt is masked still has deadlines: each is visited, so `limit` bounds
         the work as well as the virtual time."""
+        if self.ps2.typing_waits and self.ps2.keyboard_irq_on():
+            self.ps2.start_typing()
         while not self.service(self.clock.now()):
             deadline = self.timers.next_deadline()
             if deadline is None or deadline > limit:
@@ -242,7 +246,14 @@ class PcPlatform:
         return cpuid_facts(self.clock.ips)
 
     def type_text(self, text: str) -> int:
-        """Keys pressed on the PS/2 keyboard; returns characters no key types."""
+        """Keys pressed on the PS/2 keyboard, as a person types at a prompt: the first
+        comes once the guest waits for input, halted with interrupts on and IRQ 1 unmasked
+        (at the 8259 or its IOAPIC pin), or reading the 8042 status with IRQ 1 unmasked or
+        in a polling loop (emu.hw.devices.ps2).
+        Pressed from the start, a key would sit in the 8042 while the kernel initialises its
+        8259 (ICW1 resets the edge sense) or IOAPIC (an edge on a masked pin is lost): no
+        interrupt would ever come, as on hardware, and no real firmware hands over a full
+        output buffer. Returns characters no key types."""
         return self.ps2.type_text(text)
 
     def press_power_button(self) -> None:

@@ -160,6 +160,28 @@ def test_keyboard_interrupt_through_the_8259_and_port_0x60():
     assert machine.bus.inb(0x60) == 0xA5
 
 
+def test_typed_keys_wait_for_the_guest_to_wait_with_irq1_unmasked():
+    """`--keys` is typed at a prompt, not during boot: a key pressed before the kernel's
+    ICW1 (which resets the 8259's edge sense) would hold IRQ 1 high with no edge left to
+    interrupt, and the kernel would never see a key."""
+    machine = Machine()
+    machine.platform.type_text("k")
+    assert not machine.bus.inb(0x64) & 1                  # nothing pressed during boot
+    assert machine.platform.idle_until_interrupt(IPS // 100) is None    # IRQ 1 masked
+    machine.remap_pics(mask_master=0xFD)
+    assert machine.run_until_interrupt() == (0, 0x21)
+    assert machine.bus.inb(0x60) == 0x25
+
+
+def test_typed_keys_come_through_an_unmasked_ioapic_pin():
+    machine = Machine()
+    machine.platform.type_text("k")
+    machine.ioapic_entry(1, 0x31)                         # IRQ 1 on pin 1, vector 0x31
+    machine.bus.mmio_write(0xFEE000F0, 0x1FF)             # LAPIC software-enabled
+    assert machine.run_until_interrupt() == (0, 0x31)
+    assert machine.bus.inb(0x60) == 0x25
+
+
 def test_rtc_update_interrupt_on_the_slave_8259():
     machine = Machine()
     machine.remap_pics(mask_master=0xFB, mask_slave=0xFE)
