@@ -203,6 +203,7 @@ class Cpu:
             return                          # the first reason stands
         self.stop_reason = end
         self.exit_value = value
+        self.guard.ended = True             # what Unicorn runs after this has no effect
         if in_instruction:
             self._stopped_at = self.count.time_stamp(self.state.fast_reg(X.UC_X86_REG_RIP)) + 1
         self.uc.emu_stop()
@@ -289,7 +290,10 @@ class Cpu:
             self._reraise_at_rip()
             if self.count.counter.error is not None:
                 raise self.count.counter.error
-            raise EngineError(f"unicorn stopped: {exc}") from None
+            if self.stop_reason is None:
+                raise EngineError(f"unicorn stopped: {exc}") from None
+            # else: an access with nothing behind it after the run had ended (its hook
+            # did nothing): the run ends as it was asked to.
         self._reraise_at_rip()
         if self.count.counter.error is not None:
             error, self.count.counter.error = self.count.counter.error, None

@@ -317,3 +317,23 @@ def test_mmio_accesses_with_an_interrupt_held_by_cli_run_on():
     assert machine.run(budget=100_000) is RunEnd.HALT
     assert machine.reg(X.UC_X86_REG_RCX) == 0
     assert machine.platform.lapic.read(0x200 + VECTOR // 32 * 0x10, 4) >> VECTOR % 32 & 1
+
+
+def test_nothing_after_a_power_off_in_its_block_has_an_effect():
+    """MinimalOS powers off with QEMU's `outw(0x604, 0x2000)` and, in case that did not
+    work, writes to other boards' PM ports in the same block: Unicorn runs the rest of the
+    block before it leaves, and the write to 0xB004, with nothing behind it, turned the
+    clean power-off into a crash."""
+    machine = BareMachine(platform=True)
+    machine.load("""
+        mov dx, 0x604
+        mov ax, 0x2000
+        out dx, ax                   /* S5: the run ends here */
+        mov dx, 0xB004
+        out dx, ax                   /* no device: would be a crash */
+        ud2
+    """)
+    machine.boot()
+    assert machine.run(budget=1_000) is RunEnd.POWER_OFF
+    assert machine.endings == ["power off"]
+    assert machine.cpu.exceptions_by_vector == {}
