@@ -65,7 +65,8 @@ def add_machine_options(command: argparse.ArgumentParser, kernel_option: bool = 
                               "an RSDT only)")
     command.add_argument("--keys", default="", metavar="TEXT|FILE",
                          help="keys typed on the PS/2 keyboard once the guest waits for "
-                              "input (halts with IRQ 1 unmasked, or polls the 8042): the text, "
+                              "input (idles in hlt or reads the 8042 status with IRQ 1 "
+                              "unmasked, or polls the status): the text, "
                               "or the contents of FILE if it names one (\\n in the text is "
                               "Enter)")
     command.add_argument("--inject", action="append", default=[], metavar="SPEC",

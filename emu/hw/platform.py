@@ -51,6 +51,11 @@ from emu.hw.irq import InterruptRouting
 
 IOAPIC_ID = 1                    # distinct from the BSP's local APIC ID 0 (MP spec 3.6.6)
 IDLE_LIMIT_SECONDS = 3600        # a halted CPU with no interrupt within this is dead
+# Typed text starts once the guest idles: this many halts in a row, each after at most
+# IDLE_RUN_LIMIT instructions since the last wake-up (an idle loop, not a kernel that halts
+# in one task's system call while another runs).
+IDLE_WAKEUPS_BEFORE_TYPING = 3
+IDLE_RUN_LIMIT = 10_000
 BSP_APIC_ID = 0
 
 
@@ -140,6 +145,8 @@ class PcPlatform:
                          lines.isa_line(MOUSE_IRQ, "mouse"),
                          irq1_reaches_cpu=lambda: lines.isa_irq_unmasked(KEYBOARD_IRQ))
         self.pci = PciHost(self.reset_control)
+        self._idle_streak = 0                 # halts in a row with little run between
+        self._woke_at: int | None = None      # the tick the CPU last left a halt
         self.timers = Timers((self.pit, self.hpet, self.lapic, self.rtc, self.acpi_pm))
 
     # --- wiring -----------------------------------------------------------------------------
@@ -197,14 +204,25 @@ class PcPlatform:
         raise one (a dead halt) or none comes by tick `limit` (the run's budget). A timer
         whose interrupt is masked still has deadlines: each is visited, so `limit` bounds
         the work as well as the virtual time."""
-        if self.ps2.typing_waits and self.ps2.keyboard_irq_on():
-            self.ps2.start_typing()
+        if self.ps2.typing_waits:
+            self._note_idle()
         while not self.service(self.clock.now()):
             deadline = self.timers.next_deadline()
             if deadline is None or deadline > limit:
+                self._woke_at = self.clock.now()
                 return None
             self.clock.skip_to(deadline)
+        self._woke_at = self.clock.now()
         return self.clock.now()
+
+    def _note_idle(self) -> None:
+        """One more halt: after IDLE_WAKEUPS_BEFORE_TYPING in a row of an idle loop, with
+        IRQ 1 able to reach the CPU, the guest waits for a key (see `type_text`)."""
+        ran = None if self._woke_at is None else self.clock.now() - self._woke_at
+        idle = ran is not None and ran <= IDLE_RUN_LIMIT
+        self._idle_streak = self._idle_streak + 1 if idle else 1
+        if self._idle_streak >= IDLE_WAKEUPS_BEFORE_TYPING and self.ps2.keyboard_irq_on():
+            self.ps2.start_typing()
 
     # --- the CPU's InterruptController protocol (emu/cpu/interrupts.py) ---------------------
 
@@ -247,9 +265,10 @@ class PcPlatform:
 
     def type_text(self, text: str) -> int:
         """Keys pressed on the PS/2 keyboard, as a person types at a prompt: the first
-        comes once the guest waits for input, halted with interrupts on and IRQ 1 unmasked
-        (at the 8259 or its IOAPIC pin), or reading the 8042 status with IRQ 1 unmasked or
-        in a polling loop (emu.hw.devices.ps2).
+        comes once the guest waits for input with IRQ 1 unmasked (at the 8259 or its IOAPIC
+        pin): idling in a `hlt` loop (IDLE_WAKEUPS_BEFORE_TYPING halts in a row), or
+        reading the 8042 status; or once it spins on the status in a polling loop
+        (emu.hw.devices.ps2).
         Pressed from the start, a key would sit in the 8042 while the kernel initialises its
         8259 (ICW1 resets the edge sense) or IOAPIC (an edge on a masked pin is lost): no
         interrupt would ever come, as on hardware, and no real firmware hands over a full

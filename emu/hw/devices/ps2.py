@@ -23,7 +23,7 @@ Modelled as documented behaviour, not refused:
   keyboard is not scanning (0xF5), and comes out once both allow it: keys are pressed, not lost.
 - Given `irq1_reaches_cpu` (the platform's routing: is IRQ 1 unmasked at the 8259 or the
   IOAPIC?), typed text also waits until the guest waits for input: `start_typing()` (the
-  platform calls it when the CPU halts with `keyboard_irq_on()`), or a read of the status
+  platform calls it when the CPU idles with `keyboard_irq_on()`), or a read of the status
   register that finds the output buffer empty while `keyboard_irq_on()` (an interrupt-driven
   driver about to wait; the key comes after that read), or POLLS_BEFORE_TYPING such reads in
   a row with no other access to the controller between (a polling driver spinning on
