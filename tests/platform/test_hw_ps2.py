@@ -225,6 +225,19 @@ def test_with_typing_waits_answers_still_come_and_start_typing_releases_keys():
     assert rig.drain() == [0x1E, 0x9E]
 
 
+def test_with_typing_waits_each_line_waits_for_the_guest_again():
+    """After Enter a person reads the output before typing on; keys typed at once were
+    read by TacOS while its shell ran the previous command, and lost."""
+    rig = Rig()
+    rig.kbc = I8042(rig.resets.append, rig.irq1.line, irq1_reaches_cpu=lambda: False)
+    rig.kbc.type_text("a\nb")
+    rig.kbc.start_typing()
+    assert rig.drain() == [0x1E, 0x9E, 0x1C, 0x9C]
+    assert rig.drain() == [] and rig.kbc.typing_waits
+    rig.kbc.start_typing()
+    assert rig.drain() == [0x30, 0xB0]
+
+
 def test_irq1_follows_the_configuration_byte():
     rig = Rig()
     rig.set_config(0x44)                                  # IRQ 1 off: polling only

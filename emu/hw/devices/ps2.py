@@ -27,7 +27,8 @@ Modelled as documented behaviour, not refused:
   register that finds the output buffer empty while `keyboard_irq_on()` (an interrupt-driven
   driver about to wait; the key comes after that read), or POLLS_BEFORE_TYPING such reads in
   a row with no other access to the controller between (a polling driver spinning on
-  "output buffer full"; init sequences read the status once per command).
+  "output buffer full"; init sequences read the status once per command). Each line
+  (after Enter) waits so again: a person reads the output before typing the next command.
 - Configuration byte at hand-over: 0x45 (IRQ 1 on, system flag, translation on), as a PC BIOS
   leaves it. The input port reads 0x80 (keyboard not inhibited); the output port starts 0x03
   (reset line high, A20 on) and a write with bit 0 clear resets the machine.
@@ -52,6 +53,7 @@ CFG_PORT1_OFF, CFG_PORT2_OFF, CFG_TRANSLATE = 0x10, 0x20, 0x40
 ACK, RESEND, SELF_TEST_PASSED, ECHO = 0xFA, 0xFE, 0xAA, 0xEE
 CONTROLLER_OK, PORT_OK = 0x55, 0x00
 _CONTROLLER, _KEYBOARD, _AUX = 0, 1, 2
+LINE_END = None                  # in the keyboard's queue after each Enter
 
 
 class Ps2Keyboard:
@@ -60,7 +62,9 @@ class Ps2Keyboard:
 
     def __init__(self) -> None:
         self.answers: deque[int] = deque()
-        self.keys: deque[tuple[Key, bool]] = deque()     # (key, make) still to send
+        # (key, make) still to send; LINE_END after each Enter
+        self.keys: deque[tuple[Key, bool] | None] = deque()
+        self.line_ended = False          # LINE_END was reached: the controller decides
         self.last_sent = 0
         self.reset()
 
@@ -117,7 +121,11 @@ class Ps2Keyboard:
     def next_byte(self, may_send_keys: bool) -> int | None:
         """The next byte the keyboard sends: answers first, then key codes if allowed."""
         if not self.answers and may_send_keys and self.scanning and self.keys:
-            key, make = self.keys.popleft()
+            press = self.keys.popleft()
+            if press is LINE_END:
+                self.line_ended = True
+                return None
+            key, make = press
             self.answers.extend(scancode_bytes(key, make, self.scancode_set))
         if not self.answers:
             return None
@@ -137,6 +145,8 @@ class Ps2Keyboard:
             presses += [(key, True), (key, False)]
             presses += [(SHIFT, False)] if shifted else []
             self.keys.extend(presses)
+            if char == "\n":
+                self.keys.append(LINE_END)
         return skipped
 
 
@@ -206,7 +216,12 @@ class I8042:
             byte = self.keyboard.next_byte(not self.config & CFG_PORT1_OFF
                                            and not self.typing_waits)
             if byte is None:
-                break
+                if not self.keyboard.line_ended:
+                    break
+                self.keyboard.line_ended = False
+                if self.irq1_reaches_cpu is not None:    # the next line waits for the
+                    self.typing_waits = True             # guest to wait again
+                continue
             if self.config & CFG_TRANSLATE:
                 byte = self._translator.translate(byte)
             if byte is not None:
