@@ -228,6 +228,7 @@ class Cpu:
     def _stop_cause(self, budget: int) -> RunEnd | None:
         """Why emu_start returned; None when the run goes on (an interrupt was delivered,
         guards were added, an IF-setting instruction was stepped over)."""
+        port_stop, self._port_stop = self._port_stop, False
         if self.stop_reason is not None:
             return self.stop_reason
         if self.io.finish_stop():
@@ -249,8 +250,7 @@ class Cpu:
         if self.interrupts.attention or icount >= self.interrupts.next_due():
             # An MMIO access asks for a stop at the next block, but a `hlt` can end its
             # block first: if nothing is taken now, the CPU stays halted.
-            halted = not planned and not self._port_stop and self._halted()
-            self._port_stop = False
+            halted = not planned and not port_stop and self._halted()
             rip = self.state.rip()
             self.interrupts.deliver_due(icount)
             if halted and self.state.rip() == rip:
