@@ -77,7 +77,7 @@ class MachineConfig:
     platform: bool = True                  # the PC platform (ACPI, APIC, PIC, PIT, HPET...)
     ips: int = DEFAULT_IPS                 # virtual ticks (instructions) per second
     acpi_rsdp_revision: int = 2            # 0: an RSDT only, for kernels that want ACPI 1.0
-    keys: str = ""                         # typed on the PS/2 keyboard from the start
+    keys: str = ""                         # typed on the PS/2 keyboard at the guest's prompt
     injections: tuple[str, ...] = ()       # --inject specs (emu/inject attaches them)
     swap: int | None = None                # bytes of a temporary swap disk (--swap)
     swap_file: Path | None = None          # a swap disk the user keeps (--swap-file)

@@ -106,6 +106,22 @@ def test_max_instructions_must_be_positive(kernel, capsys, value):
     assert "Traceback" not in err
 
 
+def test_screenshot_of_a_kernel_without_framebuffer_is_refused_before_it_runs(
+        kernel, tmp_path, capsys, monkeypatch):
+    """Found on a public kernel with no framebuffer request: the refusal came after a run
+    of minutes, and took its summary with it."""
+    from dataclasses import replace
+    from emu.commands import run as run_command
+    configured = run_command.machine_config
+    monkeypatch.setattr(run_command, "machine_config",
+                        lambda args: replace(configured(args), framebuffer=None))
+    path = tmp_path / "out.png"
+    assert main(["run", str(kernel), "--screenshot", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "asked for no framebuffer" in one_line_error(captured.err)
+    assert captured.out == "" and not path.exists()          # the guest never ran
+
+
 def test_screenshot_is_a_640x480_png(kernel, tmp_path, capsys):
     path = tmp_path / "out.png"
     assert main(["run", "--quiet", str(kernel), "--screenshot", str(path)]) == 0

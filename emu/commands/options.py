@@ -76,8 +76,11 @@ def add_machine_options(command: argparse.ArgumentParser, kernel_option: bool = 
                          help="ACPI RSDP revision: 2 (default, with an XSDT) or 0 (ACPI 1.0, "
                               "an RSDT only)")
     command.add_argument("--keys", default="", metavar="TEXT|FILE",
-                         help="keys typed on the PS/2 keyboard from the start: the text, or "
-                              "the contents of FILE if it names one (\\n in the text is Enter)")
+                         help="keys typed on the PS/2 keyboard once the guest waits for "
+                              "input (idles in hlt or reads the 8042 status with IRQ 1 "
+                              "unmasked, or polls the status): the text, "
+                              "or the contents of FILE if it names one (\\n in the text is "
+                              "Enter)")
     command.add_argument("--inject", action="append", default=[], metavar="SPEC",
                          help="a fault injection, KIND:KEY=VALUE,... (repeatable): "
                               "fail-function:function=NAME[,retval=N][,caller=SYM]"

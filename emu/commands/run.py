@@ -183,6 +183,10 @@ def _run(args, config, checks: frozenset[str], recorder, resume):
         checker = attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
+        if args.screenshot and machine.boot.framebuffer is None:
+            # Known once the kernel is loaded: refuse now, not after a long run.
+            raise ConfigError("--screenshot: the kernel asked for no framebuffer; drop "
+                              "--screenshot")
         timetravel.prepare(machine, args, saved)
     except (EmuError, Interrupted) as exc:
         if recorder:

@@ -78,6 +78,7 @@ class Cpu:
         self.stop_reason: RunEnd | None = None
         self.exit_value: int | None = None
         self._stopped_at: int | None = None    # the exact count of a stop made mid-block
+        self._port_stop = False                # stopped right after a port access
         # The read side, for monitors and reports (see state.py).
         state = self.state
         self.reg, self.registers, self.cpl, self.cr3 = state.reg, state.registers, \
@@ -132,12 +133,12 @@ class Cpu:
 
     def attach_platform(self, platform: "Platform", bus) -> None:
         """Run a platform (emu/hw/platform.py) on this CPU: its devices go on `bus` (an access
-        that leaves an interrupt pending stops the CPU before the next instruction), a device
+        that leaves an interrupt pending stops the CPU: see `request_attention`), a device
         arming an earlier deadline moves the run loop's next stop, its MSRs and CPUID facts
         are answered. The platform must run on this CPU's `clock`."""
-        def after_access() -> None:
-            if platform.interrupts.pending():
-                self.request_attention()
+        def after_access(mmio: bool) -> None:
+            if platform.interrupts.pending() and not self.interrupts.waiting_for_if():
+                self.request_attention(mmio)
         platform.install(bus, after_access)
         self.clock.on_wake = lambda tick: self.deadline_moved(tick - self.clock.skipped)
         self.attach_controller(platform)
@@ -202,6 +203,7 @@ class Cpu:
             return                          # the first reason stands
         self.stop_reason = end
         self.exit_value = value
+        self.guard.ended = True             # what Unicorn runs after this has no effect
         if in_instruction:
             self._stopped_at = self.count.time_stamp(self.state.fast_reg(X.UC_X86_REG_RIP)) + 1
         self.uc.emu_stop()
@@ -226,6 +228,7 @@ class Cpu:
     def _stop_cause(self, budget: int) -> RunEnd | None:
         """Why emu_start returned; None when the run goes on (an interrupt was delivered,
         guards were added, an IF-setting instruction was stepped over)."""
+        port_stop, self._port_stop = self._port_stop, False
         if self.stop_reason is not None:
             return self.stop_reason
         if self.io.finish_stop():
@@ -245,7 +248,13 @@ class Cpu:
         if icount >= budget:
             return RunEnd.BUDGET
         if self.interrupts.attention or icount >= self.interrupts.next_due():
+            # An MMIO access asks for a stop at the next block, but a `hlt` can end its
+            # block first: if nothing is taken now, the CPU stays halted.
+            halted = not planned and not port_stop and self._halted()
+            rip = self.state.rip()
             self.interrupts.deliver_due(icount)
+            if halted and self.state.rip() == rip:
+                return None if self.interrupts.wake_from_halt() else RunEnd.HALT
             return None
         if planned:     # a deadline since cancelled (a timer stopped): nothing is due
             return None
@@ -253,11 +262,19 @@ class Cpu:
             return None if self.interrupts.wake_from_halt() else RunEnd.HALT
         raise EngineError(f"unicorn stopped at RIP {self.state.rip():#x} for no known reason")
 
-    def request_attention(self) -> None:
-        """A device made an interrupt pending: stop so that it can be taken (core.py's
-        run loop delivers it, or holds it while IF is clear)."""
-        if not self.interrupts.attention:
+    def request_attention(self, mmio: bool = False) -> None:
+        """A device access made an interrupt pending: stop so that it can be taken (the run
+        loop delivers it, or holds it while IF is clear). After a port access Unicorn stops
+        right after the instruction. An MMIO access must not stop Unicorn from inside it:
+        Unicorn 2.1 then leaves with RIP at the start of the translated block and runs the
+        block again, the access included (a self-IPI or an EOI made twice, or forever); the
+        counter stops before the next block instead (with --no-count: at the next stop)."""
+        if mmio:
             self.interrupts.attention = True
+            self.count.counter.lower_stop_at(self.count.counter.raw)
+        elif not self.interrupts.attention:
+            self.interrupts.attention = True
+            self._port_stop = True
             self.uc.emu_stop()
 
     def deadline_moved(self, icount: int) -> None:
@@ -273,7 +290,10 @@ class Cpu:
             self._reraise_at_rip()
             if self.count.counter.error is not None:
                 raise self.count.counter.error
-            raise EngineError(f"unicorn stopped: {exc}") from None
+            if self.stop_reason is None:
+                raise EngineError(f"unicorn stopped: {exc}") from None
+            # else: an access with nothing behind it after the run had ended (its hook
+            # did nothing): the run ends as it was asked to.
         self._reraise_at_rip()
         if self.count.counter.error is not None:
             error, self.count.counter.error = self.count.counter.error, None

@@ -143,6 +143,11 @@ class InterruptSchedule:
         self._held = []
         return True
 
+    def waiting_for_if(self) -> bool:
+        """IF is clear and the IF-setting instructions are watched: whatever the controller
+        has pending is taken when one of them retires, so no stop is needed now."""
+        return self._exits_on and not self._interrupts_enabled()
+
     def _interrupts_enabled(self) -> bool:
         return bool(self.uc.reg_read(X.UC_X86_REG_EFLAGS) & RFLAGS_IF)
 

@@ -4,6 +4,11 @@ Unicorn calls Python hooks from C; an exception escaping a hook would be printed
 swallowed. `HookGuard.wrap` catches it, stops the emulation and keeps it, and the run loop
 calls `reraise()` after `emu_start` returns (as unicorn's own binding does for its errors).
 
+Once the run has ended (`ended`, set by the CPU's request_stop), Unicorn may still run the
+rest of the translated block before it can leave: guarded hooks then do nothing, so an
+instruction after the end has no effect on devices, checkers or the report (a power-off
+followed by a write to a port with nothing behind it once ended as a crash).
+
 `hook_instruction` installs a guarded hook on one x86 instruction (IN, OUT, RDTSC, ...)
 through Unicorn's C API (emu/engine/capi.py): the binding's own wrapper costs a kernel that
 polls its UART before every character twice as much per access.
@@ -24,11 +29,14 @@ class HookGuard:
     def __init__(self, uc) -> None:
         self.uc = uc
         self.error: BaseException | None = None
+        self.ended = False                   # the run has ended: hooks do nothing more
         self._callbacks: list[Any] = []      # ctypes callbacks must outlive their hooks
 
     def wrap(self, fn: Callable[..., Any], on_error: Any = None) -> Callable[..., Any]:
         """Return fn guarded; `on_error` is what the hook returns to Unicorn after a failure."""
         def guarded(*args):
+            if self.ended:
+                return on_error
             try:
                 return fn(*args)
             except BaseException as exc:  # noqa: BLE001 - re-raised by reraise()

@@ -40,6 +40,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Mapping, Protocol
 
 from emu.errors import ConfigError
+from emu.hw.devices.ioapic import MASKED as IOAPIC_MASKED
 
 if TYPE_CHECKING:
     from emu.hw.devices.ioapic import IoApic
@@ -166,6 +167,20 @@ class InterruptRouting:
     def pic_routed(self) -> bool:
         """True when the 8259 pair's INTR output can reach the CPU (see the module text)."""
         return self.lapic.passes_extint()
+
+    def isa_irq_unmasked(self, irq: int) -> bool:
+        """Could ISA IRQ `irq` reach the CPU as the kernel programmed the controllers: its
+        IOAPIC pin unmasked, or its 8259 input (and the cascade) unmasked with the 8259
+        routed to the CPU?"""
+        pin = self.gsi_of(irq)
+        if pin in self._ioapic_inputs and not self.ioapic.entry(pin) & IOAPIC_MASKED:
+            return True
+        if not self.pic_routed():
+            return False
+        master, slave = self.pic.master.imr, self.pic.slave.imr
+        if irq < 8:
+            return not master >> irq & 1
+        return not (slave >> (irq - 8) & 1 or master >> CASCADE_IRQ & 1)
 
     def pending(self) -> bool:
         """An interrupt would be taken now if RFLAGS.IF is set (the caller checks IF)."""

@@ -51,6 +51,11 @@ from emu.hw.irq import InterruptRouting
 
 IOAPIC_ID = 1                    # distinct from the BSP's local APIC ID 0 (MP spec 3.6.6)
 IDLE_LIMIT_SECONDS = 3600        # a halted CPU with no interrupt within this is dead
+# Typed text starts once the guest idles: this many halts in a row, each after at most
+# IDLE_RUN_LIMIT instructions since the last wake-up (an idle loop, not a kernel that halts
+# in one task's system call while another runs).
+IDLE_WAKEUPS_BEFORE_TYPING = 3
+IDLE_RUN_LIMIT = 10_000
 BSP_APIC_ID = 0
 
 
@@ -65,20 +70,21 @@ class PortsAndMmio(Protocol):
 class _Watched(Device):
     """A device whose every access is followed by a call (see PcPlatform.install)."""
 
-    def __init__(self, device: Device, after: Callable[[], None]) -> None:
+    def __init__(self, device: Device, after: Callable[[bool], None], mmio: bool) -> None:
         super().__init__(device.name)
         self.device = device
         self.after = after
+        self.mmio = mmio
         self.registers = device.registers
 
     def read(self, offset: int, size: int) -> int:
         value = self.device.read(offset, size)
-        self.after()
+        self.after(self.mmio)
         return value
 
     def write(self, offset: int, size: int, value: int) -> None:
         self.device.write(offset, size, value)
-        self.after()
+        self.after(self.mmio)
 
     def active_banks(self) -> frozenset[str]:
         return self.device.active_banks()
@@ -134,9 +140,13 @@ class PcPlatform:
         self.hpet = Hpet(clock, lines, legacy_displaced=(self.pit.irq0, self.rtc.irq))
         self.acpi_pm = AcpiPm(clock, on_power_off, lines.isa_line(SCI_IRQ, "sci"))
         self.reset_control = ResetControl(on_reset)
+        # Typed text waits for the guest to wait for it (see `type_text`).
         self.ps2 = I8042(on_reset, lines.isa_line(KEYBOARD_IRQ, "keyboard"),
-                         lines.isa_line(MOUSE_IRQ, "mouse"))
+                         lines.isa_line(MOUSE_IRQ, "mouse"),
+                         irq1_reaches_cpu=lambda: lines.isa_irq_unmasked(KEYBOARD_IRQ))
         self.pci = PciHost(self.reset_control)
+        self._idle_streak = 0                 # halts in a row with little run between
+        self._woke_at: int | None = None      # the tick the CPU last left a halt
         self.timers = Timers((self.pit, self.hpet, self.lapic, self.rtc, self.acpi_pm))
 
     # --- wiring -----------------------------------------------------------------------------
@@ -160,17 +170,18 @@ class PcPlatform:
                 (LAPIC_BASE, LAPIC_SIZE, self.lapic))
 
     def install(self, bus: PortsAndMmio,
-                after_access: Callable[[], None] | None = None) -> None:
-        """Put every device on `bus` (before the first instruction runs). `after_access`
-        is called after every access to one of them (the machine checks then whether an
-        interrupt became pending). MMIO regions are plain callbacks: no memory hook, so RAM
-        accesses cost nothing extra (emu/hw/bus.py, `exact`)."""
-        def watched(device: Device) -> Device:
-            return device if after_access is None else _Watched(device, after_access)
+                after_access: Callable[[bool], None] | None = None) -> None:
+        """Put every device on `bus` (before the first instruction runs). `after_access(mmio)`
+        is called after every access to one of them, `mmio` True for an MMIO access (the
+        machine checks then whether an interrupt became pending). MMIO regions are plain
+        callbacks: no memory hook, so RAM accesses cost nothing extra (emu/hw/bus.py,
+        `exact`)."""
+        def watched(device: Device, mmio: bool) -> Device:
+            return device if after_access is None else _Watched(device, after_access, mmio)
         for first, count, device in self.port_map():
-            bus.add_ports(first, count, watched(device))
+            bus.add_ports(first, count, watched(device, False))
         for base, size, device in self.mmio_map():
-            bus.add_mmio(base, size, watched(device), exact=False)
+            bus.add_mmio(base, size, watched(device, True), exact=False)
 
     def acpi_machine(self) -> AcpiMachine:
         return AcpiMachine(lapic_address=LAPIC_BASE, lapic_id=self.lapic.initial_id,
@@ -193,12 +204,25 @@ class PcPlatform:
         raise one (a dead halt) or none comes by tick `limit` (the run's budget). A timer
         whose interrupt is masked still has deadlines: each is visited, so `limit` bounds
         the work as well as the virtual time."""
+        if self.ps2.typing_waits:
+            self._note_idle()
         while not self.service(self.clock.now()):
             deadline = self.timers.next_deadline()
             if deadline is None or deadline > limit:
+                self._woke_at = self.clock.now()
                 return None
             self.clock.skip_to(deadline)
+        self._woke_at = self.clock.now()
         return self.clock.now()
+
+    def _note_idle(self) -> None:
+        """One more halt: after IDLE_WAKEUPS_BEFORE_TYPING in a row of an idle loop, with
+        IRQ 1 able to reach the CPU, the guest waits for a key (see `type_text`)."""
+        ran = None if self._woke_at is None else self.clock.now() - self._woke_at
+        idle = ran is not None and ran <= IDLE_RUN_LIMIT
+        self._idle_streak = self._idle_streak + 1 if idle else 1
+        if self._idle_streak >= IDLE_WAKEUPS_BEFORE_TYPING and self.ps2.keyboard_irq_on():
+            self.ps2.start_typing()
 
     # --- the CPU's InterruptController protocol (emu/cpu/interrupts.py) ---------------------
 
@@ -240,7 +264,15 @@ class PcPlatform:
         return cpuid_facts(self.clock.ips)
 
     def type_text(self, text: str) -> int:
-        """Keys pressed on the PS/2 keyboard; returns characters no key types."""
+        """Keys pressed on the PS/2 keyboard, as a person types at a prompt: the first
+        comes once the guest waits for input with IRQ 1 unmasked (at the 8259 or its IOAPIC
+        pin): idling in a `hlt` loop (IDLE_WAKEUPS_BEFORE_TYPING halts in a row), or
+        reading the 8042 status; or once it spins on the status in a polling loop
+        (emu.hw.devices.ps2).
+        Pressed from the start, a key would sit in the 8042 while the kernel initialises its
+        8259 (ICW1 resets the edge sense) or IOAPIC (an edge on a masked pin is lost): no
+        interrupt would ever come, as on hardware, and no real firmware hands over a full
+        output buffer. Returns characters no key types."""
         return self.ps2.type_text(text)
 
     def press_power_button(self) -> None:

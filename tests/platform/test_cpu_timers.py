@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from unicorn import x86_const as X
 
 from emu.bare import BareMachine
 from emu.hw.clock import DEFAULT_IPS
@@ -215,3 +216,124 @@ def test_a_cancelled_deadline_is_passed_quietly():
     machine.boot()
     assert machine.run(budget=1_000_000) is RunEnd.HALT
     assert machine.cpu.icount() > 40_000
+
+
+# ---- device accesses that make an interrupt pending ---------------------------------------
+
+SELF_IPI = 0x40000 | VECTOR          # ICR: fixed delivery to self (shorthand 01)
+
+
+def self_ipi_machine(main: str, count: bool = True) -> tuple[BareMachine, list[int]]:
+    """A machine whose `main` may send self-IPIs (vector VECTOR, the handler counts them in
+    R8 and EOIs); also returns the list of ICR values the local APIC receives."""
+    machine = BareMachine(platform=True, count=count)
+    lapic = machine.map_mmio(LAPIC)
+    routines = machine.load(f"""
+        mov rax, {lapic}
+        mov dword ptr [rax + 0xF0], 0x1FF
+        xor r8, r8
+        xor r9, r9
+    """ + main, handler="inc r8\n mov dword ptr [rax + 0xB0], 0\n iretq")
+    machine.gate(VECTOR, routines["handler"])
+    icr_writes: list[int] = []
+    write = machine.platform.lapic.write
+
+    def counting_write(offset: int, size: int, value: int) -> None:
+        icr_writes.extend([value] if offset == 0x300 else [])
+        write(offset, size, value)
+    machine.platform.lapic.write = counting_write
+    machine.boot()
+    return machine, icr_writes
+
+
+@pytest.mark.parametrize("count", [True, False])
+def test_an_mmio_access_that_makes_an_interrupt_pending_is_made_once(count):
+    """A self-IPI sent with IF set: one ICR write, one interrupt, and the instructions
+    around it in its translated block retire once. Stopping Unicorn from inside the MMIO
+    access made it run the block again from its start: the IPI was sent forever. (It is
+    taken at the end of the block; with --no-count at the next stop, here the `hlt`.)"""
+    machine, icr_writes = self_ipi_machine(f"""
+        sti
+        inc r9                                   /* the ICR write's block starts here */
+        mov dword ptr [rax + 0x300], {SELF_IPI}
+        inc r9
+        jmp done
+    done:
+        sti
+        hlt
+        cli
+        hlt
+    """, count)
+    end = machine.run(budget=100_000) if count else machine.cpu.run()
+    assert end is RunEnd.HALT
+    assert icr_writes == [SELF_IPI]
+    assert (machine.reg(X.UC_X86_REG_R8), machine.reg(X.UC_X86_REG_R9)) == (1, 2)
+
+
+@pytest.mark.parametrize("interrupts, taken", [("sti", 1), ("cli", 0)])
+def test_a_hlt_in_the_block_of_an_mmio_access_still_halts(interrupts, taken):
+    """The interrupt an MMIO access made pending is taken at the end of its block; when a
+    `hlt` ends that block, the CPU halts there: with IF set the interrupt wakes it, with IF
+    clear it is a dead halt (the run once went on past the `hlt`)."""
+    machine, _ = self_ipi_machine(f"""
+        {interrupts}
+        nop
+        mov dword ptr [rax + 0x300], {SELF_IPI}
+        hlt
+        cli
+        inc r9
+        hlt
+    """)
+    assert machine.run(budget=100_000) is RunEnd.HALT
+    assert (machine.reg(X.UC_X86_REG_R8), machine.reg(X.UC_X86_REG_R9)) == (taken, taken)
+
+
+def test_mmio_accesses_with_an_interrupt_held_by_cli_run_on():
+    """A LAPIC timer expires while IF is clear; the loop that then reads LAPIC registers
+    ran the same block forever instead of reaching its `hlt` (found booting a public
+    kernel that polls the LAPIC with interrupts off)."""
+    machine = BareMachine(platform=True)
+    lapic = machine.map_mmio(LAPIC)
+    routines = machine.load(f"""
+        cli
+        mov rax, {lapic}
+        mov dword ptr [rax + 0xF0], 0x1FF
+        mov dword ptr [rax + 0x3E0], 0xB
+        mov dword ptr [rax + 0x320], {VECTOR}    /* one-shot */
+        mov dword ptr [rax + 0x380], 100
+        mov rcx, 1000
+    spin:
+        dec rcx
+        jnz spin                                  /* expires here, held by IF = 0 */
+        mov rcx, 10
+    again:
+        mov edx, dword ptr [rax + 0x20]           /* LAPIC ID */
+        dec rcx
+        jnz again
+        hlt
+    """, handler="iretq")
+    machine.gate(VECTOR, routines["handler"])
+    machine.boot()
+    assert machine.run(budget=100_000) is RunEnd.HALT
+    assert machine.reg(X.UC_X86_REG_RCX) == 0
+    assert machine.platform.lapic.read(0x200 + VECTOR // 32 * 0x10, 4) >> VECTOR % 32 & 1
+
+
+def test_nothing_after_a_power_off_in_its_block_has_an_effect():
+    """MinimalOS powers off with QEMU's `outw(0x604, 0x2000)` and, in case that did not
+    work, writes to other boards' PM ports in the same block: Unicorn runs the rest of the
+    block before it leaves, and the write to 0xB004, with nothing behind it, turned the
+    clean power-off into a crash."""
+    machine = BareMachine(platform=True)
+    machine.load("""
+        mov dx, 0x604
+        mov ax, 0x2000
+        out dx, ax                   /* S5: the run ends here */
+        mov dx, 0xB004
+        out dx, ax                   /* no device: would be a crash */
+        ud2
+    """)
+    machine.boot()
+    assert machine.run(budget=1_000) is RunEnd.POWER_OFF
+    assert machine.endings == ["power off"]
+    assert machine.cpu.exceptions_by_vector == {}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from acpi_reader import Memory, gas, madt_entries, walk
 from emu.hw.devices.reset import ResetReason
-from emu.hw.platform import PcPlatform, cpuid_facts
+from emu.hw.platform import (IDLE_RUN_LIMIT, IDLE_WAKEUPS_BEFORE_TYPING, PcPlatform,
+                              cpuid_facts)
 from hw_rig import ManualTime
 
 IPS = 100_000_000
@@ -153,11 +154,58 @@ def test_keyboard_interrupt_through_the_8259_and_port_0x60():
     machine = Machine()
     machine.remap_pics(mask_master=0xFD)                  # IRQ1 only
     machine.platform.type_text("k")
+    machine.platform.ps2.start_typing()                   # the guest waits at its prompt
     assert machine.run_until_interrupt() == (0, 0x21)
     assert machine.bus.inb(0x64) & 1 and machine.bus.inb(0x60) == 0x25
     machine.bus.outb(0x20, 0x20)
     assert machine.run_until_interrupt()[1] == 0x21
     assert machine.bus.inb(0x60) == 0xA5
+
+
+def test_typed_keys_wait_for_the_guest_to_wait_with_irq1_unmasked():
+    """`--keys` is typed at a prompt, not during boot: a key pressed before the kernel's
+    ICW1 (which resets the 8259's edge sense) would hold IRQ 1 high with no edge left to
+    interrupt, and the kernel would never see a key."""
+    machine = Machine()
+    machine.platform.type_text("k")
+    assert not machine.bus.inb(0x64) & 1                  # nothing pressed during boot
+    machine.remap_pics(mask_master=0xFD)
+    for _ in range(IDLE_WAKEUPS_BEFORE_TYPING - 1):        # not idle for long enough yet
+        assert machine.platform.idle_until_interrupt(IPS // 100) is None
+    assert machine.run_until_interrupt() == (0, 0x21)
+    assert machine.bus.inb(0x60) == 0x25
+
+
+def test_typed_keys_wait_while_irq1_is_masked_however_idle_the_guest():
+    machine = Machine()
+    machine.platform.type_text("k")
+    for _ in range(2 * IDLE_WAKEUPS_BEFORE_TYPING):
+        assert machine.platform.idle_until_interrupt(IPS // 100) is None
+    machine.remap_pics(mask_master=0xFD)
+    assert machine.run_until_interrupt() == (0, 0x21)
+
+
+def test_typed_keys_wait_while_the_guest_runs_between_its_halts():
+    """A kernel that halts in one task's system call while another task runs is not idle
+    (TacOS's init halts in waitpid while its shell starts: keys typed then went to no
+    reader)."""
+    machine = Machine()
+    machine.remap_pics(mask_master=0xFD)
+    machine.platform.type_text("k")
+    for _ in range(2 * IDLE_WAKEUPS_BEFORE_TYPING):
+        assert machine.platform.idle_until_interrupt(IPS // 100) is None
+        machine.time.at(machine.time.tick + IDLE_RUN_LIMIT + 1)   # a busy task between
+    assert not machine.platform.interrupts.pending()
+
+
+def test_typed_keys_come_through_an_unmasked_ioapic_pin():
+    machine = Machine()
+    machine.platform.type_text("k")
+    machine.ioapic_entry(1, 0x31)                         # IRQ 1 on pin 1, vector 0x31
+    machine.bus.mmio_write(0xFEE000F0, 0x1FF)             # LAPIC software-enabled
+    assert not machine.bus.inb(0x64) & 1                  # this read found it empty...
+    assert machine.run_until_interrupt() == (0, 0x31)     # ...and the key came after it
+    assert machine.bus.inb(0x60) == 0x25
 
 
 def test_rtc_update_interrupt_on_the_slave_8259():

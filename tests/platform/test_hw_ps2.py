@@ -182,6 +182,62 @@ def test_keys_wait_while_the_port_is_disabled_or_scanning_is_off():
     assert rig.drain() == [0xFA, 0x11, 0x91]
 
 
+def test_with_typing_waits_a_status_poll_loop_starts_the_typing():
+    """Init sequences read the status once per command; a loop that spins on it with the
+    output buffer empty waits for a key. Any other access starts the count again."""
+    rig = Rig()
+    rig.kbc = I8042(rig.resets.append, rig.irq1.line, irq1_reaches_cpu=lambda: False)
+    rig.kbc.type_text("a")
+    for _ in range(K.POLLS_BEFORE_TYPING - 1):
+        assert not rig.status() & K.ST_OUTPUT_FULL
+    rig.command(0xAE)                                     # not a poll: the count restarts
+    for _ in range(K.POLLS_BEFORE_TYPING - 1):
+        assert not rig.status() & K.ST_OUTPUT_FULL
+    assert rig.irq1.edges == 0
+    assert not rig.status() & K.ST_OUTPUT_FULL            # the last poll found it empty...
+    assert rig.irq1.edges == 1                            # ...and the key came after it
+    assert rig.drain() == [0x1E, 0x9E]
+
+
+def test_with_typing_waits_one_status_read_with_irq1_reaching_the_cpu_starts_it():
+    """An interrupt-driven driver reads the status (to flush a stale byte) and then waits
+    for IRQ 1: the key comes after that read, so the flush does not eat it."""
+    reaches = [False]
+    rig = Rig()
+    rig.kbc = I8042(rig.resets.append, rig.irq1.line, irq1_reaches_cpu=lambda: reaches[0])
+    rig.kbc.type_text("a")
+    assert not rig.status() & K.ST_OUTPUT_FULL and rig.irq1.edges == 0
+    reaches[0] = True
+    rig.set_config(0x44)                                  # the 8042's own IRQ 1 bit off
+    assert not rig.status() & K.ST_OUTPUT_FULL and rig.irq1.edges == 0
+    rig.set_config(0x45)
+    assert not rig.status() & K.ST_OUTPUT_FULL and rig.irq1.edges == 1
+    assert rig.drain() == [0x1E, 0x9E]
+
+
+def test_with_typing_waits_answers_still_come_and_start_typing_releases_keys():
+    rig = Rig()
+    rig.kbc = I8042(rig.resets.append, rig.irq1.line, irq1_reaches_cpu=lambda: False)
+    rig.kbc.type_text("a")
+    rig.send(0xEE)                                        # echo: answered at once
+    assert rig.drain() == [0xEE]
+    rig.kbc.start_typing()
+    assert rig.drain() == [0x1E, 0x9E]
+
+
+def test_with_typing_waits_each_line_waits_for_the_guest_again():
+    """After Enter a person reads the output before typing on; keys typed at once were
+    read by TacOS while its shell ran the previous command, and lost."""
+    rig = Rig()
+    rig.kbc = I8042(rig.resets.append, rig.irq1.line, irq1_reaches_cpu=lambda: False)
+    rig.kbc.type_text("a\nb")
+    rig.kbc.start_typing()
+    assert rig.drain() == [0x1E, 0x9E, 0x1C, 0x9C]
+    assert rig.drain() == [] and rig.kbc.typing_waits
+    rig.kbc.start_typing()
+    assert rig.drain() == [0x30, 0xB0]
+
+
 def test_irq1_follows_the_configuration_byte():
     rig = Rig()
     rig.set_config(0x44)                                  # IRQ 1 off: polling only

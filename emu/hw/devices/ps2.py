@@ -21,6 +21,14 @@ Modelled as documented behaviour, not refused:
 - Scan code set 3 is not modelled: selecting it is answered 0xFE (resend) and the set stays.
 - Typed text waits while the first port is disabled (0xAD, configuration bit 4) or the
   keyboard is not scanning (0xF5), and comes out once both allow it: keys are pressed, not lost.
+- Given `irq1_reaches_cpu` (the platform's routing: is IRQ 1 unmasked at the 8259 or the
+  IOAPIC?), typed text also waits until the guest waits for input: `start_typing()` (the
+  platform calls it when the CPU idles with `keyboard_irq_on()`), or a read of the status
+  register that finds the output buffer empty while `keyboard_irq_on()` (an interrupt-driven
+  driver about to wait; the key comes after that read), or POLLS_BEFORE_TYPING such reads in
+  a row with no other access to the controller between (a polling driver spinning on
+  "output buffer full"; init sequences read the status once per command). Each line
+  (after Enter) waits so again: a person reads the output before typing the next command.
 - Configuration byte at hand-over: 0x45 (IRQ 1 on, system flag, translation on), as a PC BIOS
   leaves it. The input port reads 0x80 (keyboard not inhibited); the output port starts 0x03
   (reset line high, A20 on) and a write with bit 0 clear resets the machine.
@@ -38,12 +46,14 @@ from emu.hw.irq import IrqLine
 DATA_PORT, STATUS_PORT = 0x60, 0x64
 KEYBOARD_IRQ, MOUSE_IRQ = 1, 12
 FIRMWARE_CONFIG = 0x45
+POLLS_BEFORE_TYPING = 100
 ST_OUTPUT_FULL, ST_SYSTEM, ST_COMMAND, ST_NOT_INHIBITED, ST_AUX = 0x01, 0x04, 0x08, 0x10, 0x20
 CFG_IRQ1, CFG_IRQ12, CFG_SYSTEM = 0x01, 0x02, 0x04
 CFG_PORT1_OFF, CFG_PORT2_OFF, CFG_TRANSLATE = 0x10, 0x20, 0x40
 ACK, RESEND, SELF_TEST_PASSED, ECHO = 0xFA, 0xFE, 0xAA, 0xEE
 CONTROLLER_OK, PORT_OK = 0x55, 0x00
 _CONTROLLER, _KEYBOARD, _AUX = 0, 1, 2
+LINE_END = None                  # in the keyboard's queue after each Enter
 
 
 class Ps2Keyboard:
@@ -52,7 +62,9 @@ class Ps2Keyboard:
 
     def __init__(self) -> None:
         self.answers: deque[int] = deque()
-        self.keys: deque[tuple[Key, bool]] = deque()     # (key, make) still to send
+        # (key, make) still to send; LINE_END after each Enter
+        self.keys: deque[tuple[Key, bool] | None] = deque()
+        self.line_ended = False          # LINE_END was reached: the controller decides
         self.last_sent = 0
         self.reset()
 
@@ -109,7 +121,11 @@ class Ps2Keyboard:
     def next_byte(self, may_send_keys: bool) -> int | None:
         """The next byte the keyboard sends: answers first, then key codes if allowed."""
         if not self.answers and may_send_keys and self.scanning and self.keys:
-            key, make = self.keys.popleft()
+            press = self.keys.popleft()
+            if press is LINE_END:
+                self.line_ended = True
+                return None
+            key, make = press
             self.answers.extend(scancode_bytes(key, make, self.scancode_set))
         if not self.answers:
             return None
@@ -129,6 +145,8 @@ class Ps2Keyboard:
             presses += [(key, True), (key, False)]
             presses += [(SHIFT, False)] if shifted else []
             self.keys.extend(presses)
+            if char == "\n":
+                self.keys.append(LINE_END)
         return skipped
 
 
@@ -137,8 +155,12 @@ class I8042:
     and 0x64 (they are not adjacent: port 0x61 is system control port B)."""
 
     def __init__(self, on_reset: Callable[[ResetReason], None],
-                 irq1: IrqLine | None = None, irq12: IrqLine | None = None) -> None:
+                 irq1: IrqLine | None = None, irq12: IrqLine | None = None,
+                 irq1_reaches_cpu: Callable[[], bool] | None = None) -> None:
         self.on_reset = on_reset
+        self.irq1_reaches_cpu = irq1_reaches_cpu
+        self.typing_waits = irq1_reaches_cpu is not None
+        self._empty_polls = 0
         self.irq1, self.irq12 = irq1, irq12
         self.keyboard = Ps2Keyboard()
         self.ram = bytearray(32)
@@ -156,15 +178,32 @@ class I8042:
     def config(self) -> int:
         return self.ram[0]
 
+    def start_typing(self) -> None:
+        """The guest waits for input: typed text may come out from now on."""
+        if self.typing_waits:
+            self.typing_waits = False
+            self._refresh()
+
+    def keyboard_irq_on(self) -> bool:
+        """A byte from the keyboard would interrupt the CPU (see `irq1_reaches_cpu`)."""
+        return bool(self.config & CFG_IRQ1) and self.irq1_reaches_cpu is not None \
+            and self.irq1_reaches_cpu()
+
     def status(self) -> int:
         head = self.output[0][1] if self.output else None
-        return (ST_NOT_INHIBITED | (ST_OUTPUT_FULL if self.output else 0)
-                | (ST_AUX if head == _AUX else 0) | (self.config & CFG_SYSTEM)
-                | (ST_COMMAND if self.last_was_command else 0))
+        value = (ST_NOT_INHIBITED | (ST_OUTPUT_FULL if self.output else 0)
+                 | (ST_AUX if head == _AUX else 0) | (self.config & CFG_SYSTEM)
+                 | (ST_COMMAND if self.last_was_command else 0))
+        if self.typing_waits and not self.output:
+            self._empty_polls += 1
+            if self._empty_polls >= POLLS_BEFORE_TYPING or self.keyboard_irq_on():
+                self.start_typing()
+        return value
 
     # --- the output buffer and the IRQ lines -------------------------------------------------
 
     def read_data(self) -> int:
+        self._empty_polls = 0
         if self.output:
             self._last_read = self.output.popleft()[0]
             self._set_lines(False, False)               # the buffer empties: IRQs drop
@@ -174,9 +213,15 @@ class I8042:
     def _refresh(self) -> None:
         """Move the keyboard's next byte into an empty output buffer; drive IRQ 1/12."""
         while not self.output:
-            byte = self.keyboard.next_byte(not self.config & CFG_PORT1_OFF)
+            byte = self.keyboard.next_byte(not self.config & CFG_PORT1_OFF
+                                           and not self.typing_waits)
             if byte is None:
-                break
+                if not self.keyboard.line_ended:
+                    break
+                self.keyboard.line_ended = False
+                if self.irq1_reaches_cpu is not None:    # the next line waits for the
+                    self.typing_waits = True             # guest to wait again
+                continue
             if self.config & CFG_TRANSLATE:
                 byte = self._translator.translate(byte)
             if byte is not None:
@@ -204,6 +249,7 @@ class I8042:
     # --- writes -----------------------------------------------------------------------------
 
     def write_data(self, byte: int) -> None:
+        self._empty_polls = 0
         self.last_was_command = False
         awaiting, self._awaiting = self._awaiting, None
         if awaiting is None:
@@ -220,6 +266,7 @@ class I8042:
         self._refresh()
 
     def write_command(self, byte: int) -> None:
+        self._empty_polls = 0
         self.last_was_command = True
         self._awaiting = None
         if 0x20 <= byte <= 0x3F:
