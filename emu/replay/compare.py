@@ -7,8 +7,10 @@ Does not own: reading traces or deciding what a difference means (divergence.py)
 `all` compares every event, every field, the instruction count included: the rerun must be
 the recording, instruction for instruction. A kernel change that moves code shifts RIPs and
 counts, so `mm` compares what a memory manager does, by kind and address: exceptions
-(vector, kind, error code, CR2, CPL: page faults and system calls), CR3 loads (old, new),
-`invlpg`s (address) and how the run ended, ignoring RIPs and instruction counts.
+(vector, kind, error code, CR2, CPL: page faults and system calls), CR3 loads (the root
+loaded: the old one is the previous load's, or the loader's, which sits after the kernel
+file and so moves with its size), `invlpg`s (address) and how the run ended, ignoring RIPs
+and instruction counts.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from emu import events as event_types
 from emu.errors import ConfigError
 
 PRESETS = {
-    "mm": "ExceptionDelivered/vector/kind/error_code/cr2/cpl,Cr3Written/old/new,"
+    "mm": "ExceptionDelivered/vector/kind/error_code/cr2/cpl,Cr3Written/new,"
           "TlbFlush/address,GuestExit/status/reason",
 }
 ALL = "all"
