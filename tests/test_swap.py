@@ -11,6 +11,7 @@ import pytest
 from differential import BUDGET, native, program
 from emu.build import build_guest
 from emu.events import Observer
+from emu.inject import attach, parse_spec
 from emu.machine import MachineConfig
 from emu.monitor.swapcheck import read_descriptor
 from emu.workloads.process import HostConsole, KernelLines, ProgramSpec, run_program
@@ -25,6 +26,10 @@ class SwapEvents(Observer):
     def __init__(self) -> None:
         self.outs: list = []
         self.ins: list = []
+        self.injections: list = []
+
+    def on_injection(self, event) -> None:
+        self.injections.append(event)
 
     def on_swap_out(self, event) -> None:
         self.outs.append(event)
@@ -34,7 +39,7 @@ class SwapEvents(Observer):
 
 
 def run_swapped(path: Path, args=(), policy: str = "clock", plant: int = 0,
-                user_mem: str = USER_MEM, latency: int = 2000):
+                user_mem: str = USER_MEM, latency: int = 2000, inject=()):
     out, err, lines = bytearray(), bytearray(), []
     events = SwapEvents()
     kernel = build_guest(defines={"PLANT_BUG": str(plant)}) if plant else build_guest()
@@ -43,7 +48,8 @@ def run_swapped(path: Path, args=(), policy: str = "clock", plant: int = 0,
                            swap_latency=latency)
     spec = ProgramSpec(Path(path), tuple(args), argv0=str(path))
     result = run_program(spec, config, HostConsole(out.extend, err.extend, None),
-                         [KernelLines(lines.append), events])
+                         [KernelLines(lines.append), events],
+                         attach=lambda machine: attach(machine, map(parse_spec, inject)))
     stats = read_descriptor(result.machine)
     return bytes(out), result, stats[1] if stats else None, events, lines
 
@@ -76,3 +82,54 @@ def test_each_planted_swap_bug_is_caught_by_its_rule(plant, rule):
     out, result, stats, events, lines = run_swapped(program("swaphog"), HOG_ARGS, plant=plant)
     rules = {finding.rule for finding in result.swap.findings}
     assert rule in rules, (rules, lines[-5:])
+
+
+# --- the disk injector (issue 14) against the swapping code ------------------------------
+
+def test_a_failed_swap_write_keeps_the_page_in_memory_and_marks_the_slot_bad():
+    hog = program("swaphog")
+    out, result, stats, events, lines = run_swapped(
+        hog, HOG_ARGS, inject=["disk:fault=ioerr,op=write,nth=20"])
+    assert (out, result.status) == (native(hog, HOG_ARGS).stdout, 0), lines[-5:]
+    assert [e.kind for e in events.injections] == ["disk"]
+    assert "request 20 (write of 4096 bytes): I/O error" in events.injections[0].detail
+    failed = [line for line in lines if "swap: writing slot" in line]
+    assert len(failed) == 1 and "failed: the page at 0x" in failed[0] and \
+        "stays in memory" in failed[0]
+    assert stats.io_errors == 1 and stats.pages_out > 64
+    bad = int(failed[0].split("slot ")[1].split()[0])
+    sector = int(events.injections[0].target.split()[1])
+    assert bad * 8 == sector                  # the slot the kernel gave up is the failed one
+    assert all(e.slot != bad for e in events.outs)     # and it is never handed out again
+    assert result.swap.findings == []
+
+
+def test_a_failed_swap_read_ends_the_process_with_sigbus_and_a_report():
+    out, result, stats, events, lines = run_swapped(
+        program("swaphog"), HOG_ARGS, inject=["disk:fault=ioerr,op=read,nth=3"])
+    assert result.wait_status is not None and result.wait_status & 0x7F == 7   # SIGBUS
+    assert any("bus error at 0x" in line and "could not be read back from swap" in line
+               for line in lines), lines[-5:]
+    assert stats.io_errors == 1 and stats.pages_in == 2
+    assert len(events.injections) == 1 and result.swap.findings == []
+
+
+def test_a_torn_swap_write_is_caught_when_the_page_comes_back():
+    """The disk says OK but only the first sector of one page landed: the guest cannot
+    know, and the swap checker must see the page come back different."""
+    out, result, stats, events, lines = run_swapped(
+        program("swaphog"), HOG_ARGS, inject=["disk:fault=torn,sectors=8..65535,nth=10,land=1"])
+    assert len(events.injections) == 1 and "1 of 8 sectors land" in events.injections[0].detail
+    sector = int(events.injections[0].target.split()[1])
+    content = [f for f in result.swap.findings if f.rule == "SWAP_CONTENT"]
+    assert content and f"from slot {sector // 8} " in content[0].detail, \
+        [f.rule for f in result.swap.findings]
+
+
+def test_late_swap_completions_change_nothing_the_program_sees():
+    hog = program("swaphog")
+    out, result, stats, events, lines = run_swapped(
+        hog, HOG_ARGS, inject=["disk:fault=delay,probability=25,seed=3,ticks=300000"])
+    assert (out, result.status) == (native(hog, HOG_ARGS).stdout, 0), lines[-5:]
+    assert len(events.injections) > 10 and stats.io_errors == 0
+    assert result.swap.findings == []

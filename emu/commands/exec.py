@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from emu.commands import console
-from emu.commands.options import add_machine_options, machine_config
+from emu.commands.options import add_machine_options, attach_injections, machine_config
 from emu.errors import ConfigError
 from emu.inputs import check_output, display, refuse_overwriting
 from emu.result import (EXEC_EXIT_STATUS_MEANINGS, EXEC_HARNESS_FAILURE, EXEC_NOT_FOUND,
@@ -155,7 +155,7 @@ def _swap_summary(result) -> None:
 def _attach(args, recorder, monitors: list):
     """What joins the machine once it is built: the trace's virtual time; the process
     monitor when its summary, its events (--trace) or the process rules need it (otherwise
-    nothing is hooked); the checker."""
+    nothing is hooked); the checker; the injections."""
     checking = args.check or args.strict
 
     def attach(machine) -> None:
@@ -167,6 +167,7 @@ def _attach(args, recorder, monitors: list):
         if checking:
             from emu.commands.run import attach_process_checks
             attach_process_checks(machine, strict=args.strict)
+        attach_injections(machine)          # last: its hooks run after the checkers'
     return attach
 
 
