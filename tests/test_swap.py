@@ -133,3 +133,44 @@ def test_late_swap_completions_change_nothing_the_program_sees():
     assert (out, result.status) == (native(hog, HOG_ARGS).stdout, 0), lines[-5:]
     assert len(events.injections) > 10 and stats.io_errors == 0
     assert result.swap.findings == []
+
+
+def test_emu_run_prints_the_swap_summary(tmp_path, capsys):
+    from emu.cli import main
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "swaphog").write_bytes(program("swaphog").read_bytes())
+    status = main(["run", "--quiet", "--initrd", str(tmp_path), "--swap", "32M",
+                   "--swap-latency", "2000", "--cmdline",
+                   f"user_mem={USER_MEM} init=/bin/swaphog -- {' '.join(HOG_ARGS)}"])
+    err = capsys.readouterr().err
+    assert status == 0, err[-800:]
+    line = next(line for line in err.splitlines() if line.startswith("--- swap (clock): "))
+    pages_out = int(line.split(": ")[1].split()[0])
+    assert pages_out > 64 and " bytes written, " in line and " reclaim scans, 0 OOM kills" \
+        in line and line.endswith("; 0 swap-check findings")
+
+
+def test_emu_pt_lists_the_swapped_out_pages_with_their_slots(tmp_path, capsys):
+    """Stopped halfway through the hog, its address space has pages in swap: each listed
+    run's slots agree with the entries' own encoding (checked against swapped_pages)."""
+    import tarfile
+    from emu.cli import main
+    archive = tmp_path / "initrd.tar"
+    with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(program("swaphog"), arcname="bin/swaphog")
+    assert main(["pt", "--module", str(archive), "--swap", "32M", "--swap-latency", "2000",
+                 "--max-instructions", "5000000", "--cmdline",
+                 f"user_mem={USER_MEM} init=/bin/swaphog -- {' '.join(HOG_ARGS)}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(out) if line.startswith("swapped out: "))
+    pages = int(out[at].split()[2])
+    runs = out[at + 1:]
+    assert pages > 16 and runs
+    listed = 0
+    for line in runs:
+        span, _, slots = line.partition(" -> ")
+        start, end = (int(part, 16) for part in span.split()[0].split("-"))
+        first, _, last = slots.split()[1].partition("..")
+        assert (end - start) // 4096 == int(last or first) - int(first) + 1
+        listed += (end - start) // 4096
+    assert listed == pages
