@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from differential import BUDGET, native, program
 from emu.build import build_guest
@@ -174,3 +176,61 @@ def test_emu_pt_lists_the_swapped_out_pages_with_their_slots(tmp_path, capsys):
         assert (end - start) // 4096 == int(last or first) - int(first) + 1
         listed += (end - start) // 4096
     assert listed == pages
+
+
+# --- random touch, write and munmap sequences against a model -----------------------------
+
+ARENA = 64                      # tests/programs/memscript.c's arena, in pages
+SMALL_USER_MEM = "64K"          # 16 frames for user pages: the arena's pages must swap
+
+
+def swap_operations():
+    pages = st.integers(0, ARENA - 1)
+    return st.one_of(
+        st.builds(lambda o, n: f"m{o},{min(n, ARENA - o)},3", pages, st.integers(1, 24)),
+        st.builds(lambda o, n: f"u{o},{min(n, ARENA - o)}", pages, st.integers(1, 8)),
+        st.builds(lambda o, b: f"w{o},{b}", pages, st.integers(1, 120)),
+        st.builds(lambda o: f"t{o}", pages))
+
+
+def model_output(ops) -> list[str]:
+    """What memscript prints for m (read-write only), u, w and t, from the arena's pages
+    alone (None: not accessible; else the first byte); its `c` line (residency) is left out
+    since which pages are in memory is the kernel's business."""
+    arena: list[int | None] = [None] * ARENA
+    lines = []
+    for op in ops:
+        first, *rest = (int(v) for v in op[1:].split(","))
+        if op[0] in "mu":
+            for page in range(first, first + rest[0]):
+                arena[page] = 0 if op[0] == "m" else None
+            lines.append(f"{op} ok")
+        elif op[0] == "w":
+            if arena[first] is None:
+                lines += [f"{op} fail", "  errno 14"]
+            else:
+                arena[first] = rest[0]
+                lines.append(f"{op} ok")
+        else:
+            lines.append(f"{op} unreadable errno 14" if arena[first] is None
+                         else f"{op} = {arena[first]}")
+    lines.append("a " + "".join("." if v is None else "w" for v in arena))
+    lines.append("".join(f"{i}:{v} " for i, v in enumerate(arena) if v is not None))
+    return lines
+
+
+@settings(max_examples=6, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(swap_operations(), min_size=1, max_size=30))
+def test_random_touch_write_munmap_sequences_with_swap_match_a_model(ops):
+    # Every page of the arena is mapped and written first, so that the 16 user frames
+    # cannot hold them and the random sequence runs against pages in swap.
+    prefix = [f"m0,{ARENA},3", *(f"w{page},{page + 1}" for page in range(ARENA))]
+    ops = [*prefix, *ops]
+    out, result, stats, events, lines = run_swapped(program("memscript"), ["/none", *ops],
+                                                    user_mem=SMALL_USER_MEM, latency=500)
+    assert result.status == 0, lines[-5:]
+    got = [line for line in out.decode().splitlines() if not line.startswith("c ")]
+    assert got == model_output(ops)
+    assert stats.pages_out > ARENA // 2 and stats.pages_in > 0
+    assert result.swap.findings == []
