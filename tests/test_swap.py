@@ -41,12 +41,14 @@ class SwapEvents(Observer):
 
 
 def run_swapped(path: Path, args=(), policy: str = "clock", plant: int = 0,
-                user_mem: str = USER_MEM, latency: int = 2000, inject=()):
+                user_mem: str | None = USER_MEM, latency: int = 2000, inject=(),
+                memory: int = MEMORY, swap: int = SWAP):
     out, err, lines = bytearray(), bytearray(), []
     events = SwapEvents()
     kernel = build_guest(defines={"PLANT_BUG": str(plant)}) if plant else build_guest()
-    config = MachineConfig(kernel=kernel, max_instructions=BUDGET, memory=MEMORY,
-                           cmdline=f"user_mem={user_mem} swap_policy={policy}", swap=SWAP,
+    limit = f"user_mem={user_mem} " if user_mem else ""
+    config = MachineConfig(kernel=kernel, max_instructions=BUDGET, memory=memory,
+                           cmdline=f"{limit}swap_policy={policy}", swap=swap,
                            swap_latency=latency)
     spec = ProgramSpec(Path(path), tuple(args), argv0=str(path))
     result = run_program(spec, config, HostConsole(out.extend, err.extend, None),
@@ -75,6 +77,19 @@ def test_without_a_limit_nothing_swaps_and_the_checker_stays_quiet():
     out, result, stats, events, _ = run_swapped(hog, ["256", "100"], user_mem="64M")
     assert out == native(hog, ["256", "100"]).stdout
     assert stats.pages_out == 0 and events.outs == [] and result.swap.findings == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["clock", "fifo", "random"])
+def test_a_working_set_four_times_the_ram_runs_as_natively_under_each_policy(policy):
+    """Issue 12's Done means: 64 MiB of data on a 16 MiB machine with a 128 MiB disk, no
+    user_mem cap, written and read sequentially, touched at random and looped over."""
+    hog, args = program("swaphog"), ["65536", "3000"]
+    out, result, stats, events, lines = run_swapped(hog, args, policy=policy, user_mem=None,
+                                                    memory=16 << 20, swap=128 << 20)
+    assert (out, result.status) == (native(hog, args).stdout, 0), lines[-5:]
+    assert stats.pages_out > 16384 and stats.pages_in > 16384 and stats.oom_kills == 0
+    assert result.swap.findings == []
 
 
 @pytest.mark.slow

@@ -225,6 +225,12 @@ class SwapChecker(Observer):
         self.settle()
         self.ins += 1
         named = self.went_out.pop((root, vaddr), slot)
+        # The entry no longer names the slot: if this page goes out again to the same slot
+        # (freed when the page was dirtied, then handed out again), its PTE will hold the
+        # same value and must not read as a stale entry still naming it.
+        naming = self.naming.get(named)
+        if naming:
+            naming.difference_update({pair for pair in naming if pair[0] == pte})
         self.pending.append((pte, vaddr, named, root))
         self.settle()   # no user instruction ran since the kernel mapped it
         self._emit(SwapIn(self.machine.events.now(), root, vaddr, frame, named))
