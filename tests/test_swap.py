@@ -249,3 +249,19 @@ def test_random_touch_write_munmap_sequences_with_swap_match_a_model(ops):
     assert got == model_output(ops)
     assert stats.pages_out > ARENA // 2 and stats.pages_in > 0
     assert result.swap.findings == []
+
+
+def test_a_traced_swap_run_with_disk_injections_replays_exactly(tmp_path, capsys):
+    """The trace holds the swap checker's events and the injections; a replay attaches the
+    same checker and injector, so every event recurs at its instruction."""
+    from emu.cli import main
+    trace = tmp_path / "swap.jsonl"
+    assert main(["exec", "--swap", "32M", "--swap-latency", "2000", "--cmdline",
+                 f"user_mem={USER_MEM}", "--inject",
+                 "disk:fault=delay,probability=30,seed=2,ticks=5000", "--trace", str(trace),
+                 str(program("swaphog")), "256", "100"]) == 0
+    text = trace.read_text()
+    assert '"type":"SwapOut"' in text and '"kind":"disk"' in text
+    capsys.readouterr()
+    assert main(["replay", str(trace)]) == 0
+    assert capsys.readouterr().out.startswith("replay matched: ")
