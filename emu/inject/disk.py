@@ -53,7 +53,8 @@ class DiskFault:
                     "torn": f"torn: {min(self.fault.amount, length // SECTOR)} of "
                             f"{length // SECTOR} sectors land",
                     "delay": f"completes {self.fault.amount:,} ticks late"}[self.kind]
+            op = "read" if kind == "in" else "write"
             events.emit(Injection(events.now(), "disk", f"sector {sector}",
-                                  f"request {self.decider.calls} ({'read' if kind == 'in' else 'write'} "
-                                  f"of {length} bytes): {what}"))
+                                  f"request {self.decider.calls} ({op} of {length} bytes): "
+                                  f"{what}"))
         return self.fault
