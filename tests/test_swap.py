@@ -265,3 +265,15 @@ def test_a_traced_swap_run_with_disk_injections_replays_exactly(tmp_path, capsys
     capsys.readouterr()
     assert main(["replay", str(trace)]) == 0
     assert capsys.readouterr().out.startswith("replay matched: ")
+
+
+def test_with_ram_and_swap_exhausted_the_hog_is_killed_with_a_report():
+    """64 user frames and a 64 KiB disk (15 slots) cannot hold 1 MiB: SIGKILL (137), the
+    kernel says why, and counts the kill."""
+    out, result, stats, events, lines = run_swapped(program("swaphog"), ["1024", "10"],
+                                                    swap=64 << 10)
+    assert (result.status, result.wait_status) == (137, 9)
+    killed = [line for line in lines if "out of memory at 0x" in line]
+    assert len(killed) == 1 and "killed (RSS " in killed[0] and \
+        "KiB, swap 60 KiB in use)" in killed[0], lines[-5:]
+    assert stats.oom_kills == 1 and stats.pages_out == 15 and result.swap.findings == []
