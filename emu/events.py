@@ -143,7 +143,7 @@ class HeapFinding(Event):
 
 @dataclass(frozen=True, slots=True)
 class Injection(Event):
-    """A fault injector acted (emu/inject/): `kind` (fail-function, ram, irq, spurious-pf),
+    """A fault injector acted (emu/inject/): `kind` (fail-function, ram, irq, spurious-pf, disk),
     `target` (the function, address or vector), `detail` (which call, the bits flipped)."""
     handler: ClassVar[str] = "on_injection"
     kind: str

@@ -291,7 +291,9 @@ INJECT = st.sampled_from([
     "fail-function:function=nope", "ram:at=1000,type=usable,flips=64,seed=3",
     "ram:at=10,paddr=0xa0000", "ram:at=10,symbol=kmain,bit=7", "irq:at=50000,vector=255",
     "spurious-pf:at=200000", "spurious-pf:at=0", "ram:at=10,region=heap",
-    "ram:at=900000,region=heap,flips=64", "bogus", "ram:at=x", ":", ""])
+    "ram:at=900000,region=heap,flips=64", "disk:fault=ioerr,op=write,nth=3",
+    "disk:fault=torn,sectors=8..15,land=1", "disk:fault=delay,probability=30,ticks=99",
+    "disk:fault=ioerr,sectors=5..1", "bogus", "ram:at=x", ":", ""])
 SWAP_SIZES = st.sampled_from(["1M", "64K", "63K", "1000", "0", "-1", "2T", "lots", "1.5M",
                               "128M", ""])
 LATENCIES = st.sampled_from(["0", "1", "-1", "x", "20000", str(10**13), "0x100"])

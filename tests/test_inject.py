@@ -81,6 +81,10 @@ def test_a_spec_parses_into_kind_params_and_knobs():
     assert spec.knobs == Knobs(probability=50, interval=2, times=4, space=1000, fail_nth=3,
                                seed=9)
     assert parse_spec("ram:at=100,type=usable,flips=3,seed=2").knobs.seed == 2
+    disk = parse_spec("disk:fault=torn,sectors=8..15,nth=2,land=3,space=4096")
+    assert (disk.kind, disk.params) == ("disk", {"fault": "torn", "sectors": "8..15",
+                                                 "land": 3})
+    assert disk.knobs == Knobs(fail_nth=2, space=4096)
 
 
 @pytest.mark.parametrize("spec, says", [
@@ -101,12 +105,29 @@ def test_a_spec_parses_into_kind_params_and_knobs():
     ("ram:at=-1,paddr=0", "at= is an instruction count"),
     ("irq:at=5,vector=3", "vector is an external interrupt"),
     ("spurious-pf:at=5,vector=3", "spurious-pf takes no vector"),
+    ("disk:op=read", "disk needs fault"),
+    ("disk:fault=bitrot", "fault=bitrot is not a disk fault; use one of ioerr, torn, delay"),
+    ("disk:fault=ioerr,op=flush", "op=flush is not a request kind"),
+    ("disk:fault=torn,op=read", "a torn request is a write"),
+    ("disk:fault=ioerr,sectors=9..3", "sectors=9..3 is not A..B"),
+    ("disk:fault=ioerr,sectors=x", "sectors=x is not A..B"),
+    ("disk:fault=ioerr,land=2", "land=K"),
+    ("disk:fault=torn,land=-1", "land=K"),
+    ("disk:fault=torn,ticks=5", "ticks=T (1 or more) is for fault=delay"),
+    ("disk:fault=delay,ticks=0", "ticks=T"),
+    ("disk:fault=ioerr,nth=1,fail-nth=2", "nth= and fail-nth= are the same knob"),
+    ("ram:at=5,paddr=0,fail-nth=2", "ram takes no fail-nth"),
 ])
 def test_a_bad_spec_is_one_line_that_says_what_is_wrong(spec, says):
     with pytest.raises(ConfigError) as info:
         parse_spec(spec)
     assert says in str(info.value) and "\n" not in str(info.value)
     assert str(info.value).startswith(f"--inject {spec}: ")
+
+
+def test_a_disk_injection_without_a_disk_is_refused(kernel):
+    with pytest.raises(ConfigError, match="the machine has no disk; add --swap SIZE"):
+        attach(Machine(MachineConfig(kernel)), [parse_spec("disk:fault=ioerr")])
 
 
 # --- fail-function on our kernel --------------------------------------------------------------

@@ -17,7 +17,8 @@ import os
 from pathlib import Path
 
 from emu.commands import console
-from emu.commands.options import add_machine_options, machine_config
+from emu.commands.options import add_machine_options, attach_injections, machine_config
+from emu.commands.run import swap_finding, swap_summary
 from emu.errors import ConfigError
 from emu.inputs import check_output, display, refuse_overwriting
 from emu.result import (EXEC_EXIT_STATUS_MEANINGS, EXEC_HARNESS_FAILURE, EXEC_NOT_FOUND,
@@ -121,7 +122,7 @@ def execute(args) -> int:
     try:
         result = run_program(spec, config, host, observers,
                              attach=_attach(args, recorder, monitors), prepared=prepared,
-                             on_swap_finding=_swap_finding)
+                             on_swap_finding=swap_finding)
     except FileNotFoundError as exc:
         raise ConfigError(f"{display(Path(exc.filename or args.program))}: "
                           f"{os.strerror(exc.errno or errno.ENOENT)}") from None
@@ -131,7 +132,7 @@ def execute(args) -> int:
     if 1 in host.closed:
         console.silence_stdout()
     if result.swap is not None and (args.check or result.swap.findings):
-        _swap_summary(result)
+        swap_summary(result.machine, result.swap, "emu:")
     if result.status == EXEC_HARNESS_FAILURE and result.run.end is not RunEnd.INTERRUPTED:
         _failure(result)
     if args.summary and monitors and monitors[0] is not None:
@@ -140,22 +141,10 @@ def execute(args) -> int:
     return result.status
 
 
-def _swap_finding(event) -> None:
-    console.err(f"emu: swap check: {event.rule} at {event.address:#x}: {event.detail}")
-
-
-def _swap_summary(result) -> None:
-    from emu.monitor.swapcheck import read_descriptor
-    found = read_descriptor(result.machine)
-    if found is not None:
-        console.err(f"emu: {found[1].summary()}; {len(result.swap.findings)} swap-check "
-                    f"findings")
-
-
 def _attach(args, recorder, monitors: list):
     """What joins the machine once it is built: the trace's virtual time; the process
     monitor when its summary, its events (--trace) or the process rules need it (otherwise
-    nothing is hooked); the checker."""
+    nothing is hooked); the checker; the injections."""
     checking = args.check or args.strict
 
     def attach(machine) -> None:
@@ -167,6 +156,7 @@ def _attach(args, recorder, monitors: list):
         if checking:
             from emu.commands.run import attach_process_checks
             attach_process_checks(machine, strict=args.strict)
+        attach_injections(machine)          # last: its hooks run after the checkers'
     return attach
 
 

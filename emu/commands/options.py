@@ -86,7 +86,9 @@ def add_machine_options(command: argparse.ArgumentParser, kernel_option: bool = 
                               "fail-function:function=NAME[,retval=N][,caller=SYM]"
                               "[,probability=P,interval=N,times=N,space=B,fail-nth=N,seed=S]; "
                               "ram:at=N,paddr=A|symbol=S|type=T[,bit=B,flips=K,seed=S]; "
-                              "irq:at=N,vector=V; spurious-pf:at=N")
+                              "irq:at=N,vector=V; spurious-pf:at=N; "
+                              "disk:fault=ioerr|torn|delay[,op=read|write][,sectors=A..B]"
+                              "[,nth=N][,land=K][,ticks=T][,KNOBS] (with a swap disk)")
     command.add_argument("--swap", metavar="SIZE", default=None,
                          help="a swap disk of SIZE (e.g. 128M): a virtio-blk device over a "
                               "sparse temporary file, removed at exit")

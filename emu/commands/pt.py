@@ -2,8 +2,9 @@
 
 Owns: choosing the address space (the CR3 live at the end, `--cr3`, or the one live at the
 Nth guest checkpoint) and printing it: one line per range of equal permissions and
-contiguous frames, then the bytes mapped per permission. Exit 0, or 2 when there is no
-address space to list.
+contiguous frames, then the bytes mapped per permission, then (with a swap disk) the pages
+swapped out, one line per run of consecutive pages in consecutive slots. Exit 0, or 2 when
+there is no address space to list.
 Does not own: walking page tables (emu/arch/paging.py).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from emu.errors import ConfigError, UnbackedAccess
 from emu.events import Checkpoint, Observer
 from emu.hw.memmap import format_size
 from emu.machine import Machine
+from emu.x86 import PAGE_SIZE, PTE_ADDRESS_MASK
 
 NAME = "pt"
 HELP = "run a kernel and list an address space (like QEMU's `info mem`)"
@@ -76,7 +78,27 @@ def execute(args) -> int:
     console.err(f"--- {result.message}")       # only now: a refusal above is one line
     for line in address_space_lines(cr3, when, ranges):
         console.out(line)
+    if machine.swap is not None:
+        from emu.monitor.swapcheck import swapped_pages
+        for line in swapped_lines(swapped_pages(machine, cr3 & PTE_ADDRESS_MASK)):
+            console.out(line)
     return 0
+
+
+def swapped_lines(pages: list[tuple[int, int]]) -> list[str]:
+    """`swapped out: N pages`, then runs of consecutive pages in consecutive slots:
+    start-end size -> slots A..B."""
+    runs: list[list[int]] = []                       # [start, end, first slot, last slot]
+    for vaddr, slot in pages:
+        if runs and runs[-1][1] == vaddr and runs[-1][3] + 1 == slot:
+            runs[-1][1], runs[-1][3] = vaddr + PAGE_SIZE, slot
+        else:
+            runs.append([vaddr, vaddr + PAGE_SIZE, slot, slot])
+    lines = [f"swapped out: {len(pages)} pages ({format_size(len(pages) * PAGE_SIZE)})"]
+    lines += [f"{start:016x}-{end:016x} {format_size(end - start):>16} -> "
+              f"{'slot ' + str(first) if first == last else f'slots {first}..{last}'}"
+              for start, end, first, last in runs]
+    return lines
 
 
 def address_space_lines(cr3: int, when: str, ranges: list[MappedRange]) -> list[str]:

@@ -129,6 +129,8 @@ def _machine(header: dict, config: MachineConfig, comparer: ReplayComparer) -> M
     if run.get("exec_check"):
         from emu.commands.run import attach_process_checks
         attach_process_checks(machine, strict=bool(run.get("strict")))
+    from emu.monitor import swapcheck
+    swapcheck.attach(machine)       # emu run and emu exec check every run with a swap disk
     attach_injections(machine)
     comparer.attach(machine)
     return machine

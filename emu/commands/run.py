@@ -3,7 +3,8 @@
 Owns: the options of `emu run` (trace, screenshot, checks, the initrd), live serial
 output, the kernel's processes' streams (their fd 0, 1 and 2 on emu's own), and the
 summary on stderr (with, for a kernel that runs processes, one line per process, the
-system calls it does not implement and its PMM baseline: emu/monitor/processes.py). The
+system calls it does not implement and its PMM baseline: emu/monitor/processes.py; with a
+swap disk, the swap checker's findings as they come and the kernel's swap counters). The
 exit status is the run's (emu/result.py).
 Does not own: the machine, the checkers, the trace format.
 """
@@ -21,7 +22,7 @@ from emu.errors import ConfigError, EmuError, Interrupted
 from emu.events import SYSCALL_VECTOR, DeviceError, GuestExit, Observer
 from emu.inputs import check_output, refuse_overwriting
 from emu.machine import Machine
-from emu.monitor import processes
+from emu.monitor import processes, swapcheck
 from emu.result import EXIT_STATUS_MEANINGS, RunEnd, RunResult
 from emu.x86 import exception_short_name
 
@@ -125,8 +126,8 @@ def _execute(args, workdir: Path) -> int:
         from emu.monitor.trace import TraceRecorder
         recorder = TraceRecorder(args.trace, header)
     try:
-        result, machine, checker, heap_checker, monitor = _run(args, config, checks,
-                                                               recorder, (saved, header))
+        result, machine, (checker, heap_checker, monitor, swap) = _run(
+            args, config, checks, recorder, (saved, header))
     finally:
         if recorder:
             recorder.close()
@@ -146,7 +147,19 @@ def _execute(args, workdir: Path) -> int:
     if monitor is not None:
         for line in monitor.summary_lines():
             console.err(f"--- {line}")
+    if swap is not None:
+        swap_summary(machine, swap, "---")
     return result.exit_status
+
+
+def swap_summary(machine: Machine, swap, prefix: str) -> None:
+    """The kernel's swap counters (pages out and in, bytes, reclaim scans, OOM kills) and
+    the swap checker's finding count, one line."""
+    from emu.monitor.swapcheck import read_descriptor
+    found = read_descriptor(machine)
+    counters = found[1].summary() if found is not None else \
+        "swap: the kernel set up no swap area on the disk"
+    console.err(f"{prefix} {counters}; {len(swap.findings)} swap-check findings")
 
 
 def run_options(args, checks: frozenset[str]) -> dict:
@@ -180,6 +193,7 @@ def _run(args, config, checks: frozenset[str], recorder, resume):
         machine.events.subscribe(_DeviceErrors())
         monitor = processes.attach(
             machine, on_unimplemented=lambda u: console.err(processes.unimplemented_line(u)))
+        swap = swapcheck.attach(machine, on_finding=swap_finding)
         checker = attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
@@ -193,8 +207,10 @@ def _run(args, config, checks: frozenset[str], recorder, resume):
             end = RunEnd.INTERRUPTED if isinstance(exc, Interrupted) else RunEnd.ERROR
             recorder.on_event(GuestExit(0, None, end.value))
         raise
-    return timetravel.drive(machine, args, header, (checker, heap_checker)), machine, \
-        checker, heap_checker, monitor
+    result = timetravel.drive(machine, args, header, (checker, heap_checker))
+    if swap is not None:
+        swap.finish()
+    return result, machine, (checker, heap_checker, monitor, swap)
 
 
 class _DeviceErrors(Observer):
@@ -231,6 +247,10 @@ def attach_heap_checks(machine: Machine, args):
         else:
             console.err(f"emu: heap finding {heapcheck.describe(event)}")
     return heapcheck.attach(machine, found)
+
+
+def swap_finding(event) -> None:
+    console.err(f"emu: swap check: {event.rule} at {event.address:#x}: {event.detail}")
 
 
 def _print_violation(event) -> None:

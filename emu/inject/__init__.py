@@ -6,7 +6,7 @@ ELF symbols, given as `--inject SPEC` (grammar in spec.py) or from Python.
 
 Every injection is an `Injection` event, so a run with injections replays exactly.
 Modules: knobs.py (Linux's fault-injection knobs), spec.py (the grammar),
-fail_function.py, timed.py (ram, irq, spurious-pf).
+fail_function.py, timed.py (ram, irq, spurious-pf), disk.py (the swap disk's requests).
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def attach(machine, specs: Iterable[InjectionSpec]) -> list:
     (Unicorn calls them in the order they were added), so that a checker at a function's
     entry sees the call before fail-function makes it return."""
     # Imported here: the package stays light for the pytest plugin (Unicorn, capstone).
+    from emu.inject.disk import DiskFault
     from emu.inject.fail_function import FailFunction
     from emu.inject.timed import Irq, RamFlip, SpuriousPageFault
     injectors = {"fail-function": FailFunction, "ram": RamFlip, "irq": Irq,
-                 "spurious-pf": SpuriousPageFault}
+                 "spurious-pf": SpuriousPageFault, "disk": DiskFault}
     return [injectors[spec.kind](machine, spec) for spec in specs]

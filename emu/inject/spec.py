@@ -15,8 +15,15 @@
     spurious-pf:at=N
         from instruction N on, the next instruction that accesses memory raises #PF for
         its own address although the page is present (the handler must be idempotent)
-KNOBS: probability=P (percent), interval=N, times=N (-1: no limit), space=BYTES,
-fail-nth=N, seed=S; the meaning is Linux's fault-injection framework's (emu/inject/knobs.py).
+    disk:fault=ioerr|torn|delay[,op=read|write][,sectors=A..B][,nth=N][,land=K]
+        [,ticks=T][,KNOBS]
+        on the swap disk, a read or write request (of kind op, touching sectors A to B,
+        if given) fails when the knobs say so (nth=N: the Nth such request, as fail-nth):
+        ioerr completes it with an I/O error; torn lets only its first K sectors (default
+        1) land and reports success (writes only); delay completes it T ticks (default
+        1,000,000) after it would have. KNOBS' space counts the requests' bytes
+KNOBS (fail-function and disk): probability=P (percent), interval=N, times=N (-1: no
+limit), space=BYTES, fail-nth=N, seed=S; the meaning is Linux's fault-injection framework's (emu/inject/knobs.py).
 Numbers are decimal or 0x-hex; `_` separators are allowed.
 
 Owns: parsing a spec into an `InjectionSpec` with a one-line error for anything wrong.
@@ -39,9 +46,14 @@ KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                                           "flips", "seed"})),
     "irq": (frozenset({"at", "vector"}), frozenset()),
     "spurious-pf": (frozenset({"at"}), frozenset()),
+    "disk": (frozenset({"fault"}), frozenset({"op", "sectors", "land", "ticks"})),
 }
-TEXT_KEYS = frozenset({"function", "caller", "symbol", "type", "region"})
+KNOBBED = frozenset({"fail-function", "disk"})       # the kinds that take the knobs
+TEXT_KEYS = frozenset({"function", "caller", "symbol", "type", "region", "fault", "op",
+                       "sectors"})
 RAM_REGIONS = ("heap",)
+DISK_FAULTS = ("ioerr", "torn", "delay")
+DISK_OPS = ("read", "write")
 USE = "use KIND:KEY=VALUE,... with KIND one of " + ", ".join(KINDS) + \
     " (see `emu run --help`)"
 
@@ -85,7 +97,12 @@ def parse_spec(spec: str) -> InjectionSpec:
         raise ConfigError(f"--inject {spec}: unknown kind {kind!r}; {USE}")
     required, optional = KINDS[kind]
     pairs = _pairs(spec, body)
-    allowed = required | optional | (set(KNOB_KEYS) if kind == "fail-function" else set())
+    if kind == "disk" and "nth" in pairs:      # the disk's name for its request number
+        if "fail-nth" in pairs:
+            raise ConfigError(f"--inject {spec}: nth= and fail-nth= are the same knob; "
+                              f"give one")
+        pairs["fail-nth"] = pairs.pop("nth")
+    allowed = required | optional | (set(KNOB_KEYS) if kind in KNOBBED else set())
     unknown = sorted(set(pairs) - allowed)
     if unknown:
         raise ConfigError(f"--inject {spec}: {kind} takes no {', '.join(unknown)}; it takes "
@@ -122,5 +139,38 @@ def _check(spec: str, kind: str, params: dict, knobs: Knobs) -> None:
                               f"type; use one of {', '.join(MemoryType.__members__)}")
         if not 0 <= params.get("bit", 0) <= 7 or not 1 <= params.get("flips", 1) <= 64:
             raise ConfigError(f"--inject {spec}: bit is 0 to 7, flips 1 to 64")
+    if kind == "disk":
+        _check_disk(spec, params)
     if kind == "irq" and not 32 <= params["vector"] <= 255:
         raise ConfigError(f"--inject {spec}: vector is an external interrupt, 32 to 255")
+
+
+def sector_range(text: str) -> tuple[int, int] | None:
+    """`A..B` (inclusive) or `A` as (first, last); None if it is neither."""
+    first, dots, last = text.partition("..")
+    try:
+        low = int(first.replace("_", ""), 0)
+        high = int(last.replace("_", ""), 0) if dots else low
+    except ValueError:
+        return None
+    return (low, high) if 0 <= low <= high else None
+
+
+def _check_disk(spec: str, params: dict) -> None:
+    fault = params["fault"]
+    if fault not in DISK_FAULTS:
+        raise ConfigError(f"--inject {spec}: fault={fault} is not a disk fault; use one of "
+                          f"{', '.join(DISK_FAULTS)}")
+    if params.get("op", "write") not in DISK_OPS:
+        raise ConfigError(f"--inject {spec}: op={params['op']} is not a request kind; use "
+                          f"one of {', '.join(DISK_OPS)}")
+    if fault == "torn" and params.get("op") == "read":
+        raise ConfigError(f"--inject {spec}: a torn request is a write; drop op=read")
+    if "sectors" in params and sector_range(params["sectors"]) is None:
+        raise ConfigError(f"--inject {spec}: sectors={params['sectors']} is not A..B (first "
+                          f"and last sector, A <= B) or one sector")
+    if "land" in params and (fault != "torn" or params["land"] < 0):
+        raise ConfigError(f"--inject {spec}: land=K (sectors that reach the disk, 0 or more) "
+                          f"is for fault=torn")
+    if "ticks" in params and (fault != "delay" or params["ticks"] < 1):
+        raise ConfigError(f"--inject {spec}: ticks=T (1 or more) is for fault=delay")

@@ -100,6 +100,36 @@ def read_descriptor(machine) -> tuple[SwapLayout, SwapStats] | None:
                       limit, out, in_, clean, hits, scans, ooms, written, read, errors))
 
 
+_TABLE = struct.Struct("<512Q")
+_USER_SLOTS = 256                  # the lower half of the PML4: user space
+_PS = 1 << 7                       # a large page at PDPT or PD level: no table below
+
+
+def swapped_pages(machine, cr3: int) -> list[tuple[int, int]]:
+    """(virtual page, slot) of every swap entry in the user half of the tables at `cr3`,
+    in address order; empty without a swap descriptor."""
+    found = read_descriptor(machine)
+    if found is None:
+        return []
+    layout, memory = found[0], machine.memory
+    out: list[tuple[int, int]] = []
+
+    def table(entry: int) -> tuple[int, ...]:
+        return _TABLE.unpack(memory.read(entry & PTE_ADDRESS_MASK, PAGE_SIZE))
+
+    def walk(entries, level: int, base: int, limit: int) -> None:
+        span = PAGE_SIZE << (9 * level)
+        for index, entry in enumerate(entries[:limit]):
+            address = base + index * span
+            if level == 0:
+                if layout.is_entry(entry):
+                    out.append((address, layout.slot_of(entry)))
+            elif entry & 1 and not (level < 3 and entry & _PS):
+                walk(table(entry), level - 1, address, 512)
+    walk(table(cr3), 3, 0, _USER_SLOTS)
+    return out
+
+
 def _digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
@@ -195,6 +225,12 @@ class SwapChecker(Observer):
         self.settle()
         self.ins += 1
         named = self.went_out.pop((root, vaddr), slot)
+        # The entry no longer names the slot: if this page goes out again to the same slot
+        # (freed when the page was dirtied, then handed out again), its PTE will hold the
+        # same value and must not read as a stale entry still naming it.
+        naming = self.naming.get(named)
+        if naming:
+            naming.difference_update({pair for pair in naming if pair[0] == pte})
         self.pending.append((pte, vaddr, named, root))
         self.settle()   # no user instruction ran since the kernel mapped it
         self._emit(SwapIn(self.machine.events.now(), root, vaddr, frame, named))

@@ -75,7 +75,7 @@ def input_fields(config: MachineConfig) -> list[tuple[str, int | None, Path]]:
     return found
 
 
-SEEDED_INJECTIONS = ("fail-function", "ram")     # the kinds with a seeded generator
+SEEDED_INJECTIONS = ("fail-function", "ram", "disk")     # the kinds with a seeded generator
 
 
 def _spec_seed(spec: str) -> int:

@@ -152,19 +152,19 @@ def run_program(spec: ProgramSpec, config: MachineConfig, console: HostConsole,
                 observers: Iterable[Observer] = (),
                 attach: Callable[[Machine], None] | None = None,
                 prepared: MachineConfig | None = None,
-                on_swap_finding: Callable[[InvariantViolation], None] | None = None
-                ) -> ProgramResult:
+                on_swap_finding: Callable[[InvariantViolation], None] | None = None,
+                swap_check: bool = True) -> ProgramResult:
     """Run `spec` on a machine made from `config` (kernel, memory, budget...). `attach` may
     add checkers before the run. `prepared`: prepare()'s config made already (a traced run
     keeps its initrd beside the trace); else the initrd lives in a temporary directory.
-    With a swap disk the swap checker always runs (emu/monitor/swapcheck.py);
-    `on_swap_finding` hears its findings. Raises ConfigError for bad input,
+    With a swap disk the swap checker runs (emu/monitor/swapcheck.py) unless `swap_check`
+    is False (a benchmark's baseline); `on_swap_finding` hears its findings. Raises ConfigError for bad input,
     FileNotFoundError when the program does not exist."""
     with tempfile.TemporaryDirectory(prefix="emu-exec-") as tmp:
         machine = Machine(prepared or prepare(spec, config, Path(tmp) / "initrd.tar"),
                           list(observers))
         machine.devices.hostio.host = console
-        swap = swapcheck.attach(machine, on_finding=on_swap_finding)
+        swap = swapcheck.attach(machine, on_finding=on_swap_finding) if swap_check else None
         if attach is not None:
             attach(machine)
         run = machine.run()

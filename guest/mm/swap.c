@@ -575,6 +575,11 @@ void swap_init(void)
             sw.policy);
 }
 
+uint64_t swap_slots_in_use(void)
+{
+    return sw.used;
+}
+
 void swap_report(void)
 {
     if (!sw.enabled)

@@ -190,4 +190,7 @@ int swap_in(struct address_space *as, vaddr_t va, uint64_t entry, bool write,
 /* One line of counts, for the kernel's exit report. */
 void swap_report(void);
 
+/* Slots in use now: holding a page, or retired after a failed write. */
+uint64_t swap_slots_in_use(void);
+
 #endif

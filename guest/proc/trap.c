@@ -16,6 +16,7 @@
 #include "arch/x86_64/io.h"
 #include "dev/serial.h"
 #include "lib/panic.h"
+#include "mm/swap.h"
 #include "mm/usercopy.h"
 #include "proc/proc.h"
 #include "proc/signal.h"
@@ -104,8 +105,10 @@ static void page_fault(struct interrupt_frame *f)
         interrupt_unhandled(f);
     }
     if (r.kind == AS_FAULT_OUT_OF_MEMORY) {
-        kreport("%s[%u]: out of memory at 0x%lx rip 0x%lx: killed\n", p->name, p->pid,
-                address, f->rip);
+        swap_descriptor.oom_kills++;
+        kreport("%s[%u]: out of memory at 0x%lx rip 0x%lx: killed (RSS %lu KiB, swap %lu "
+                "KiB in use)\n", p->name, p->pid, address, f->rip, p->as->rss_pages * 4,
+                swap_slots_in_use() * 4);
         signal_force(SIGKILL);
     }
     if (r.kind == AS_FAULT_SIGBUS && r.swap_error) {

@@ -136,6 +136,44 @@ def test_injected_media_errors():
     assert rig.disk.read(8 * SECTOR, 1024) == bytes(1024)    # nothing was written
 
 
+
+def test_fault_hooks_see_each_read_and_write_and_shape_its_completion():
+    """ioerr moves nothing; torn lands the first K sectors and says OK; delay completes the
+    request later than the others of its notify, with an interrupt of its own."""
+    rig = Rig(latency=10).start()
+    asked = []
+    plan = {2: B.MediaFault("ioerr"), 3: B.MediaFault("torn", 1),
+            4: B.MediaFault("delay", 500), 5: B.MediaFault("ioerr")}
+
+    def hook(kind, sector, length):
+        asked.append((kind, sector, length))
+        return plan.get(len(asked))
+    rig.blk.fault_hooks.append(hook)
+    _, _, ok = rig.request(B.T_OUT, 0, b"a" * 1024, notify=False)
+    _, _, failed = rig.request(B.T_OUT, 2, b"b" * 1024, notify=False)
+    _, _, torn = rig.request(B.T_OUT, 4, b"c" * 1024, notify=False)
+    late, _, delayed = rig.request(B.T_OUT, 6, b"d" * 1024, notify=False)
+    _, payload, unread = rig.request(B.T_IN, 0, 1024)
+    rig.time.at(10)
+    rig.blk.advance(10)
+    assert asked == [("out", 0, 1024), ("out", 2, 1024), ("out", 4, 1024), ("out", 6, 1024),
+                     ("in", 0, 1024)]
+    assert [rig.status_byte(s) for s in (ok, failed, torn, unread)] == \
+        [B.S_OK, B.S_IOERR, B.S_OK, B.S_IOERR]
+    assert rig.disk.read(0, 8 * SECTOR) == b"a" * 1024 + bytes(1024) + b"c" * 512 + \
+        bytes(512 + 1024)
+    assert rig.memory.read(payload, 1024) != b"a" * 1024      # the failed read moved nothing
+    assert rig.status_byte(delayed) == 0xEE and rig.probe.edges == 1
+    assert late not in [head for head, _ in rig.used()[1]]
+    assert rig.seen.errors == [] and rig.blk.next_deadline() == 510
+    rig.w(M.INTERRUPT_ACK, M.INT_USED_BUFFER)
+    rig.time.at(510)
+    rig.blk.advance(510)
+    assert rig.status_byte(delayed) == B.S_OK and rig.used()[1][-1] == (late, 1)
+    assert rig.disk.read(6 * SECTOR, 1024) == b"d" * 1024 and rig.probe.edges == 2
+    assert rig.blk.next_deadline() is None and rig.seen.errors == []
+
+
 def test_any_framing_header_data_and_status_split_or_merged():
     """1.x devices must not assume how the request is split into descriptors (2.6.4)."""
     rig = Rig().start()

@@ -3,9 +3,10 @@ queue, on virtual time: requests complete a configurable number of ticks after t
 
 Owns: the feature bits and configuration space below, serving requests (read, write, flush,
 get-id; any other type answers UNSUPP), their completion time, BlockRequest events, and
-injected media errors (`fail_sectors`).
+what an injected fault does to a request (`fail_sectors`: IOERR on those sectors; the
+`fault_hooks` asked about every read and write: `MediaFault` below).
 Does not own: the transport (virtio_mmio.py), the rings (virtqueue.py), the bytes
-(emu/hw/disk.py).
+(emu/hw/disk.py), deciding which request fails (emu/inject/disk.py).
 
 Requests (5.2.6): a 16-byte header {type u32, reserved u32, sector u64} the device reads,
 the data, and a status byte the device writes last. The device assumes no framing (1.x
@@ -22,12 +23,19 @@ stop, at the end of the translated block: see virtio_mmio.py on why not inside t
 The device reads descriptors and data at completion, as a DMA engine would: a driver that
 changes a buffer before its completion sees the changed bytes go to disk.
 
+Injected faults (`MediaFault`): "ioerr" completes the request with IOERR and moves no data;
+"torn" lets only the first `amount` sectors of a write reach the disk and still answers OK
+(the BlockRequest event shows what the driver asked to write, so the swap checker knows
+what the slot should hold); "delay" completes the request `amount` ticks after the others
+of its notify, with an interrupt of its own (virtio allows used buffers in any order).
+
 Features offered: VERSION_1, SEG_MAX (queue size - 2), BLK_SIZE (512), FLUSH.
 """
 from __future__ import annotations
 
 import struct
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 from emu.errors import DeviceFault
 from emu.events import BlockRequest, EventBus
@@ -50,6 +58,17 @@ _STATUS = {S_OK: "ok", S_IOERR: "ioerr", S_UNSUPP: "unsupp"}
 # Configuration space (5.2.4): capacity u64 @0, size_max u32 @8, seg_max u32 @12,
 # geometry {u16, u8, u8} @16, blk_size u32 @20; the rest reads 0.
 CONFIG = struct.Struct("<QIIHBBI")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFault:
+    """What an injector does to one request (the module docstring)."""
+    kind: str           # "ioerr", "torn" or "delay"
+    amount: int = 0     # torn: sectors that land; delay: extra ticks
+
+
+# (kind "in" or "out", first sector, bytes) -> a fault for this request, or None
+FaultHook = Callable[[str, int, int], "MediaFault | None"]
 
 
 def _slice(segments: Iterable[tuple[int, int]], start: int, length: int):
@@ -85,8 +104,10 @@ class VirtioBlk:
         self.name = name
         self.transport: VirtioMmio | None = None
         self.fail_sectors: set[int] = set()    # injected media errors: IOERR on these
+        self.fault_hooks: list[FaultHook] = []  # injectors, asked about each read and write
         self.requests: dict[str, int] = {}      # completed requests by kind
         self._due: list[tuple[int, SplitQueue, int]] = []   # (tick, queue, avail idx)
+        self._late: list[tuple[int, SplitQueue, Chain]] = []  # delayed: (tick, queue, chain)
         self._config = CONFIG.pack(disk.size // SECTOR, 0, QUEUE_SIZE - 2, 0, 0, 0, SECTOR)
 
     # --- VirtioBackend ------------------------------------------------------------------
@@ -100,6 +121,7 @@ class VirtioBlk:
 
     def reset(self) -> None:
         self._due.clear()
+        self._late.clear()
 
     def notify(self, queue: SplitQueue) -> None:
         try:
@@ -115,17 +137,22 @@ class VirtioBlk:
     # --- Timer --------------------------------------------------------------------------
 
     def next_deadline(self) -> int | None:
-        return min((due for due, _, _ in self._due), default=None)
+        return min((due for due, _, _ in self._due + self._late), default=None)
 
     def advance(self, now: int) -> None:
         while self._due and self._due[0][0] <= now:
             _, queue, upto = self._due.pop(0)
             self._complete(queue, upto)
+        while self._late and min(due for due, _, _ in self._late) <= now:
+            late = min(self._late, key=lambda item: item[0])
+            self._late.remove(late)
+            self._complete_late(late[1], late[2])
 
     # --- requests -----------------------------------------------------------------------
 
     def _fail(self, fault: DeviceFault) -> None:
         self._due.clear()
+        self._late.clear()
         assert self.transport is not None
         self.transport.fail(fault)
 
@@ -138,7 +165,13 @@ class VirtioBlk:
         try:
             while queue.last_avail != upto:
                 chain = queue.pop()
-                queue.push_used(chain.head, self._serve(chain))
+                fault = self._fault_of(chain)
+                if fault is not None and fault.kind == "delay":
+                    due = self.clock.now() + fault.amount
+                    self._late.append((due, queue, chain))
+                    self.clock.wake_at(due)
+                    continue
+                queue.push_used(chain.head, self._serve(chain, fault))
                 served += 1
         except DeviceFault as fault:
             self._fail(fault)
@@ -146,8 +179,21 @@ class VirtioBlk:
         if served:
             transport.used_buffers(queue)
 
-    def _serve(self, chain: Chain) -> int:
-        """Do one request; the bytes written into its device-writable buffers."""
+    def _complete_late(self, queue: SplitQueue, chain: Chain) -> None:
+        """A delayed request's turn: served now, with an interrupt of its own."""
+        transport = self.transport
+        assert transport is not None
+        if not transport.live:
+            return
+        try:
+            queue.push_used(chain.head, self._serve(chain, None))
+        except DeviceFault as fault:
+            self._fail(fault)
+            return
+        transport.used_buffers(queue)
+
+    def _header(self, chain: Chain) -> tuple[int, int, int]:
+        """(type, sector, data bytes) of a request; DeviceFault if it cannot be one."""
         memory = self.transport.memory                     # type: ignore[union-attr]
         if chain.readable_bytes < HEADER.size:
             raise DeviceFault(f"request at head {chain.head}: {chain.readable_bytes} "
@@ -156,15 +202,38 @@ class VirtioBlk:
             raise DeviceFault(f"request at head {chain.head}: no device-writable byte for "
                               "its status")
         kind, _, sector = HEADER.unpack(gather(memory, chain.readable, 0, HEADER.size))
+        length = chain.writable_bytes - 1 if kind == T_IN else \
+            chain.readable_bytes - HEADER.size if kind == T_OUT else 0
+        return kind, sector, length
+
+    def _fault_of(self, chain: Chain) -> MediaFault | None:
+        """The first fault an injector wants for this read or write; every hook is asked,
+        so each counts every request."""
+        if not self.fault_hooks:
+            return None
+        kind, sector, length = self._header(chain)
+        if kind not in (T_IN, T_OUT):
+            return None
+        faults = [hook(_KINDS[kind], sector, length) for hook in self.fault_hooks]
+        return next((fault for fault in faults if fault is not None), None)
+
+    def _serve(self, chain: Chain, fault: MediaFault | None) -> int:
+        """Do one request (under `fault`, if any); the bytes written into its
+        device-writable buffers."""
+        memory = self.transport.memory                     # type: ignore[union-attr]
+        kind, sector, length = self._header(chain)
         status_at = chain.writable_bytes - 1
         if kind == T_IN:
             segments = _slice(chain.writable, 0, status_at)
-            status = self._read(memory, chain, sector, status_at)
+            status = S_IOERR if fault is not None and fault.kind == "ioerr" else \
+                self._read(memory, chain, sector, status_at)
             written = status_at + 1
         elif kind == T_OUT:
-            length = chain.readable_bytes - HEADER.size
             segments = _slice(chain.readable, HEADER.size, length)
-            status = self._write(memory, chain, sector, length)
+            status = S_IOERR if fault is not None and fault.kind == "ioerr" else \
+                self._write(memory, chain, sector, length,
+                            fault.amount * SECTOR if fault is not None and fault.kind == "torn"
+                            else length)
             written = 1
         else:
             segments = ()
@@ -184,10 +253,14 @@ class VirtioBlk:
         scatter(memory, chain.writable, 0, self.disk.read(sector * SECTOR, length))
         return S_OK
 
-    def _write(self, memory, chain: Chain, sector: int, length: int) -> int:
+    def _write(self, memory, chain: Chain, sector: int, length: int, lands: int) -> int:
+        """Write `length` bytes at `sector`, of which only the first `lands` reach the disk
+        (a torn write)."""
         if not self._in_range(sector, length):
             return S_IOERR
-        self.disk.write(sector * SECTOR, gather(memory, chain.readable, HEADER.size, length))
+        lands = min(lands, length)
+        if lands:
+            self.disk.write(sector * SECTOR, gather(memory, chain.readable, HEADER.size, lands))
         return S_OK
 
     def _other(self, memory, chain: Chain, kind: int, room: int) -> tuple[int, int]:
