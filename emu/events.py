@@ -161,7 +161,11 @@ class HostInput(Event):
 
 
 class Observer:
-    """Base class for observers; override only the `on_*` methods you need."""
+    """Base class for observers; override only the `on_*` methods you need. An observer
+    whose `on_event` wants only some types names them in `event_types` (None: every type),
+    so that the others are not even built for it."""
+
+    event_types: frozenset[str] | None = None
 
     def on_event(self, event: Event) -> None: ...
     def on_booted(self, event: Booted) -> None: ...
@@ -178,6 +182,16 @@ class Observer:
     def on_checkpoint(self, event: Checkpoint) -> None: ...
     def on_invariant_violation(self, event: InvariantViolation) -> None: ...
     def on_host_input(self, event: HostInput) -> None: ...
+
+
+def _event_classes() -> list[type[Event]]:
+    """Every event type (a name may appear twice: `slots=True` makes a new class)."""
+    found, pending = [], list(Event.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending += cls.__subclasses__()
+    return found
 
 
 def _overrides(observer: Observer, method: str) -> bool:
@@ -198,7 +212,13 @@ class EventBus:
     def subscribe(self, observer: Observer) -> None:
         self._observers.append(observer)
         if _overrides(observer, "on_event"):
-            self._catch_all.append(observer.on_event)
+            if observer.event_types is None:
+                self._catch_all.append(observer.on_event)
+            else:
+                handlers = {cls.handler for cls in _event_classes()
+                            if cls.__name__ in observer.event_types}
+                for handler in sorted(handlers):
+                    self._routes.setdefault(handler, []).append(observer.on_event)
         for name in vars(Observer):
             if name.startswith("on_") and name != "on_event" and _overrides(observer, name):
                 self._routes.setdefault(name, []).append(getattr(observer, name))

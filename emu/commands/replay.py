@@ -21,6 +21,7 @@ from emu.commands.run import attach_heap_checks, attach_page_checks
 from emu.errors import ConfigError, TraceError
 from emu.inputs import display
 from emu.machine import Machine, MachineConfig
+from emu.monitor import trace_events
 from emu.monitor.trace import last_event, read_trace
 from emu.replay import compare
 from emu.replay.divergence import ReplayComparer
@@ -138,11 +139,12 @@ def execute(args) -> int:
         config = with_seeds(config_from_header(header, found.kernel, found.inputs,
                                                overrides(header, args.set)), seeds(args.seed))
         run = header.get("run") if isinstance(header.get("run"), dict) else {}
-        comparison = compare.parse(args.compare).narrowed_to(run.get("events"))
+        recorded = trace_events.from_header(header)
+        comparison = compare.parse(args.compare).narrowed_to(recorded.recorded_types)
         if not found.kernel_matches:
             console.err(f"emu: replaying with another kernel build ({display(found.kernel)}); "
                         f"the recording's was {str(header.get('kernel_sha256'))[:16]}...")
-        comparer = ReplayComparer(events, comparison)
+        comparer = ReplayComparer(events, comparison, recorded_filter=recorded)
         result = _machine(header, _budget(config, args.trace), comparer).run()
     finally:
         events.close()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from emu.boot.limine import unanswered
 from emu.commands import console, timetravel
-from emu.commands.options import add_machine_options, attach_injections, count, machine_config
+from emu.commands.options import (add_machine_options, add_trace_options, attach_injections,
+                                  count, machine_config, trace_filter)
 from emu.errors import ConfigError, EmuError, Interrupted
 from emu.events import SYSCALL_VECTOR, GuestExit
 from emu.inputs import check_output, refuse_overwriting
@@ -26,7 +27,7 @@ CHECKS = ("pt", "heap")        # --check pt,heap: emu/monitor/checks, emu/monito
 
 def add_arguments(run: argparse.ArgumentParser) -> None:
     add_machine_options(run)
-    run.add_argument("--trace", type=Path, help="write a JSON-lines trace of events to FILE")
+    add_trace_options(run)
     run.add_argument("--screenshot", type=Path, help="save the framebuffer as a PNG at the end")
     run.add_argument("--quiet", action="store_true", help="no live serial output")
     run.add_argument("--check", nargs="?", const="pt", default=None, metavar="pt,heap",
@@ -69,6 +70,7 @@ def checks_asked(args) -> frozenset[str]:
 
 def execute(args) -> int:
     checks = checks_asked(args)
+    events = trace_filter(args)
     timetravel.check_arguments(args)
     if args.resume is not None and "heap" in checks:
         raise ConfigError("--check heap cannot resume a snapshot (its hooks on return "
@@ -87,12 +89,12 @@ def execute(args) -> int:
             check_output(output, what)
             refuse_overwriting(output, what, inputs)
     # Hashing the inputs costs a read of each: only for a run that writes a trace or snapshots.
-    header = _header(args, config, checks, saved) \
+    header = _header(args, config, checks, saved, events) \
         if args.trace or args.save_snapshot or args.snapshot_every else {}
     recorder = None
     if args.trace:
         from emu.monitor.trace import TraceRecorder
-        recorder = TraceRecorder(args.trace, header)
+        recorder = TraceRecorder(args.trace, header, events)
     try:
         result, machine, checker, heap_checker = _run(args, config, checks, recorder,
                                                       (saved, header))
@@ -115,21 +117,23 @@ def execute(args) -> int:
     return result.exit_status
 
 
-def run_options(args, checks: frozenset[str]) -> dict:
+def run_options(args, checks: frozenset[str], events) -> dict:
     """The options of this run that make events, for the trace header (a replay attaches
-    the same checkers)."""
+    the same checkers and drops the events the trace did not record)."""
     return {"checks": sorted(checks), "allow": args.allow, "strict": args.strict,
-            "check_every": args.check_every}
+            "check_every": args.check_every, "trace_events": events.text,
+            "events": events.recorded_types}
 
 
-def _header(args, config, checks: frozenset[str], saved) -> dict:
+def _header(args, config, checks: frozenset[str], saved, events) -> dict:
     """The trace (and snapshot) header: how to run this again (emu/replay/header.py); a
     resumed run keeps its snapshot's and says where it resumed."""
     from emu.replay.header import build_header
     if saved is not None:
-        return {**saved.header, "run": run_options(args, checks),
+        return {**saved.header, "run": run_options(args, checks, events),
                 "resumed_from": {"snapshot": str(args.resume), "icount": saved.icount}}
-    return build_header(config, own_kernel=args.kernel is None, run=run_options(args, checks))
+    return build_header(config, own_kernel=args.kernel is None,
+                        run=run_options(args, checks, events))
 
 
 def _run(args, config, checks: frozenset[str], recorder, resume):

@@ -10,7 +10,6 @@ Does not own: running the machine or printing (the `emu replay` command).
 """
 from __future__ import annotations
 
-import json
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterator
@@ -21,6 +20,7 @@ from emu.errors import TraceError
 from emu.events import Event, Observer
 from emu.monitor import report
 from emu.monitor.trace import event_record
+from emu.monitor.trace_events import TraceFilter
 from emu.replay.compare import Comparison
 from emu.result import RunEnd
 
@@ -58,8 +58,13 @@ class ReplayComparer(Observer):
     """Compares each event of the run with the next recorded one of the selected types."""
 
     def __init__(self, recorded: Iterator[dict], comparison: Comparison,
-                 history: int = HISTORY) -> None:
+                 history: int = HISTORY, recorded_filter: TraceFilter | None = None) -> None:
+        """`recorded_filter`: the events the recording kept (its `--trace-events`); the
+        rerun's others are not compared (nor built)."""
         self.comparison = comparison
+        self.filter = recorded_filter or TraceFilter()
+        types = self.filter.recorded_types
+        self.event_types = None if types is None else frozenset(types)
         self._source = iter(recorded)
         self._last_type: str | None = None     # of the last recorded event read, any type
         self.matched = 0
@@ -84,10 +89,10 @@ class ReplayComparer(Observer):
         name = type(event).__name__
         if name == "GuestExit":
             self._last_observed = event.to_dict()
-        if not self.comparison.selects(name):
+        if not self.comparison.selects(name) or not self.filter.keeps(event):
             return
         vtime_of = self._machine.vtime_of if self._machine is not None else None
-        observed = json.loads(json.dumps(event_record(event, vtime_of)))
+        observed = event_record(event, vtime_of)
         recorded = self._next_recorded()
         if recorded is None and self._last_type != "GuestExit":
             self.cut_short = True
