@@ -284,6 +284,8 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
             "--cmdline": "text", "--module": "path", "--max-instructions": COUNTS,
             "--boot-time": st.sampled_from(["0", "-5", "1700000000", str(2**70), "x"]),
             "--no-count": None, "--trace": "path", "--screenshot": "path", "--quiet": None,
+            "--trace-events": st.sampled_from(["all", "exceptions,cr3,syscalls", "none", "",
+                                               "Cr3Written,ports", "bogus", "tlb,,"]),
             "--check": st.sampled_from(["pt", "heap", "pt,heap", "bogus", ""]),
             "--allow": st.sampled_from([",".join(RULE_IDS[:2]), "NOPE", "", "write_exec"]),
             "--strict": None, "--check-every": COUNTS, "--ips": IPS, "--no-platform": None,
