@@ -160,6 +160,24 @@ class HostInput(Event):
     data: str
 
 
+@dataclass(frozen=True, slots=True)
+class SerialInput(Event):
+    """`data` (hex) arrived at the receive side of the UART at `port` from outside the guest
+    (`emu run --serial-input FILE`), when the guest looked at an empty receiver. `emu replay`
+    feeds it back from the trace at the same instruction instead of reading the file."""
+    handler: ClassVar[str] = "on_serial_input"
+    port: int
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInput(Event):
+    """`text` was typed on the PS/2 keyboard (`--keys`, queued at boot; the configuration
+    holds it, so a replay types it again and this event is compared like any other)."""
+    handler: ClassVar[str] = "on_key_input"
+    text: str
+
+
 class Observer:
     """Base class for observers; override only the `on_*` methods you need. An observer
     whose `on_event` wants only some types names them in `event_types` (None: every type),
@@ -182,6 +200,8 @@ class Observer:
     def on_checkpoint(self, event: Checkpoint) -> None: ...
     def on_invariant_violation(self, event: InvariantViolation) -> None: ...
     def on_host_input(self, event: HostInput) -> None: ...
+    def on_serial_input(self, event: SerialInput) -> None: ...
+    def on_key_input(self, event: KeyInput) -> None: ...
 
 
 def _event_classes() -> list[type[Event]]:

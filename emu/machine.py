@@ -42,7 +42,7 @@ from emu.engine import capi
 from emu.engine.guard import HookGuard
 from emu.engine.icount import NEVER
 from emu.errors import ConfigError, GuestError, TripleFault
-from emu.events import Booted, EventBus, GuestExit, Observer
+from emu.events import Booted, EventBus, GuestExit, KeyInput, Observer
 from emu.hw import memmap as memmaps
 from emu.hw.bus import Bus
 from emu.hw.clock import DEFAULT_IPS
@@ -135,6 +135,8 @@ class Machine:
         self._guard_boot_stack(self.boot.stack_guard)
         self.events.emit(Booted(0, self.boot.base_revision, self.boot.requests,
                                 self.boot.ignored_requests))
+        if config.keys and self.events.wants(KeyInput):
+            self.events.emit(KeyInput(0, config.keys))
         limine.enter_kernel(self.uc, self.boot)
         self.cpu.watch_privileged(self.boot.executable_segments)
         self.symbols = Symbols.from_elf(config.kernel, slide=self.boot.kernel_slide)

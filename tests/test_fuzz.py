@@ -286,6 +286,7 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
             "--no-count": None, "--trace": "path", "--screenshot": "path", "--quiet": None,
             "--trace-events": st.sampled_from(["all", "exceptions,cr3,syscalls", "none", "",
                                                "Cr3Written,ports", "bogus", "tlb,,"]),
+            "--serial-input": "path",
             "--check": st.sampled_from(["pt", "heap", "pt,heap", "bogus", ""]),
             "--allow": st.sampled_from([",".join(RULE_IDS[:2]), "NOPE", "", "write_exec"]),
             "--strict": None, "--check-every": COUNTS, "--ips": IPS, "--no-platform": None,

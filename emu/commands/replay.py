@@ -25,6 +25,7 @@ from emu.monitor import trace_events
 from emu.monitor.trace import last_event, read_trace
 from emu.replay import compare
 from emu.replay.divergence import ReplayComparer
+from emu.replay.feed import RecordedInputs
 from emu.replay.header import config_from_header, with_seeds
 from emu.replay.inputs import find_inputs
 from emu.result import EXIT_STATUS, RunEnd
@@ -114,8 +115,10 @@ def _budget(config: MachineConfig, trace: Path) -> MachineConfig:
     return dataclasses.replace(config, max_instructions=2 * last["icount"] + BUDGET_SLACK)
 
 
-def _machine(header: dict, config: MachineConfig, comparer: ReplayComparer) -> Machine:
+def _machine(header: dict, config: MachineConfig, comparer: ReplayComparer,
+             inputs: RecordedInputs) -> Machine:
     machine = Machine(config, [comparer])
+    inputs.wire(machine)
     run = header.get("run") if isinstance(header.get("run"), dict) else {}
     checks = run.get("checks") or []
     options = argparse.Namespace(strict=bool(run.get("strict")), allow=str(run.get("allow", "")),
@@ -145,7 +148,8 @@ def execute(args) -> int:
             console.err(f"emu: replaying with another kernel build ({display(found.kernel)}); "
                         f"the recording's was {str(header.get('kernel_sha256'))[:16]}...")
         comparer = ReplayComparer(events, comparison, recorded_filter=recorded)
-        result = _machine(header, _budget(config, args.trace), comparer).run()
+        inputs = RecordedInputs(args.trace)
+        result = _machine(header, _budget(config, args.trace), comparer, inputs).run()
     finally:
         events.close()
     return _outcome(args.trace, comparer, result)

@@ -15,19 +15,25 @@ from emu.commands.options import (add_machine_options, add_trace_options, attach
                                   count, machine_config, trace_filter)
 from emu.errors import ConfigError, EmuError, Interrupted
 from emu.events import SYSCALL_VECTOR, GuestExit
-from emu.inputs import check_output, refuse_overwriting
+from emu.hw.devices.uart import FileLine
+from emu.inputs import check_output, read_input, refuse_overwriting
 from emu.machine import Machine
 from emu.result import EXIT_STATUS_MEANINGS, RunEnd, RunResult
 from emu.x86 import exception_short_name
 
 NAME = "run"
 HELP = "boot a Limine kernel (default: the project's own)"
-CHECKS = ("pt", "heap")        # --check pt,heap: emu/monitor/checks, emu/monitor/heapcheck.py
+CHECKS = ("pt", "heap")
+MAX_SERIAL_INPUT = 16 << 20    # held in the UART's queue and in one trace event        # --check pt,heap: emu/monitor/checks, emu/monitor/heapcheck.py
 
 
 def add_arguments(run: argparse.ArgumentParser) -> None:
     add_machine_options(run)
     add_trace_options(run)
+    run.add_argument("--serial-input", type=Path, default=None, metavar="FILE",
+                     help="bytes for the guest to read from COM1: they arrive when the "
+                          "guest first looks at the receiver (a trace records them; a "
+                          "replay feeds them back from the trace)")
     run.add_argument("--screenshot", type=Path, help="save the framebuffer as a PNG at the end")
     run.add_argument("--quiet", action="store_true", help="no live serial output")
     run.add_argument("--check", nargs="?", const="pt", default=None, metavar="pt,heap",
@@ -82,7 +88,9 @@ def execute(args) -> int:
     if args.no_count and args.check_every:
         raise ConfigError("--check-every counts instructions; drop --no-count")
     inputs = [("kernel", config.kernel), *(("module", m) for m in config.modules),
-              ("snapshot", args.resume)]
+              ("snapshot", args.resume), ("serial input", args.serial_input)]
+    serial = read_input(args.serial_input, "--serial-input file", MAX_SERIAL_INPUT) \
+        if args.serial_input is not None else b""
     for output, what in ((args.trace, "trace"), (args.screenshot, "screenshot"),
                          (args.save_snapshot, "snapshot")):
         if output is not None:
@@ -97,7 +105,7 @@ def execute(args) -> int:
         recorder = TraceRecorder(args.trace, header, events)
     try:
         result, machine, checker, heap_checker = _run(args, config, checks, recorder,
-                                                      (saved, header))
+                                                      (saved, header), serial)
     finally:
         if recorder:
             recorder.close()
@@ -136,7 +144,7 @@ def _header(args, config, checks: frozenset[str], saved, events) -> dict:
                         run=run_options(args, checks, events))
 
 
-def _run(args, config, checks: frozenset[str], recorder, resume):
+def _run(args, config, checks: frozenset[str], recorder, resume, serial: bytes):
     """Build the machine with its checkers and run it; a machine that cannot be built still
     ends its trace with a GuestExit (reason error)."""
     saved, header = resume
@@ -148,6 +156,8 @@ def _run(args, config, checks: frozenset[str], recorder, resume):
         checker = attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
+        if serial:
+            machine.devices.com1.line = FileLine(serial)
         timetravel.prepare(machine, args, saved)
     except (EmuError, Interrupted) as exc:
         if recorder:

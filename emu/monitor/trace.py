@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from collections import deque
 from dataclasses import fields
-from typing import IO, Callable
+from typing import IO, Callable, Iterator
 
 from emu.errors import ConfigError, OutputError, TraceError
 from emu.events import Event, Observer
@@ -305,6 +305,24 @@ class _Readable(io.RawIOBase):
         super().close()
 
 
+def read_events_of(path: Path, types: tuple[str, ...]) -> list[dict]:
+    """Every event of these types, in order, in one pass that parses only their lines (the
+    recorder writes `{"type":"NAME"` first; a line written otherwise is parsed to check).
+    For a replay's inputs, read before it starts. TraceError as read_trace."""
+    header, events = read_trace(path)
+    starts = tuple(f'{{"type":"{name}"' for name in types)
+    found = []
+    try:
+        for number, line in enumerate(events.lines(), start=2):
+            if line.startswith(starts) or not line.startswith('{"type":'):
+                record = _parse(path, number, line)
+                if record.get("type") in types:
+                    found.append(record)
+    finally:
+        events.close()
+    return found
+
+
 def read_header(path: Path) -> dict:
     """The header alone (the file is closed again); TraceError as read_trace."""
     header, events = read_trace(path)
@@ -366,6 +384,19 @@ class TraceEvents:
             raise TraceError(f"{display(self._path)}:{self._number}: event without type or "
                              "icount")
         return record
+
+    def lines(self) -> Iterator[str]:
+        """The raw lines that follow (not parsed; UTF-8 errors are TraceErrors)."""
+        while True:
+            self._number += 1
+            try:
+                line = self._stream.readline(MAX_LINE)
+            except UnicodeDecodeError:
+                raise TraceError(f"{display(self._path)}:{self._number}: not UTF-8 text") \
+                    from None
+            if not line:
+                return
+            yield line
 
     def close(self) -> None:
         self._stream.close()
