@@ -57,8 +57,7 @@ def configs(kernel: Path, workdir: Path) -> dict[str, MachineConfig]:
 def one_run(config: MachineConfig, trace: Path | None, events: str = "all"
             ) -> tuple[float, int]:
     chosen = trace_events.parse(events)
-    recorder = TraceRecorder(trace, build_header(config, run={"trace_events": chosen.text}),
-                             chosen) if trace else None
+    recorder = TraceRecorder(trace, build_header(config), chosen) if trace else None
     machine = Machine(config, [recorder] if recorder else [])
     if recorder:
         recorder.vtime_of = machine.vtime_of

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from emu.cli import main
 from emu.errors import ConfigError, TraceError
-from emu.events import (Booted, Cr3Written, ExceptionDelivered, GuestExit, HeapFinding,
+from emu.events import (Booted, EventBus, Cr3Written, ExceptionDelivered, GuestExit, HeapFinding,
                         PortAccess, SerialOutput, TlbFlush)
 from emu.monitor import trace_events
 from emu.monitor.trace import TraceRecorder, event_line, last_event, read_trace
@@ -140,3 +140,45 @@ def test_a_compressed_trace_cut_back_at_a_restore_reads_across_frames(tmp_path):
     recorder.close()
     _, recorded = read_trace(path)
     assert [(e["icount"], e.get("value")) for e in recorded] == [(1, 65), (3, 67), (4, None)]
+
+
+def test_a_flush_flood_is_one_line_and_each_flush_asks_for_every_one(tmp_path):
+    """A kernel that flushes a range page by page a million times makes one record, not a
+    million lines; `each-flush` records them one by one. A flush from elsewhere, another
+    stride or any recorded event between ends a run."""
+    def record(events_spec: str, flushes) -> list[dict]:
+        path = tmp_path / f"{events_spec}.jsonl"
+        recorder = TraceRecorder(path, {}, trace_events.parse(events_spec))
+        for event in flushes:
+            recorder.on_event(event)
+        recorder.close()
+        return list(read_trace(path)[1])
+
+    flood = [TlbFlush(10 + 3 * n, 0xffff8000, 0x1000 * n) for n in range(1_000_000)]
+    [run] = record("all", flood)
+    assert (run["icount"], run["address"], run["count"], run["stride"], run["last_icount"]) \
+        == (10, 0, 1_000_000, 0x1000, 10 + 3 * 999_999)
+    assert len(record("tlb,each-flush", flood[:1000])) == 1000
+
+    broken = [TlbFlush(1, 0xa, 0x1000), TlbFlush(2, 0xa, 0x2000),   # a run of two
+              TlbFlush(3, 0xb, 0x3000),                              # another rip
+              TlbFlush(4, 0xb, 0x3000), TlbFlush(5, 0xb, 0x5000),   # stride 0, then 0x2000
+              PortAccess(6, 0x80, 1, 0, True),                       # ends the run
+              TlbFlush(7, 0xb, 0x5000), GuestExit(8, 0, "exit")]
+    got = [(r["type"], r["icount"], r.get("count"), r.get("stride")) for r in
+           record("all", broken)]
+    assert got == [("TlbFlush", 1, 2, 0x1000), ("TlbFlush", 3, 2, 0), ("TlbFlush", 5, None, None),
+                   ("PortAccess", 6, None, None), ("TlbFlush", 7, None, None),
+                   ("GuestExit", 8, None, None)]
+
+    # A filter that leaves PortAccess out never sees it: the run goes on across it.
+    path = tmp_path / "tlb.jsonl"
+    recorder = TraceRecorder(path, {}, trace_events.parse("tlb"))
+    bus = EventBus([recorder])
+    for event in [TlbFlush(4, 0xb, 0x3000), TlbFlush(5, 0xb, 0x5000),
+                  PortAccess(6, 0x80, 1, 0, True), TlbFlush(7, 0xb, 0x7000),
+                  GuestExit(8, 0, "exit")]:
+        if bus.wants(type(event)):
+            bus.emit(event)
+    recorder.close()
+    assert [(r["icount"], r.get("count")) for r in read_trace(path)[1]] == [(4, 3), (8, None)]

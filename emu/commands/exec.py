@@ -114,8 +114,7 @@ def execute(args) -> int:
         recorder = TraceRecorder(args.trace, build_header(
             prepared, own_kernel=args.kernel is None,
             run={"checks": [], "exec_check": bool(args.check or args.strict),
-                 "strict": args.strict, "trace_events": events.text,
-                 "events": events.recorded_types}), events)
+                 "strict": args.strict}), events)
         observers.append(recorder)
     host = HostConsole(_writer("stdout"), _writer("stderr"), _stdin())
     try:

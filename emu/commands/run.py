@@ -97,7 +97,7 @@ def execute(args) -> int:
             check_output(output, what)
             refuse_overwriting(output, what, inputs)
     # Hashing the inputs costs a read of each: only for a run that writes a trace or snapshots.
-    header = _header(args, config, checks, saved, events) \
+    header = _header(args, config, checks, saved) \
         if args.trace or args.save_snapshot or args.snapshot_every else {}
     recorder = None
     if args.trace:
@@ -125,23 +125,22 @@ def execute(args) -> int:
     return result.exit_status
 
 
-def run_options(args, checks: frozenset[str], events) -> dict:
+def run_options(args, checks: frozenset[str]) -> dict:
     """The options of this run that make events, for the trace header (a replay attaches
-    the same checkers and drops the events the trace did not record)."""
+    the same checkers; the recorder adds its event filter)."""
     return {"checks": sorted(checks), "allow": args.allow, "strict": args.strict,
-            "check_every": args.check_every, "trace_events": events.text,
-            "events": events.recorded_types}
+            "check_every": args.check_every}
 
 
-def _header(args, config, checks: frozenset[str], saved, events) -> dict:
+def _header(args, config, checks: frozenset[str], saved) -> dict:
     """The trace (and snapshot) header: how to run this again (emu/replay/header.py); a
     resumed run keeps its snapshot's and says where it resumed."""
     from emu.replay.header import build_header
     if saved is not None:
-        return {**saved.header, "run": run_options(args, checks, events),
+        return {**saved.header, "run": run_options(args, checks),
                 "resumed_from": {"snapshot": str(args.resume), "icount": saved.icount}}
     return build_header(config, own_kernel=args.kernel is None,
-                        run=run_options(args, checks, events))
+                        run=run_options(args, checks))
 
 
 def _run(args, config, checks: frozenset[str], recorder, resume, serial: bytes):

@@ -25,7 +25,7 @@ from dataclasses import fields
 from typing import IO, Callable, Iterator
 
 from emu.errors import ConfigError, OutputError, TraceError
-from emu.events import Event, Observer
+from emu.events import Event, Observer, TlbFlush
 from emu.inputs import check_input, display
 from emu.monitor.trace_events import TraceFilter
 
@@ -45,10 +45,10 @@ MAX_TRACE_BYTES = 1 << 40           # a sanity bound; traces stream, so size cos
 
 def _line_encoder(cls: type[Event]) -> Callable[[Event, int], str]:
     """A function that writes one event type's trace line: the same text as
-    `json.dumps(record, separators=(",", ":"))` of event_record, about six times faster
-    (recording cost, issue 13). It is generated from the type's fields, as dataclasses
-    generate `__init__`: integers go in through `%d`, booleans inline, None, text and
-    tuples through their JSON form."""
+    `json.dumps(record, separators=(",", ":"))` of the event's fields and vtime, about six
+    times faster (recording cost, issue 13). It is generated from the type's fields, as
+    dataclasses generate `__init__`: integers go in through `%d`, booleans inline, None,
+    text and tuples through their JSON form."""
     parts, values = [f'"type":"{cls.__name__}"'], []
     for field in fields(cls):
         name = field.name                                    # a Python identifier
@@ -106,9 +106,76 @@ def _encoder_for(cls: type[Event]) -> Callable[[Event, int], str]:
     return encoder
 
 
-def event_record(event: Event, vtime_of: Callable[[int], int] | None) -> dict:
-    """An event as a trace line holds it, parsed: what a replay compares."""
-    return json.loads(event_line(event, vtime_of))
+def run_line(event: Event, vtime: int, run: tuple[int, int, int] | None) -> str:
+    """The trace line of an event, or of a run of flushes that starts with it (FlushRuns):
+    the first flush's fields plus `count`, `stride` and `last_icount`."""
+    encoder = _ENCODERS.get(type(event)) or _encoder_for(type(event))
+    line = encoder(event, vtime)
+    if run is None:
+        return line
+    return line[:-2] + ',"count":%d,"stride":%d,"last_icount":%d}\n' % run
+
+
+class FlushRuns:
+    """Coalesces a run of `invlpg`s into one record, so that a kernel that flushes a range
+    page by page (or the TLB a million times) does not make a line per flush: TlbFlush
+    events recorded one after the other (nothing recorded between them) from the same
+    `rip`, whose addresses step by the same `stride` (bytes, may be 0 or negative). The
+    record is the first flush with `count`, `stride` and `last_icount` (the last flush's
+    instruction count); a lone flush stays as it is. The recorder and the replay's comparer
+    both pass their events through one, so a replay compares the same records.
+
+    `push(event, vtime)` returns the (event, vtime, run) items to write now, in order; `run`
+    is None or (count, stride, last_icount). `end()` returns the pending run."""
+
+    def __init__(self) -> None:
+        self.pending: TlbFlush | None = None       # the first flush of the open run
+        self._vtime = 0
+        self._count = 0
+        self._stride = 0
+        self._last: TlbFlush | None = None
+
+    def push(self, event: Event, vtime: int) -> list[tuple[Event, int, tuple | None]]:
+        first = self.pending
+        if type(event) is TlbFlush:
+            if first is not None and event.rip == first.rip:
+                step = event.address - self._last.address
+                if self._count == 1 or step == self._stride:
+                    self._stride, self._last = step, event
+                    self._count += 1
+                    return []
+            out = self.end()
+            self.pending = self._last = event
+            self._vtime, self._count, self._stride = vtime, 1, 0
+            return out
+        if first is None:
+            return [(event, vtime, None)]
+        return [*self.end(), (event, vtime, None)]
+
+    def end(self) -> list[tuple[Event, int, tuple | None]]:
+        if self.pending is None:
+            return []
+        run = (self._count, self._stride, self._last.icount) if self._count > 1 else None
+        out = [(self.pending, self._vtime, run)]
+        self.pending = self._last = None
+        return out
+
+    def state(self) -> list[int] | None:
+        """The open run as plain numbers (a snapshot file holds it), or None."""
+        if self.pending is None:
+            return None
+        first, last = self.pending, self._last
+        return [first.icount, first.rip, first.address, self._vtime, self._count,
+                self._stride, last.icount, last.address]
+
+    def set_state(self, state: list[int] | None) -> None:
+        if state is None:
+            self.pending = self._last = None
+            return
+        icount, rip, address, self._vtime, self._count, self._stride, last, last_address = \
+            state
+        self.pending = TlbFlush(icount, rip, address)
+        self._last = TlbFlush(last, rip, last_address)
 
 
 def compressed_name(path: Path) -> bool:
@@ -178,6 +245,7 @@ class TraceRecorder(Observer):
         the format and version; its `run.trace_events` should name `events`."""
         self.path = Path(path)
         self.filter = events or TraceFilter()
+        self._runs = FlushRuns() if self.filter.flush_runs else None
         # Subscribed only to the kept types: the others are never built. A partial type
         # (syscalls among the exceptions) is subscribed and filtered here.
         recorded = self.filter.recorded_types
@@ -193,17 +261,25 @@ class TraceRecorder(Observer):
         self._pending: list[str] = []
         self._flushed = time.monotonic()
         self.vtime_of: Callable[[int], int] | None = None
-        self._pending.append(json.dumps({"format": FORMAT, "version": VERSION, **header},
-                                        separators=(",", ":")) + "\n")
+        # The header says what this recorder records: a replay filters and coalesces alike.
+        run = {**(header.get("run") or {}), "trace_events": self.filter.text,
+               "events": self.filter.recorded_types}
+        self._pending.append(json.dumps({"format": FORMAT, "version": VERSION, **header,
+                                         "run": run}, separators=(",", ":")) + "\n")
         self._drain()
 
     def on_event(self, event: Event) -> None:
         if self._partial and not self.filter.keeps(event):
             return
-        encoder = _ENCODERS.get(type(event)) or _encoder_for(type(event))
         vtime_of = self.vtime_of
+        vtime = vtime_of(event.icount) if vtime_of else event.icount
         pending = self._pending
-        pending.append(encoder(event, vtime_of(event.icount) if vtime_of else event.icount))
+        runs = self._runs
+        if runs is not None and (runs.pending is not None or type(event) is TlbFlush):
+            pending += [run_line(*item) for item in runs.push(event, vtime)]
+        else:
+            encoder = _ENCODERS.get(type(event)) or _encoder_for(type(event))
+            pending.append(encoder(event, vtime))
         if len(pending) >= BATCH_LINES or time.monotonic() - self._flushed >= FLUSH_SECONDS:
             self._drain()
 
@@ -221,7 +297,8 @@ class TraceRecorder(Observer):
     def snapshot_state(self) -> dict:
         """For emu/snapshot: where the file stands (a restore cuts what came after)."""
         self._drain()
-        return {"recorder": f"{os.getpid()}:{id(self)}", "position": self._file.mark()}
+        return {"recorder": f"{os.getpid()}:{id(self)}", "position": self._file.mark(),
+                "runs": self._runs.state() if self._runs else None}
 
     def restore_state(self, state: dict) -> None:
         """Back to a snapshot of this recorder: the events written since are cut off. A
@@ -230,12 +307,16 @@ class TraceRecorder(Observer):
             return
         self._pending.clear()
         self._file.cut(state["position"])
+        if self._runs is not None:
+            self._runs.set_state(state.get("runs"))
 
     def close(self) -> None:
         """Flush and close; an error writing the last buffered lines is an OutputError."""
         if self._file.closed:
             return
         try:
+            if self._runs is not None:
+                self._pending += [run_line(*item) for item in self._runs.end()]
             self._drain()
         finally:
             try:

@@ -34,6 +34,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 SYSCALLS = "syscalls"          # ExceptionDelivered of kind "syscall" only
 NONE = "none"                  # nothing beyond ALWAYS
+EACH_FLUSH = "each-flush"      # every invlpg on its own line, runs not coalesced
 
 
 def event_type_names() -> tuple[str, ...]:
@@ -49,10 +50,12 @@ def event_type_names() -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class TraceFilter:
-    """`types`: recorded whole; `syscalls`: also the SYSCALL entries among the exceptions.
-    `text` is the canonical spec (what the header keeps); `all` keeps everything."""
+    """`types`: recorded whole; `syscalls`: also the SYSCALL entries among the exceptions;
+    `flush_runs`: a run of `invlpg`s is one record (FlushRuns in trace.py), unless
+    `each-flush` asks for every one. `text` is the canonical spec (what the header keeps)."""
     types: frozenset[str] | None = None        # None: every type
     syscalls: bool = False
+    flush_runs: bool = True
     text: str = ALL
 
     @property
@@ -70,36 +73,50 @@ class TraceFilter:
 
 
 def parse(text: str | None) -> TraceFilter:
-    """`all`, or a comma list of groups (GROUPS, `syscalls`) and event type names."""
+    """`all`, or a comma list of groups (GROUPS, `syscalls`), event type names and
+    `each-flush`."""
     text = (text or ALL).strip()
-    if text == ALL:
-        return TraceFilter()
     known = event_type_names()
-    types: set[str] = set(ALWAYS & set(known))
+    types: set[str] | None = set(ALWAYS & set(known))
     syscalls = False
+    flush_runs = True
     for name in (part.strip() for part in text.split(",")):
-        if name in GROUPS:
-            types.update(GROUPS[name])
+        if name == ALL:
+            types = None
+        elif name == EACH_FLUSH:
+            flush_runs = False
         elif name == SYSCALLS:
             syscalls = True
         elif name == NONE:
             pass
-        elif name == ALL:
-            return TraceFilter()
-        elif name in known:
-            types.add(name)
+        elif name in GROUPS or name in known:
+            if types is not None:
+                types.update(GROUPS.get(name, (name,)))
         else:
             raise ConfigError(f"--trace-events {text}: no event group or type {name!r}; "
                               f"choose from {', '.join([ALL, NONE, *GROUPS, SYSCALLS])} or "
-                              f"{', '.join(known)}")
-    syscalls = syscalls and "ExceptionDelivered" not in types
-    chosen = sorted(types - ALWAYS) + ([SYSCALLS] if syscalls else [])
-    return TraceFilter(frozenset(types), syscalls, ",".join(chosen) or NONE)
+                              f"{', '.join(known)}, and {EACH_FLUSH} to record every "
+                              "invlpg of a run")
+    if types is None:
+        chosen = [ALL]
+        syscalls = False
+    else:
+        syscalls = syscalls and "ExceptionDelivered" not in types
+        chosen = sorted(types - ALWAYS) + ([SYSCALLS] if syscalls else [])
+        chosen = chosen or [NONE]
+    chosen += [] if flush_runs else [EACH_FLUSH]
+    return TraceFilter(None if types is None else frozenset(types), syscalls, flush_runs,
+                       ",".join(chosen))
+
+
+# A trace recorded before filters existed holds every event, each flush on its own line.
+LEGACY = TraceFilter(flush_runs=False, text=f"{ALL},{EACH_FLUSH}")
 
 
 def from_header(header: dict) -> TraceFilter:
-    """The filter a trace was recorded with (its header's `run.trace_events`; `all` if
+    """The filter a trace was recorded with (its header's `run.trace_events`; LEGACY if
     absent). ConfigError for a name this emu does not know."""
     run = header.get("run") if isinstance(header.get("run"), dict) else {}
-    return parse(str(run.get("trace_events") or ALL))
-
+    if "trace_events" not in run:
+        return LEGACY
+    return parse(str(run.get("trace_events")))
