@@ -182,3 +182,22 @@ def test_a_flush_flood_is_one_line_and_each_flush_asks_for_every_one(tmp_path):
             bus.emit(event)
     recorder.close()
     assert [(r["icount"], r.get("count")) for r in read_trace(path)[1]] == [(4, 3), (8, None)]
+
+
+def test_a_trace_from_before_filters_replays_flush_by_flush(kernel, tmp_path, capsys):
+    """A header without `run.trace_events` was written before filters and flush runs: its
+    replay compares every flush on its own, as it was recorded."""
+    trace = tmp_path / "each.jsonl"
+    assert main(["run", "--quiet", str(kernel), "--trace", str(trace), *HEAP, "--module",
+                 "traces/malloclab/amptjp-bal.rep", "--trace-events", "all,each-flush"]) == 0
+    header_line, *lines = trace.read_text().splitlines(keepends=True)
+    header = json.loads(header_line)
+    assert header["run"].pop("trace_events") == "all,each-flush"
+    header["run"].pop("events")
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps(header) + "\n" + "".join(lines))
+    assert not any('"count":' in line for line in lines)
+    flushes = [line for line in lines if line.startswith('{"type":"TlbFlush"')]
+    assert len(flushes) > 1000               # runs of them, that a default trace coalesces
+    capsys.readouterr()
+    assert main(["replay", str(old)]) == 0
