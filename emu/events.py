@@ -11,7 +11,7 @@ run retired (emu/cpu/counting.py). A trace is therefore ordered and reproducible
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Callable, ClassVar, Iterable
 
 SYSCALL_VECTOR = 256           # ExceptionDelivered.vector of a SYSCALL entry (not an IDT vector)
@@ -176,6 +176,32 @@ class KeyInput(Event):
     holds it, so a replay types it again and this event is compared like any other)."""
     handler: ClassVar[str] = "on_key_input"
     text: str
+
+
+def _quick_init(cls: type[Event]) -> None:
+    """Give an event type an `__init__` that binds `object.__setattr__` once: a frozen
+    dataclass's own looks it up anew for every field (about twice the cost), and events
+    are built on hot paths (every port access of a traced run). Same signature, defaults
+    and effect; the class stays a frozen dataclass."""
+    params, body, namespace = [], [], {"_set": object.__setattr__}
+    for field in fields(cls):
+        name = field.name                                   # a Python identifier
+        if field.default is MISSING:
+            params.append(name)
+        else:
+            namespace[f"_default_{name}"] = field.default
+            params.append(f"{name}=_default_{name}")
+        body.append(f"    _set(self, {name!r}, {name})\n")
+    source = f"def __init__(self, {', '.join(params)}):\n{''.join(body)}"
+    exec(source, namespace)                                 # noqa: S102 (our own text)
+    namespace["__init__"].__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = namespace["__init__"]
+
+
+for _event_type in (Booted, ExceptionDelivered, Cr3Written, TlbFlush, PortAccess, MmioAccess,
+                    SerialOutput, GuestExit, Checkpoint, InvariantViolation, Marker,
+                    HeapFinding, Injection, HostInput, SerialInput, KeyInput):
+    _quick_init(_event_type)
 
 
 class Observer:
