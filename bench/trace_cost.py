@@ -71,16 +71,20 @@ def one_run(config: MachineConfig, trace: Path | None, events: str = "all"
 
 
 def sizes(trace: Path) -> dict[str, dict[str, int]]:
-    """Events and bytes per event type (the header line excluded)."""
+    """Events, lines and bytes per event type (the header line excluded); a run of flushes
+    (trace.FlushRuns) is one line holding `count` events."""
     counts: Counter = Counter()
+    lines: Counter = Counter()
     total: Counter = Counter()
     with open(trace, encoding="utf-8") as stream:
         stream.readline()
         for line in stream:
-            kind = json.loads(line)["type"]
-            counts[kind] += 1
+            record = json.loads(line)
+            kind = record["type"]
+            counts[kind] += record.get("count", 1)
+            lines[kind] += 1
             total[kind] += len(line.encode())
-    return {kind: {"events": counts[kind], "bytes": total[kind]}
+    return {kind: {"events": counts[kind], "lines": lines[kind], "bytes": total[kind]}
             for kind in sorted(counts, key=lambda k: -total[k])}
 
 
@@ -124,12 +128,12 @@ def table(results: dict) -> str:
                     f"{met(r['filtered_ratio'], FILTERED_TARGET)} | "
                     f"{r['trace_bytes'] / 1024:,.0f} KiB, {r['zstd_bytes'] / 1024:,.0f} KiB, "
                     f"{r['filtered_bytes'] / 1024:,.1f} KiB |")
-    rows += ["", "| workload | event type | events | bytes | bytes/event |",
-             "| --- | --- | --- | --- | --- |"]
+    rows += ["", "| workload | event type | events | lines | bytes | bytes/event |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name, r in results["workloads"].items():
         for kind, s in r["by_type"].items():
-            rows.append(f"| {name} | {kind} | {s['events']:,} | {s['bytes']:,} | "
-                        f"{s['bytes'] / s['events']:.0f} |")
+            rows.append(f"| {name} | {kind} | {s['events']:,} | {s['lines']:,} | "
+                        f"{s['bytes']:,} | {s['bytes'] / s['events']:.0f} |")
     return "\n".join(rows)
 
 

@@ -165,7 +165,7 @@ class Machine:
         self.bus = Bus(self.uc, self.events, self.hooks, read_code=self.cpu.read_virtual,
                        io_gate=self.cpu.io)
         self.bus.limit_unbacked_checks(self.memory.ranges())
-        self.bus.port_clock = self.cpu.port_now
+        self.bus.port_clock = self.cpu.count.port_time_stamp     # now(), for port hooks
         self.devices: PcDevices = install_pc_devices(
             self.bus, on_serial_text,
             on_exit=lambda value: self.cpu.request_stop(RunEnd.EXIT, value,

@@ -117,11 +117,6 @@ class Cpu:
         RIP is exact (port and MMIO accesses, code hooks, delivery): the events' clock."""
         return self.count.time_stamp(self.state.fast_reg(_RIP))
 
-    def port_now(self) -> int:
-        """now() inside a port I/O hook, cheaper where the block says where the access is."""
-        stamp = self.count.port_time_stamp()
-        return stamp if stamp is not None else self.now()
-
     def watch_privileged(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Hook exactly the CR3 writes and `invlpg`s found in `ranges` (virtual start, end)
         of executable guest code, and note its IF-setting instructions. Returns how many
