@@ -252,6 +252,10 @@ class EventBus:
         self._observers: list[Observer] = []
         self._routes: dict[str, list[Callable[[Event], None]]] = {}
         self._catch_all: list[Callable[[Event], None]] = []
+        # handler -> everyone an event of it reaches (its routes, then the catch-alls):
+        # one lookup per emit, which runs for every traced port access.
+        self._deliveries: dict[str, tuple[Callable[[Event], None], ...]] = {}
+        self._to_catch_all: tuple[Callable[[Event], None], ...] = ()
         for observer in observers:
             self.subscribe(observer)
 
@@ -268,16 +272,17 @@ class EventBus:
         for name in vars(Observer):
             if name.startswith("on_") and name != "on_event" and _overrides(observer, name):
                 self._routes.setdefault(name, []).append(getattr(observer, name))
+        self._to_catch_all = tuple(self._catch_all)
+        self._deliveries = {handler: (*routes, *self._catch_all)
+                            for handler, routes in self._routes.items()}
 
     def wants(self, event_type: type[Event]) -> bool:
         """True if emitting events of this type would reach anyone."""
-        return bool(self._catch_all) or bool(self._routes.get(event_type.handler))
+        return bool(self._deliveries.get(event_type.handler, self._to_catch_all))
 
     def now(self) -> int:
         return self.clock()
 
     def emit(self, event: Event) -> None:
-        for deliver in self._routes.get(event.handler, ()):
-            deliver(event)
-        for deliver in self._catch_all:
+        for deliver in self._deliveries.get(event.handler, self._to_catch_all):
             deliver(event)

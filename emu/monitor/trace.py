@@ -8,9 +8,13 @@ Format (documented for users in traces/README.md):
   the last line of a run is a GuestExit event, whatever ended it (a crash, the budget, a
   signal, an error of the harness: the machine emits it before the error propagates).
 
-Writing is buffered and flushed at least every FLUSH_SECONDS and when the recorder closes,
-so only a SIGKILL can lose the last moments of a run; a crash leaves a readable prefix.
-Reading streams: memory does not grow with the trace's length.
+Which events are written is the recorder's TraceFilter (emu/monitor/trace_events.py,
+`--trace-events`), kept in the header's `run.trace_events`; a run of `invlpg`s is one line
+(FlushRuns). A file named `*.zst` is written zstd-compressed; readers recognise it by its
+magic number. Lines are written in batches, flushed at the first event FLUSH_SECONDS after
+the last flush and when the recorder closes, so only a SIGKILL can lose the last moments of
+a run; a crash leaves a readable prefix. Reading streams: memory does not grow with the
+trace's length.
 """
 from __future__ import annotations
 

@@ -125,8 +125,8 @@ class Uart16550(Device):
             self._write_byte(offset + index, (value >> (8 * index)) & 0xff)
 
     def _read_byte(self, offset: int) -> int:
-        if self.line is not None and offset in (0, 5) and not self._rx and \
-                not self.mcr & _MCR_LOOP:
+        if self.line is not None and not self._rx and not self.mcr & _MCR_LOOP and \
+                (offset == 5 or offset == 0 and not self.lcr & _LCR_DLAB):
             self._receive_from_line()
         if offset == 5:              # LSR, polled before every character sent
             return _LSR_IDLE | (_LSR_DATA_READY if self._rx else 0)
