@@ -11,7 +11,7 @@ run retired (emu/cpu/counting.py). A trace is therefore ordered and reproducible
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Callable, ClassVar, Iterable
 
 SYSCALL_VECTOR = 256           # ExceptionDelivered.vector of a SYSCALL entry (not an IDT vector)
@@ -270,8 +270,58 @@ class DeviceError(Event):
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class SerialInput(Event):
+    """`data` (hex) arrived at the receive side of the UART at `port` from outside the guest
+    (`emu run --serial-input FILE`), when the guest looked at an empty receiver. `emu replay`
+    feeds it back from the trace at the same instruction instead of reading the file."""
+    handler: ClassVar[str] = "on_serial_input"
+    port: int
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInput(Event):
+    """`text` was typed on the PS/2 keyboard (`--keys`, queued at boot; the configuration
+    holds it, so a replay types it again and this event is compared like any other)."""
+    handler: ClassVar[str] = "on_key_input"
+    text: str
+
+
+def _quick_init(cls: type[Event]) -> None:
+    """Give an event type an `__init__` that binds `object.__setattr__` once: a frozen
+    dataclass's own looks it up anew for every field (about twice the cost), and events
+    are built on hot paths (every port access of a traced run). Same signature, defaults
+    and effect; the class stays a frozen dataclass."""
+    params, body, namespace = [], [], {"_set": object.__setattr__}
+    for field in fields(cls):
+        name = field.name                                   # a Python identifier
+        if field.default is MISSING:
+            params.append(name)
+        else:
+            namespace[f"_default_{name}"] = field.default
+            params.append(f"{name}=_default_{name}")
+        body.append(f"    _set(self, {name!r}, {name})\n")
+    source = f"def __init__(self, {', '.join(params)}):\n{''.join(body)}"
+    exec(source, namespace)                                 # noqa: S102 (our own text)
+    namespace["__init__"].__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = namespace["__init__"]
+
+
+for _event_type in (Booted, ExceptionDelivered, Cr3Written, TlbFlush, PortAccess, MmioAccess,
+                    SerialOutput, GuestExit, Checkpoint, InvariantViolation, Marker,
+                    HeapFinding, Injection, HostInput, SerialInput, KeyInput, Syscall,
+                    UserFault, ProcessStart, ProcessExec, ProcessExit, BlockRequest, SwapOut,
+                    SwapIn, DeviceError):
+    _quick_init(_event_type)
+
+
 class Observer:
-    """Base class for observers; override only the `on_*` methods you need."""
+    """Base class for observers; override only the `on_*` methods you need. An observer
+    whose `on_event` wants only some types names them in `event_types` (None: every type),
+    so that the others are not even built for it."""
+
+    event_types: frozenset[str] | None = None
 
     def on_event(self, event: Event) -> None: ...
     def on_booted(self, event: Booted) -> None: ...
@@ -297,6 +347,18 @@ class Observer:
     def on_device_error(self, event: DeviceError) -> None: ...
     def on_swap_out(self, event: SwapOut) -> None: ...
     def on_swap_in(self, event: SwapIn) -> None: ...
+    def on_serial_input(self, event: SerialInput) -> None: ...
+    def on_key_input(self, event: KeyInput) -> None: ...
+
+
+def _event_classes() -> list[type[Event]]:
+    """Every event type (a name may appear twice: `slots=True` makes a new class)."""
+    found, pending = [], list(Event.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending += cls.__subclasses__()
+    return found
 
 
 def _overrides(observer: Observer, method: str) -> bool:
@@ -311,26 +373,37 @@ class EventBus:
         self._observers: list[Observer] = []
         self._routes: dict[str, list[Callable[[Event], None]]] = {}
         self._catch_all: list[Callable[[Event], None]] = []
+        # handler -> everyone an event of it reaches (its routes, then the catch-alls):
+        # one lookup per emit, which runs for every traced port access.
+        self._deliveries: dict[str, tuple[Callable[[Event], None], ...]] = {}
+        self._to_catch_all: tuple[Callable[[Event], None], ...] = ()
         for observer in observers:
             self.subscribe(observer)
 
     def subscribe(self, observer: Observer) -> None:
         self._observers.append(observer)
         if _overrides(observer, "on_event"):
-            self._catch_all.append(observer.on_event)
+            if observer.event_types is None:
+                self._catch_all.append(observer.on_event)
+            else:
+                handlers = {cls.handler for cls in _event_classes()
+                            if cls.__name__ in observer.event_types}
+                for handler in sorted(handlers):
+                    self._routes.setdefault(handler, []).append(observer.on_event)
         for name in vars(Observer):
             if name.startswith("on_") and name != "on_event" and _overrides(observer, name):
                 self._routes.setdefault(name, []).append(getattr(observer, name))
+        self._to_catch_all = tuple(self._catch_all)
+        self._deliveries = {handler: (*routes, *self._catch_all)
+                            for handler, routes in self._routes.items()}
 
     def wants(self, event_type: type[Event]) -> bool:
         """True if emitting events of this type would reach anyone."""
-        return bool(self._catch_all) or bool(self._routes.get(event_type.handler))
+        return bool(self._deliveries.get(event_type.handler, self._to_catch_all))
 
     def now(self) -> int:
         return self.clock()
 
     def emit(self, event: Event) -> None:
-        for deliver in self._routes.get(event.handler, ()):
-            deliver(event)
-        for deliver in self._catch_all:
+        for deliver in self._deliveries.get(event.handler, self._to_catch_all):
             deliver(event)

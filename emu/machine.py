@@ -43,7 +43,7 @@ from emu.engine import capi
 from emu.engine.guard import HookGuard
 from emu.engine.icount import NEVER
 from emu.errors import ConfigError, GuestError, TripleFault
-from emu.events import Booted, EventBus, GuestExit, Observer
+from emu.events import Booted, EventBus, GuestExit, KeyInput, Observer
 from emu.hw import blockdev
 from emu.hw import memmap as memmaps
 from emu.hw.bus import Bus
@@ -145,6 +145,8 @@ class Machine:
         self._guard_boot_stack(self.boot.stack_guard)
         self.events.emit(Booted(0, self.boot.base_revision, self.boot.requests,
                                 self.boot.ignored_requests))
+        if config.keys and self.events.wants(KeyInput):
+            self.events.emit(KeyInput(0, config.keys))
         limine.enter_kernel(self.uc, self.boot)
         self.cpu.watch_privileged(self.boot.executable_segments)
         self.symbols = Symbols.from_elf(config.kernel, slide=self.boot.kernel_slide)
@@ -173,6 +175,7 @@ class Machine:
         self.bus = Bus(self.uc, self.events, self.hooks, read_code=self.cpu.read_virtual,
                        io_gate=self.cpu.io)
         self.bus.limit_unbacked_checks(self.memory.ranges())
+        self.bus.port_clock = self.cpu.count.port_time_stamp     # now(), for port hooks
         self.devices: PcDevices = install_pc_devices(
             self.bus, on_serial_text,
             on_exit=lambda value: self.cpu.request_stop(RunEnd.EXIT, value,

@@ -82,3 +82,8 @@ def _trace_shape(results: dict) -> None:
         workload = results["workloads"][name]
         assert _positive(workload["ratio"]) and _positive(workload["trace_bytes"])
         assert sum(s["bytes"] for s in workload["by_type"].values()) < workload["trace_bytes"]
+        assert _positive(workload["zstd_ratio"]) and _positive(workload["filtered_ratio"])
+        # compressed and filtered traces are smaller than the full one
+        assert workload["zstd_bytes"] < workload["trace_bytes"]
+        assert workload["filtered_bytes"] < workload["trace_bytes"]
+        assert all(s["lines"] <= s["events"] for s in workload["by_type"].values())

@@ -17,7 +17,8 @@ import os
 from pathlib import Path
 
 from emu.commands import console
-from emu.commands.options import add_machine_options, attach_injections, machine_config
+from emu.commands.options import (add_machine_options, add_trace_options, attach_injections,
+                                  machine_config, trace_filter)
 from emu.commands.run import swap_finding, swap_summary
 from emu.errors import ConfigError
 from emu.inputs import check_output, display, refuse_overwriting
@@ -38,7 +39,7 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
                          help="the program's environment (default: empty); repeatable")
     command.add_argument("--seed", type=int, default=0,
                          help="seed of the kernel's random bytes (getrandom, AT_RANDOM)")
-    command.add_argument("--trace", type=Path, help="write a JSON-lines trace of events")
+    add_trace_options(command)
     command.add_argument("--check", action="store_true",
                          help="check the page tables, the PMM and the processes' address "
                               "spaces while the program runs (findings on stderr)")
@@ -93,6 +94,7 @@ def execute(args) -> int:
         console.err(f"emu: {display(args.program)}: No such file or directory")
         return EXEC_NOT_FOUND
     config = machine_config(args)
+    events = trace_filter(args)
     observers = [KernelLines(console.err)]
     recorder = prepared = None
     if args.trace:
@@ -115,7 +117,7 @@ def execute(args) -> int:
         recorder = TraceRecorder(args.trace, build_header(
             prepared, own_kernel=args.kernel is None,
             run={"checks": [], "exec_check": bool(args.check or args.strict),
-                 "strict": args.strict, "processes": True}))
+                 "strict": args.strict, "processes": True}), events)
         observers.append(recorder)
     host = console.program_streams()
     monitors: list = []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from emu.hw.blockdev import DEFAULT_LATENCY
 from emu.hw.clock import DEFAULT_IPS
+from emu.errors import ConfigError
 from emu.hw.memmap import parse_memory_size, parse_size
 from emu.inputs import read_input
 from emu.inject import attach, parse_spec
@@ -41,6 +42,30 @@ def ticks(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or a positive number of ticks")
     return value
+
+
+TRACE_HELP = ("write a trace of events to FILE: JSON lines, zstd-compressed if FILE ends "
+              "in .zst")
+
+
+def add_trace_options(command: argparse.ArgumentParser) -> None:
+    """`--trace FILE` and `--trace-events LIST` (emu/monitor/trace_events.py)."""
+    from emu.monitor import trace_events
+    groups = ", ".join([*trace_events.GROUPS, trace_events.SYSCALLS])
+    command.add_argument("--trace", type=Path, help=TRACE_HELP)
+    command.add_argument("--trace-events", default=None, metavar="all|GROUP|TYPE,...",
+                         help="with --trace: record only these events, a comma list of "
+                              f"groups ({groups}) or event types, e.g. "
+                              "exceptions,cr3,syscalls (default all; the run's start, end "
+                              "and inputs are always recorded)")
+
+
+def trace_filter(args):
+    """The TraceFilter of `--trace-events` (ConfigError without --trace)."""
+    from emu.monitor import trace_events
+    if args.trace_events is not None and args.trace is None:
+        raise ConfigError("--trace-events chooses what --trace records; add --trace FILE")
+    return trace_events.parse(args.trace_events)
 
 
 def add_machine_options(command: argparse.ArgumentParser, kernel_option: bool = False) -> None:

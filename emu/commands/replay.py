@@ -21,9 +21,11 @@ from emu.commands.run import attach_heap_checks, attach_page_checks
 from emu.errors import ConfigError, TraceError
 from emu.inputs import display
 from emu.machine import Machine, MachineConfig
+from emu.monitor import trace_events
 from emu.monitor.trace import last_event, read_trace
 from emu.replay import compare
 from emu.replay.divergence import ReplayComparer
+from emu.replay.feed import RecordedInputs
 from emu.replay.header import config_from_header, with_seeds
 from emu.replay.inputs import find_inputs
 from emu.result import EXIT_STATUS, RunEnd
@@ -113,8 +115,10 @@ def _budget(config: MachineConfig, trace: Path) -> MachineConfig:
     return dataclasses.replace(config, max_instructions=2 * last["icount"] + BUDGET_SLACK)
 
 
-def _machine(header: dict, config: MachineConfig, comparer: ReplayComparer) -> Machine:
+def _machine(header: dict, config: MachineConfig, comparer: ReplayComparer,
+             inputs: RecordedInputs) -> Machine:
     machine = Machine(config, [comparer])
+    inputs.wire(machine)
     run = header.get("run") if isinstance(header.get("run"), dict) else {}
     checks = run.get("checks") or []
     options = argparse.Namespace(strict=bool(run.get("strict")), allow=str(run.get("allow", "")),
@@ -146,12 +150,14 @@ def execute(args) -> int:
         config = with_seeds(config_from_header(header, found.kernel, found.inputs,
                                                overrides(header, args.set)), seeds(args.seed))
         run = header.get("run") if isinstance(header.get("run"), dict) else {}
-        comparison = compare.parse(args.compare).narrowed_to(run.get("events"))
+        recorded = trace_events.from_header(header)
+        comparison = compare.parse(args.compare).narrowed_to(recorded.recorded_types)
         if not found.kernel_matches:
             console.err(f"emu: replaying with another kernel build ({display(found.kernel)}); "
                         f"the recording's was {str(header.get('kernel_sha256'))[:16]}...")
-        comparer = ReplayComparer(events, comparison)
-        result = _machine(header, _budget(config, args.trace), comparer).run()
+        comparer = ReplayComparer(events, comparison, recorded_filter=recorded)
+        inputs = RecordedInputs(args.trace)
+        result = _machine(header, _budget(config, args.trace), comparer, inputs).run()
     finally:
         events.close()
     return _outcome(args.trace, comparer, result)

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from emu.boot.limine import unanswered
 from emu.commands import console, timetravel
-from emu.commands.options import add_machine_options, attach_injections, count, machine_config
+from emu.commands.options import (add_machine_options, add_trace_options, attach_injections,
+                                  count, machine_config, trace_filter)
 from emu.errors import ConfigError, EmuError, Interrupted
 from emu.events import SYSCALL_VECTOR, DeviceError, GuestExit, Observer
-from emu.inputs import check_output, refuse_overwriting
+from emu.hw.devices.uart import FileLine
+from emu.inputs import check_output, read_input, refuse_overwriting
 from emu.machine import Machine
 from emu.monitor import processes, swapcheck
 from emu.result import EXIT_STATUS_MEANINGS, RunEnd, RunResult
@@ -28,7 +30,8 @@ from emu.x86 import exception_short_name
 
 NAME = "run"
 HELP = "boot a Limine kernel (default: the project's own)"
-CHECKS = ("pt", "heap")        # --check pt,heap: emu/monitor/checks, emu/monitor/heapcheck.py
+CHECKS = ("pt", "heap")
+MAX_SERIAL_INPUT = 16 << 20    # held in the UART's queue and in one trace event        # --check pt,heap: emu/monitor/checks, emu/monitor/heapcheck.py
 
 
 def add_arguments(run: argparse.ArgumentParser) -> None:
@@ -38,7 +41,11 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
                           "DIR/bin/prog is /bin/prog) or a USTAR archive, handed over as "
                           "the first module; `--cmdline 'init=/bin/prog -- ARGS'` runs a "
                           "program from it")
-    run.add_argument("--trace", type=Path, help="write a JSON-lines trace of events to FILE")
+    add_trace_options(run)
+    run.add_argument("--serial-input", type=Path, default=None, metavar="FILE",
+                     help="bytes for the guest to read from COM1: they arrive when the "
+                          "guest first looks at the receiver (a trace records them; a "
+                          "replay feeds them back from the trace)")
     run.add_argument("--screenshot", type=Path, help="save the framebuffer as a PNG at the end")
     run.add_argument("--quiet", action="store_true", help="no live serial output")
     run.add_argument("--check", nargs="?", const="pt", default=None, metavar="pt,heap",
@@ -96,6 +103,7 @@ def _with_initrd(config, initrd: Path | None, workdir: Path):
 
 def _execute(args, workdir: Path) -> int:
     checks = checks_asked(args)
+    events = trace_filter(args)
     timetravel.check_arguments(args)
     if args.resume is not None and "heap" in checks:
         raise ConfigError("--check heap cannot resume a snapshot (its hooks on return "
@@ -110,9 +118,12 @@ def _execute(args, workdir: Path) -> int:
     if args.no_count and args.check_every:
         raise ConfigError("--check-every counts instructions; drop --no-count")
     inputs = [("kernel", config.kernel), *(("module", m) for m in config.modules),
-              ("snapshot", args.resume), ("swap file", config.swap_file)]
+              ("snapshot", args.resume), ("swap file", config.swap_file),
+              ("serial input", args.serial_input)]
     if args.initrd is not None:
         inputs.append(("initrd", args.initrd))
+    serial = read_input(args.serial_input, "--serial-input file", MAX_SERIAL_INPUT) \
+        if args.serial_input is not None else b""
     for output, what in ((args.trace, "trace"), (args.screenshot, "screenshot"),
                          (args.save_snapshot, "snapshot")):
         if output is not None:
@@ -124,10 +135,10 @@ def _execute(args, workdir: Path) -> int:
     recorder = None
     if args.trace:
         from emu.monitor.trace import TraceRecorder
-        recorder = TraceRecorder(args.trace, header)
+        recorder = TraceRecorder(args.trace, header, events)
     try:
         result, machine, (checker, heap_checker, monitor, swap) = _run(
-            args, config, checks, recorder, (saved, header))
+            args, config, checks, recorder, (saved, header), serial)
     finally:
         if recorder:
             recorder.close()
@@ -164,7 +175,7 @@ def swap_summary(machine: Machine, swap, prefix: str) -> None:
 
 def run_options(args, checks: frozenset[str]) -> dict:
     """The options of this run that make events, for the trace header (a replay attaches
-    the same checkers)."""
+    the same checkers; the recorder adds its event filter)."""
     return {"checks": sorted(checks), "allow": args.allow, "strict": args.strict,
             "check_every": args.check_every, "processes": True}
 
@@ -176,10 +187,11 @@ def _header(args, config, checks: frozenset[str], saved) -> dict:
     if saved is not None:
         return {**saved.header, "run": run_options(args, checks),
                 "resumed_from": {"snapshot": str(args.resume), "icount": saved.icount}}
-    return build_header(config, own_kernel=args.kernel is None, run=run_options(args, checks))
+    return build_header(config, own_kernel=args.kernel is None,
+                        run=run_options(args, checks))
 
 
-def _run(args, config, checks: frozenset[str], recorder, resume):
+def _run(args, config, checks: frozenset[str], recorder, resume, serial: bytes):
     """Build the machine with its checkers and run it; a machine that cannot be built still
     ends its trace with a GuestExit (reason error)."""
     saved, header = resume
@@ -201,6 +213,8 @@ def _run(args, config, checks: frozenset[str], recorder, resume):
             # Known once the kernel is loaded: refuse now, not after a long run.
             raise ConfigError("--screenshot: the kernel asked for no framebuffer; drop "
                               "--screenshot")
+        if serial:
+            machine.devices.com1.line = FileLine(serial)
         timetravel.prepare(machine, args, saved)
     except (EmuError, Interrupted) as exc:
         if recorder:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 I32 = struct.Struct("<i")
 U64 = struct.Struct("<Q")
+_RIP = X.UC_X86_REG_RIP       # read at every event stamp: a global, not two lookups
 NOWHERE = (1 << 64) - 1        # emu_start's "until": a non-canonical address is never reached
 _CR2_OFFSET = 16
 
@@ -115,7 +116,7 @@ class Cpu:
     def now(self) -> int:
         """Instructions retired before the current instruction, exact inside any hook whose
         RIP is exact (port and MMIO accesses, code hooks, delivery): the events' clock."""
-        return self.count.time_stamp(self.state.fast_reg(X.UC_X86_REG_RIP))
+        return self.count.time_stamp(self.state.fast_reg(_RIP))
 
     def watch_privileged(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Hook exactly the CR3 writes and `invlpg`s found in `ranges` (virtual start, end)

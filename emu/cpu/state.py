@@ -49,6 +49,9 @@ class Registers:
         return self.values[name]
 
 
+PORT_MNEMONICS = frozenset({"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"})
+
+
 class CpuState:
     """Read-only views of one CPU. `fast_reg(register)` is uc_reg_read without the
     binding's dispatch, for hooks on hot paths."""
@@ -120,6 +123,14 @@ class CpuState:
         """How many instructions the `size` bytes of code at `address` hold (capstone)."""
         code = self.read_virtual(address, size)
         return sum(1 for _ in self._disasm.disasm_lite(code, address))
+
+    def port_instructions(self, address: int, size: int) -> list[int]:
+        """For each port I/O instruction (in, out, ins, outs) in the `size` bytes of code at
+        `address`: how many instructions from it to the end, itself included."""
+        code = self.read_virtual(address, size)
+        mnemonics = [mnemonic for _, _, mnemonic, _ in self._disasm.disasm_lite(code, address)]
+        return [len(mnemonics) - index for index, mnemonic in enumerate(mnemonics)
+                if mnemonic.split()[-1] in PORT_MNEMONICS]
 
     def mnemonic_at(self, rip: int) -> str | None:
         """The mnemonic (with its prefix, e.g. `rep stosb`) of the instruction at rip, or

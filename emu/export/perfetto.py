@@ -70,7 +70,9 @@ class _Builder:
         for key, value in (fields or {}).items():
             annotation = event.debug_annotations.add()
             annotation.name = key
-            if isinstance(value, int) and not isinstance(value, bool):
+            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                annotation.int_value = value                   # a stride going down
+            elif isinstance(value, int) and not isinstance(value, bool):
                 annotation.uint_value = value & ((1 << 64) - 1)
             else:
                 annotation.string_value = str(value)
@@ -131,6 +133,9 @@ def build(header: dict, events: Iterable[dict]) -> bytes:
         elif kind == "Cr3Written":
             builder.instant(at, "CR3 load", old=record["old"], new=record["new"])
             builder.enter_space(at, record["new"])
+        elif kind == "TlbFlush" and "count" in record:        # a run (trace.FlushRuns)
+            builder.instant(at, f"invlpg x{record['count']}", address=record["address"],
+                            stride=record["stride"], last_icount=record["last_icount"])
         elif kind == "TlbFlush":
             builder.instant(at, "invlpg", address=record["address"])
         elif kind in ("InvariantViolation", "HeapFinding"):

@@ -194,6 +194,8 @@ class Bus:
         self._ports: dict[int, tuple[Device, int]] = {}
         self._mmio: list[MmioRegion] = []
         self.in_access = False          # a device access is being made (an instruction retires)
+        # The stamp of a port access (the CPU's cheaper port_now once it is attached).
+        self.port_clock: Callable[[], int] = events.now
         self._window: _Window | None = None
         self._named_holes: list[tuple[int, int, str]] = []
         guard.hook_instruction(UC_X86_INS_IN, PORT_IN, self._in, on_error=0)
@@ -323,7 +325,7 @@ class Bus:
     def _emit_port(self, port: int, size: int, value: int, write: bool) -> None:
         if self.events.wants(PortAccess):
             self.in_access = True
-            self.events.emit(PortAccess(self.events.now(), port, size, value, write))
+            self.events.emit(PortAccess(self.port_clock(), port, size, value, write))
         self.in_access = False
 
     # --- MMIO ------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from unicorn import x86_const as X
 from emu.errors import TraceError
 from emu.events import Event, Observer
 from emu.monitor import report
-from emu.monitor.trace import event_record
+from emu.monitor.trace import FlushRuns, run_line
+from emu.monitor.trace_events import TraceFilter
 from emu.replay.compare import Comparison
 from emu.result import RunEnd
 
@@ -58,8 +59,14 @@ class ReplayComparer(Observer):
     """Compares each event of the run with the next recorded one of the selected types."""
 
     def __init__(self, recorded: Iterator[dict], comparison: Comparison,
-                 history: int = HISTORY) -> None:
+                 history: int = HISTORY, recorded_filter: TraceFilter | None = None) -> None:
+        """`recorded_filter`: the events the recording kept (its `--trace-events`); the
+        rerun's others are not compared (nor built)."""
         self.comparison = comparison
+        self.filter = recorded_filter or TraceFilter()
+        types = self.filter.recorded_types
+        self.event_types = None if types is None else frozenset(types)
+        self._runs = FlushRuns() if self.filter.flush_runs else None
         self._source = iter(recorded)
         self._last_type: str | None = None     # of the last recorded event read, any type
         self.matched = 0
@@ -84,10 +91,18 @@ class ReplayComparer(Observer):
         name = type(event).__name__
         if name == "GuestExit":
             self._last_observed = event.to_dict()
-        if not self.comparison.selects(name):
+        if not self.filter.keeps(event):
             return
         vtime_of = self._machine.vtime_of if self._machine is not None else None
-        observed = json.loads(json.dumps(event_record(event, vtime_of)))
+        vtime = vtime_of(event.icount) if vtime_of else event.icount
+        items = self._runs.push(event, vtime) if self._runs else [(event, vtime, None)]
+        for item in items:
+            if self.divergence is not None or self.finished or self.cut_short:
+                return
+            if self.comparison.selects(type(item[0]).__name__):
+                self._compare(type(item[0]).__name__, json.loads(run_line(*item)))
+
+    def _compare(self, name: str, observed: dict) -> None:
         recorded = self._next_recorded()
         if recorded is None and self._last_type != "GuestExit":
             self.cut_short = True

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import codecs
 from collections import deque
-from typing import Callable
+from typing import Callable, Protocol
 
-from emu.events import EventBus, SerialOutput
+from emu.events import EventBus, SerialInput, SerialOutput
 from emu.hw.bus import Access, Device, Register
 
 COM1 = 0x3f8
@@ -28,13 +28,35 @@ _LSR_IDLE = 0x60            # THR empty and transmitter empty: output is instant
 _MSR_CONNECTED = 0xb0       # CTS, DSR, DCD: a terminal is attached
 
 
+class SerialLine(Protocol):
+    """What is wired to a UART's receive side from outside the guest."""
+
+    def arrive(self, now: int) -> bytes:
+        """The bytes that arrive now (the guest looks at an empty receiver at instruction
+        `now`); b"" for none."""
+
+
+class FileLine:
+    """A file on the line (`emu run --serial-input`): all of it arrives the first time the
+    guest looks at the receiver outside loopback, after the driver has set the UART up."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def arrive(self, now: int) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+
 class Uart16550(Device):
     """A 16550A UART as kernels use it for a console.
 
     Output is instant (LSR always says THR empty). Each line written (without its newline;
     carriage returns are dropped) is kept in `lines` (the last `keep_lines`) and emitted as
     SerialOutput; `on_text` receives every chunk as it comes, for live streaming. `partial`
-    is the unfinished last line. `feed` queues guest input for RBR. Loopback (MCR bit 4)
+    is the unfinished last line. `feed` queues guest input for RBR; `line` (a SerialLine)
+    is asked for input whenever the guest reads LSR or RBR of an empty receiver outside
+    loopback, and what arrives is a SerialInput event. Loopback (MCR bit 4)
     sends THR to RBR instead of the output, as drivers check at start-up. No interrupts are
     raised; IIR still reports what would be pending."""
     registers = (
@@ -64,6 +86,7 @@ class Uart16550(Device):
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._utf8_pending = False     # the decoder holds part of a multi-byte character
         self._rx: deque[int] = deque()
+        self.line: SerialLine | None = None
         self.divisor = 1
         self.ier = self.fcr = self.lcr = self.mcr = self.scr = 0
         self._thre_pending = False
@@ -102,6 +125,9 @@ class Uart16550(Device):
             self._write_byte(offset + index, (value >> (8 * index)) & 0xff)
 
     def _read_byte(self, offset: int) -> int:
+        if self.line is not None and not self._rx and not self.mcr & _MCR_LOOP and \
+                (offset == 5 or offset == 0 and not self.lcr & _LCR_DLAB):
+            self._receive_from_line()
         if offset == 5:              # LSR, polled before every character sent
             return _LSR_IDLE | (_LSR_DATA_READY if self._rx else 0)
         dlab = self.lcr & _LCR_DLAB
@@ -137,6 +163,15 @@ class Uart16550(Device):
         elif offset == 7:
             self.scr = value
         # LSR and MSR are read-only; writes to them change nothing.
+
+    def _receive_from_line(self) -> None:
+        events = self.events
+        now = events.now() if events is not None else 0
+        data = self.line.arrive(now)
+        if data:
+            self._rx.extend(data)
+            if events is not None and events.wants(SerialInput):
+                events.emit(SerialInput(now, self.port_base, data.hex()))
 
     def _receive(self) -> int:
         return self._rx.popleft() if self._rx else 0
