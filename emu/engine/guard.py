@@ -32,6 +32,15 @@ class HookGuard:
         self.ended = False                   # the run has ended: hooks do nothing more
         self._callbacks: list[Any] = []      # ctypes callbacks must outlive their hooks
 
+    # A snapshot keeps whether the run had ended: a restore to an earlier instruction after
+    # the run ended must bring the hooks back to life (the callbacks are wiring, not state).
+    def snapshot_state(self) -> bool:
+        return self.ended
+
+    def restore_state(self, ended: bool) -> None:
+        self.ended = ended
+        self.error = None
+
     def wrap(self, fn: Callable[..., Any], on_error: Any = None) -> Callable[..., Any]:
         """Return fn guarded; `on_error` is what the hook returns to Unicorn after a failure."""
         def guarded(*args):

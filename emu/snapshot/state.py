@@ -27,8 +27,7 @@ from typing import Any, Iterator
 from emu.events import Observer
 
 PLAIN = (int, float, str, bytes, bool, type(None), complex, range)
-STATELESS = frozenset({"Symbols", "MachineConfig", "BootInfo", "Layout", "Snapshot",
-                       "HookGuard"})   # HookGuard: its ctypes callbacks must outlive hooks
+STATELESS = frozenset({"Symbols", "MachineConfig", "BootInfo", "Layout", "Snapshot"})
 # Walked (they lead to components) but not captured: who is subscribed is wiring, and a run
 # resumed from a file subscribes its own observers.
 WIRING = frozenset({"EventBus"})
