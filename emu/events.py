@@ -382,6 +382,22 @@ class EventBus:
 
     def subscribe(self, observer: Observer) -> None:
         self._observers.append(observer)
+        self._route(observer)
+        self._publish()
+
+    def unsubscribe(self, observer: Observer) -> None:
+        """Stop delivering to `observer` (a campaign's injector, after its variant ran)."""
+        self._observers.remove(observer)
+        self._routes, self._catch_all = {}, []
+        for remaining in self._observers:
+            self._route(remaining)
+        self._publish()
+
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        return tuple(self._observers)
+
+    def _route(self, observer: Observer) -> None:
         if _overrides(observer, "on_event"):
             if observer.event_types is None:
                 self._catch_all.append(observer.on_event)
@@ -393,6 +409,8 @@ class EventBus:
         for name in vars(Observer):
             if name.startswith("on_") and name != "on_event" and _overrides(observer, name):
                 self._routes.setdefault(name, []).append(getattr(observer, name))
+
+    def _publish(self) -> None:
         self._to_catch_all = tuple(self._catch_all)
         self._deliveries = {handler: (*routes, *self._catch_all)
                             for handler, routes in self._routes.items()}

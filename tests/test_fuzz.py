@@ -340,7 +340,7 @@ OPTIONS = {   # every option of every command, with awkward values; new options 
                "--set": st.sampled_from(["boot_time=1800000000", "ips=1000000", "nope=1",
                                          "cmdline=test=int3", "keys=x", "memory=0"]),
                "--seed": st.sampled_from(["inject.0=7", "inject.9=1", "x", "inject.0=y", ""])},
-    "campaign": {"--out": "path", "--workers": COUNTS, "--sample": COUNTS,
+    "campaign": {"--out": "path", "--workers": COUNTS, "--sample": COUNTS, "--no-snapshot": None,
                  "--executor": "local|dask|bogus", "--scheduler": "local|tcp://127.0.0.1:1|x"},
     "trace": {"--perfetto": None},
     "build": {},

@@ -43,12 +43,17 @@ def _is_value(obj: Any) -> bool:
 
 
 def is_component(obj: Any) -> bool:
-    if isinstance(obj, PLAIN) or isinstance(obj, type) or _is_value(obj):
+    # A tuple (a NamedTuple of emu's too) is a value; components inside one are still found
+    # by walking it as a container.
+    if isinstance(obj, (*PLAIN, tuple)) or isinstance(obj, type) or _is_value(obj):
         return False
     if isinstance(obj, Observer):
         return True
     module = type(obj).__module__ or ""
     return module == "emu" or module.startswith("emu.")
+
+
+_LEAVES = frozenset(PLAIN)
 
 
 def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
@@ -104,6 +109,8 @@ class Capture:
         if isinstance(value, (list, tuple, deque)):
             seen: dict[str, int] = {}
             for index, item in enumerate(value):
+                if type(item) in _LEAVES:       # most items: numbers (a fast path)
+                    continue
                 # components by class and rank, so one observer more or less elsewhere in
                 # the list does not move the others' paths (a file resumed without a trace)
                 name = type(item).__name__
@@ -123,24 +130,32 @@ class Capture:
         return found
 
 
+# Types whose values copy_value keeps by reference: the plain ones, and every other type it
+# met that is not a container it copies (the decision depends on the type alone, so it is
+# remembered: restores copy tens of thousands of values).
+_KEPT: set[type] = {*PLAIN, frozenset}
+
+
 def copy_value(value: Any) -> Any:
     """A deep copy that keeps components and foreign objects by reference."""
     kind = type(value)
-    if kind in PLAIN or isinstance(value, PLAIN):
+    if kind in _KEPT:
         return value
     if kind is list:
-        return [copy_value(item) for item in value]
+        return [item if type(item) in _KEPT else copy_value(item) for item in value]
     if kind is tuple:
-        return tuple(copy_value(item) for item in value)
+        return tuple(item if type(item) in _KEPT else copy_value(item) for item in value)
     if kind is dict:
-        return {copy_value(key): copy_value(item) for key, item in value.items()}
+        return {copy_value(key): item if type(item) in _KEPT else copy_value(item)
+                for key, item in value.items()}
     if kind is set:
         return {copy_value(item) for item in value}
     if kind is deque:
         return deque((copy_value(item) for item in value), value.maxlen)
     if kind is bytearray:
         return bytearray(value)
-    return value            # frozenset, enum, frozen dataclass, component, foreign
+    _KEPT.add(kind)         # frozenset, enum, frozen dataclass, component, foreign
+    return value
 
 
 def capture(root: Any) -> tuple[Capture, dict[str, dict[str, Any]]]:
