@@ -63,13 +63,16 @@ class HookGuard:
         return capi.hook_instruction(self.uc, instruction, callback)
 
     def on_execute(self, address: int, fn: Callable[..., Any], data: Any = None,
-                   retranslate: bool = False) -> int:
+                   retranslate: bool = False, lasting: bool = False) -> int:
         """Call fn(uc, address, size, data) (guarded) before the instruction at virtual
         `address` runs. `retranslate`: drop the translated block holding it, so code that
         Unicorn translated before the hook existed runs through it too (Unicorn issue
-        #2200). Returns the hook handle."""
-        handle = self._added(self.uc.hook_add(UC_HOOK_CODE, self.wrap(fn), data, address,
-                                              address))
+        #2200). `lasting`: `remove_since` leaves it (an observer's hook added as the run
+        goes, which the observer records outside what snapshots restore). Returns the hook
+        handle."""
+        handle = self.uc.hook_add(UC_HOOK_CODE, self.wrap(fn), data, address, address)
+        if not lasting:
+            self._added(handle)
         if retranslate:
             self.uc.ctl_remove_cache(address, address + 1)
         return handle

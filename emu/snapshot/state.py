@@ -12,7 +12,9 @@ files, functions, capstone...: kept by reference, their state is not Python's to
 `foreign_types` lists what was met so tests can keep the list honest). Enums and frozen
 dataclasses are values. A ctypes Structure (the instruction counter's header) is captured
 field by field, pointers excluded. A component may define `snapshot_state()` and
-`restore_state(state)` to do it its own way (the trace recorder truncates its file).
+`restore_state(state)` to do it its own way (the trace recorder truncates its file), or
+name in a class attribute `wiring_attributes` the attributes that record wiring rather than
+state (hooks it added as the run went, which stay installed across a restore).
 Classes listed in STATELESS are not walked: they hold nothing that changes during a run;
 those in WIRING are walked but their own attributes are not captured.
 """
@@ -170,7 +172,10 @@ def capture(root: Any) -> tuple[Capture, dict[str, dict[str, Any]]]:
             state[path] = {"__custom__": custom()}
             continue
         attributes = {}
+        wiring = getattr(type(obj), "wiring_attributes", ())
         for name, value in _attributes(obj):
+            if name in wiring:
+                continue
             if isinstance(value, ctypes.Structure):
                 attributes[name] = {"__ctypes__": _structure_fields(value)}
             elif not callable(value) or is_component(value):
