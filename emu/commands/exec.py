@@ -81,13 +81,8 @@ def _spec(args):
                        argv0=args.program)
 
 
-def initrd_beside(trace: Path) -> Path:
-    """Where a traced run keeps its initrd: beside the trace, named after it, so that
-    `emu replay` finds it (by name in the trace's directory, verified by hash)."""
-    return trace.with_name(trace.stem + ".initrd.tar")
-
-
 def execute(args) -> int:
+    from emu.workloads.initrd import initrd_beside
     from emu.workloads.process import KernelLines, prepare, run_program
     spec = _spec(args)
     if not Path(args.program).exists():
