@@ -18,7 +18,7 @@ from pathlib import Path
 from emu.boot.limine import unanswered
 from emu.commands import console, timetravel
 from emu.commands.options import (add_machine_options, add_trace_options, attach_injections,
-                                  count, machine_config, trace_filter)
+                                  attach_counters, count, machine_config, trace_filter)
 from emu.errors import ConfigError, EmuError, Interrupted
 from emu.events import SYSCALL_VECTOR, DeviceError, GuestExit, Observer
 from emu.hw.devices.uart import FileLine
@@ -185,7 +185,8 @@ def run_options(args, checks: frozenset[str]) -> dict:
     """The options of this run that make events, for the trace header (a replay attaches
     the same checkers; the recorder adds its event filter)."""
     return {"checks": sorted(checks), "allow": args.allow, "strict": args.strict,
-            "check_every": args.check_every, "processes": True}
+            "check_every": args.check_every, "processes": True,
+            "counters": args.trace_counters}
 
 
 def _header(args, config, checks: frozenset[str], saved) -> dict:
@@ -217,6 +218,7 @@ def _run(args, config, checks: frozenset[str], recorder, resume, serial: bytes):
         checker = attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
+        attach_counters(machine, args.trace_counters)
         if args.screenshot and machine.boot.framebuffer is None:
             # Known once the kernel is loaded: refuse now, not after a long run.
             raise ConfigError("--screenshot: the kernel asked for no framebuffer; drop "
