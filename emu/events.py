@@ -59,16 +59,15 @@ class ExceptionDelivered(Event):
 
 @dataclass(frozen=True, slots=True)
 class InterruptReturn(Event):
-    """The guest leaves a handler: the `iretq` (or `sysretq`) at `rip` returns to `to_rip`
-    at privilege `to_cpl`, popping the frame at `frame` (RSP at an iretq; for sysretq the
-    SYSCALL convention of ExceptionDelivered.frame). It ends the delivery with the same
-    `frame`, the latest one: matched by the kernel stack, not by order, so a handler that
-    switched stacks (a scheduler) ends the right one."""
+    """The guest leaves a handler: the `iretq` (or `sysretq`) at `rip` pops the frame at
+    `frame` (RSP at an iretq; for sysretq the SYSCALL convention of
+    ExceptionDelivered.frame). It ends the delivery with the same `frame`, the latest one:
+    matched by the kernel stack, not by order, so a handler that switched stacks (a
+    scheduler) ends the right one. (Where it returns to is not read: a read of guest
+    memory through the page tables would cost more than the rest of the event.)"""
     handler: ClassVar[str] = "on_interrupt_return"
     rip: int
     frame: int
-    to_rip: int
-    to_cpl: int
 
 
 @dataclass(frozen=True, slots=True)

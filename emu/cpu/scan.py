@@ -11,7 +11,6 @@ Does not own: what observers do with the events, holding interrupts (interrupts.
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -31,8 +30,6 @@ from emu.x86 import MASK64, PTE_ADDRESS_MASK
 
 _NAMES = Cs(CS_ARCH_X86, CS_MODE_64)     # capstone register ids -> names
 RETURNS = ("iretq", "sysretq", "sysret")  # back from a handler (iretd: a 32-bit frame, not ours)
-_FRAME_HEAD = struct.Struct("<QQ")       # an iretq frame's RIP and CS
-_LOW32 = 0xFFFFFFFF
 
 
 @dataclass(slots=True)
@@ -128,23 +125,12 @@ class PrivilegedWatch:
 
 
     def _on_return(self, uc, address: int, size: int, mnemonic: str) -> None:
-        """Before an iretq or sysret runs: where it returns to, and which frame it pops."""
+        """Before an iretq or sysret runs: which frame it pops."""
         if not self.events.wants(InterruptReturn):
             return
-        if mnemonic == "iretq":
-            frame = self.state.fast_reg(X.UC_X86_REG_RSP)
-            try:
-                to_rip, selector = _FRAME_HEAD.unpack(self.state.read_virtual(frame, 16))
-            except GuestMemoryError:
-                return                      # the iretq faults: its delivery is the event
-            to_cpl = selector & 3
-        else:
-            frame, to_cpl = self.syscall_frame(), 3
-            to_rip = self.state.fast_reg(X.UC_X86_REG_RCX)
-            if mnemonic == "sysret":        # to compatibility mode: EIP from ECX
-                to_rip &= _LOW32
-        self.events.emit(InterruptReturn(self.count.time_stamp(address), address, frame,
-                                         to_rip, to_cpl))
+        frame = self.state.fast_reg(X.UC_X86_REG_RSP) if mnemonic == "iretq" else \
+            self.syscall_frame()
+        self.events.emit(InterruptReturn(self.count.time_stamp(address), address, frame))
 
 
 def _unicorn_register(capstone_register: int) -> int:

@@ -297,8 +297,8 @@ class _Export:
 
     def interrupt_return(self, at: int, record: dict) -> None:
         if not self.b.end(at, record.get("frame", 0)):
-            self.b.instant(at, "iretq (no delivery)", self._track(),
-                           to_rip=record.get("to_rip", 0), to_cpl=record.get("to_cpl", 0))
+            self.b.instant(at, "return (no delivery)", self._track(),
+                           frame=record.get("frame", 0))
 
     def syscall(self, at: int, record: dict) -> None:
         owner = self.b.process(record["pid"])
