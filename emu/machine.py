@@ -281,20 +281,6 @@ class Machine:
         """Go back to `snapshot` (taken of this machine)."""
         snapshot.restore(self)
 
-    def wiring(self) -> tuple[int, int]:
-        """A mark of the code hooks and observers added so far, for `unwire`."""
-        return len(self.hooks.handles), len(self.events.observers)
-
-    def unwire(self, mark: tuple[int, int]) -> None:
-        """Remove the code hooks and observers added since `mark` (a campaign variant's
-        injectors), so that the machine, restored from a snapshot, runs the next variant
-        with only its own. Their Python state needs no undoing: a restore brings back
-        every component the snapshot captured, and these were added after it."""
-        hooks, observers = mark
-        self.hooks.remove_since(hooks)
-        for observer in self.events.observers[observers:]:
-            self.events.unsubscribe(observer)
-
     def reopen(self) -> None:
         """Forget how the run ended, so that it goes on: a snapshot saved when an --until
         run stopped is resumed from there."""

@@ -11,7 +11,7 @@ there; runner.py finds both from the clean run). Each worker boots the workload 
 keeps snapshots of it along the clean run (a ladder, up to MAX_SNAPSHOTS); for a variant
 it restores the latest one at or before the start, runs on to the start without injectors
 and snapshots there too, attaches the variant's injectors (told the calls already made),
-runs, and removes them again (Machine.unwire). The outcome is the same as a fresh boot's,
+runs, and removes them again (_unwire). The outcome is the same as a fresh boot's,
 instruction for instruction (tests/test_campaign.py compares them); only the shared part
 of the run is saved. Tasks come in order of their points, so a worker mostly moves
 forwards.
@@ -167,7 +167,7 @@ class _Ladder:
                                               f"{point:,} in this worker")
         watch.violations.clear()
         watch.findings.clear()
-        mark = machine.wiring()
+        mark = _wiring(machine)
         try:
             try:
                 injectors = attach(machine, [parse_spec(spec) for spec in variant[2]])
@@ -178,8 +178,25 @@ class _Ladder:
                     injector.decider.resume(calls_before)
             result = machine.run()
         finally:
-            machine.unwire(mark)
+            _unwire(machine, mark)
         return _outcome(job, variant, machine, result, watch, {})
+
+
+def _wiring(machine: Machine) -> tuple[int, int]:
+    """A mark of the code hooks and observers added so far, for `_unwire`."""
+    return len(machine.hooks.handles), len(machine.events.observers)
+
+
+def _unwire(machine: Machine, mark: tuple[int, int]) -> None:
+    """Remove the code hooks and observers added since `mark` (a variant's injectors), so
+    that the machine, restored from a snapshot, runs the next variant with only its own.
+    Their Python state needs no undoing: a restore brings back every component the
+    snapshot captured, and these were added after it. Hooks an observer adds as it goes
+    and keeps a record of (`lasting`, the heap checker's returns) stay."""
+    hooks, observers = mark
+    machine.hooks.remove_since(hooks)
+    for observer in machine.events.observers[observers:]:
+        machine.events.unsubscribe(observer)
 
 
 def _counted(job: dict, injector) -> bool:
