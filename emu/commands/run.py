@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from emu.boot.limine import unanswered
 from emu.commands import console, timetravel
@@ -214,7 +215,8 @@ def _run(args, config, checks: frozenset[str], recorder, resume, serial: bytes):
         machine.events.subscribe(_DeviceErrors())
         monitor = processes.attach(
             machine, on_unimplemented=lambda u: console.err(processes.unimplemented_line(u)))
-        swap = swapcheck.attach(machine, on_finding=swap_finding)
+        swap = swapcheck.attach(machine, on_finding=swap_findings(lambda: machine,
+                                                                   args.strict))
         checker = attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
@@ -273,8 +275,17 @@ def attach_heap_checks(machine: Machine, args):
     return heapcheck.attach(machine, found)
 
 
-def swap_finding(event) -> None:
-    console.err(f"emu: swap check: {event.rule} at {event.address:#x}: {event.detail}")
+def swap_findings(machine_of: Callable[[], Machine], strict: bool):
+    """The swap checker's callback: each finding on stderr as it comes, or with --strict
+    the first one ends the run like any checker's violation (exit 73; emu exec: 125)."""
+    def found(event) -> None:
+        if strict:
+            machine_of().stop(RunEnd.VIOLATION, f"swap check {event.rule} at "
+                                                f"{event.address:#x}", "  " + event.detail)
+        else:
+            console.err(f"emu: swap check: {event.rule} at {event.address:#x}: "
+                        f"{event.detail}")
+    return found
 
 
 def _print_violation(event) -> None:
