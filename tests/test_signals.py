@@ -16,6 +16,7 @@ RUNS = 20
 # The work stops within a second of the CPU time it gets: on a shared machine wall time
 # stretches with the load (1.4 to 2 s measured at load 4), CPU time does not. A run that
 # sat blocked instead would use little CPU, so wall time has a looser bound of its own.
+# Either one within a second is a prompt stop.
 STOP_WITHIN = 1.0
 NOT_BLOCKED_WITHIN = 5.0
 TRACES = Path(__file__).resolve().parent.parent / "traces" / "malloclab"
@@ -60,7 +61,9 @@ def test_a_signal_stops_the_work_within_a_second(kind, tmp_path, kernel):
         if ending.status == 0 and ending.seconds < delay + 0.05:
             continue                          # it finished before the signal came
         assert ending.status == 128 + signum, (case, ending.status, ending.err[-800:])
-        assert ending.cpu_after_signal < STOP_WITHIN, (case, ending.cpu_after_signal)
+        # The compiler a build runs is multithreaded: its CPU time can outrun the clock.
+        assert min(ending.cpu_after_signal, ending.seconds - delay) < STOP_WITHIN, \
+            (case, ending.cpu_after_signal, ending.seconds)
         assert ending.seconds - delay < NOT_BLOCKED_WITHIN, (case, ending.seconds)
         if "--trace" in argv and (trace.exists() or "emu: interrupted" not in ending.err):
             # No trace only if the signal came while emu was still starting (its one line).
