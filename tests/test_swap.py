@@ -110,15 +110,15 @@ def test_a_failed_swap_write_keeps_the_page_in_memory_and_marks_the_slot_bad():
         hog, HOG_ARGS, inject=["disk:fault=ioerr,op=write,nth=20"])
     assert (out, result.status) == (native(hog, HOG_ARGS).stdout, 0), lines[-5:]
     assert [e.kind for e in events.injections] == ["disk"]
-    assert "request 20 (write of 4096 bytes): I/O error" in events.injections[0].detail
-    failed = [line for line in lines if "swap: writing slot" in line]
-    assert len(failed) == 1 and "failed: the page at 0x" in failed[0] and \
-        "stays in memory" in failed[0]
+    failed = [line for line in lines if "swap: writing slots " in line]
+    assert len(failed) == 1 and " pages stay in memory" in failed[0], lines[-5:]
+    first, last = map(int, failed[0].split("slots ")[1].split()[0].split("-"))
+    pages = last - first + 1
+    assert f"request 20 (write of {pages * 4096} bytes): I/O error" in \
+        events.injections[0].detail and f"their {pages} pages" in failed[0]
     assert stats.io_errors == 1 and stats.pages_out > 64
-    bad = int(failed[0].split("slot ")[1].split()[0])
-    sector = int(events.injections[0].target.split()[1])
-    assert bad * 8 == sector                  # the slot the kernel gave up is the failed one
-    assert all(e.slot != bad for e in events.outs)     # and it is never handed out again
+    assert first * 8 == int(events.injections[0].target.split()[1])  # the cluster that failed
+    assert all(not first <= e.slot <= last for e in events.outs)  # is never handed out again
     assert result.swap.findings == []
 
 
@@ -133,14 +133,18 @@ def test_a_failed_swap_read_ends_the_process_with_sigbus_and_a_report():
 
 
 def test_a_torn_swap_write_is_caught_when_the_page_comes_back():
-    """The disk says OK but only the first sector of one page landed: the guest cannot
-    know, and the swap checker must see the page come back different."""
+    """The disk says OK but only the first sector of a cluster's write landed: the guest
+    cannot know, and the swap checker must see a page of it come back different."""
     out, result, stats, events, lines = run_swapped(
         program("swaphog"), HOG_ARGS, inject=["disk:fault=torn,sectors=8..65535,nth=10,land=1"])
-    assert len(events.injections) == 1 and "1 of 8 sectors land" in events.injections[0].detail
-    sector = int(events.injections[0].target.split()[1])
+    assert len(events.injections) == 1, events.injections
+    found = re.search(r"write of (\d+) bytes\): torn: 1 of (\d+) sectors land",
+                      events.injections[0].detail)
+    assert found and int(found[1]) == int(found[2]) * 512, events.injections[0].detail
+    first = int(events.injections[0].target.split()[1]) // 8
+    torn = range(first, first + int(found[2]) // 8)
     content = [f for f in result.swap.findings if f.rule == "SWAP_CONTENT"]
-    assert content and f"from slot {sector // 8} " in content[0].detail, \
+    assert content and int(content[0].detail.split("from slot ")[1].split()[0]) in torn, \
         [f.rule for f in result.swap.findings]
 
 
