@@ -61,6 +61,7 @@ static struct {
     uint64_t listed;
     size_t limit;             /* user frames at most */
     size_t low, high;         /* reclaim starts below low free, stops at high */
+    uint32_t cluster;         /* pages per write and per read at most (swap_cluster=) */
     enum swap_policy policy;
     uint64_t random;
     paddr_t header_frame;
@@ -336,7 +337,7 @@ static uint64_t batch_slot(uint64_t *freed)
 {
     uint64_t next = batch.first + batch.n;
 
-    if (batch.n > 0 && batch.n < SWAP_CLUSTER && next < sw.slots && sw.counts[next] == 0) {
+    if (batch.n > 0 && batch.n < sw.cluster && next < sw.slots && sw.counts[next] == 0) {
         sw.counts[next] = 1;
         sw.cursor = next;
         sw.used++;
@@ -505,7 +506,7 @@ static struct {
 static uint32_t readahead_window(const struct address_space *as, vaddr_t va)
 {
     if (as == ra.as && va == ra.next)
-        ra.window = ra.window * 2 < SWAP_CLUSTER ? ra.window * 2 : SWAP_CLUSTER;
+        ra.window = ra.window * 2 < sw.cluster ? ra.window * 2 : sw.cluster;
     else
         ra.window = 1;
     return ra.window;
@@ -651,9 +652,15 @@ static void read_options(void)
         else if (strcmp(word, "clock") != 0)
             panic("swap_init: swap_policy=%s: clock, fifo or random", word);
     }
+    sw.cluster = SWAP_CLUSTER;
+    if (cmdline_get("swap_cluster", word, sizeof(word)) > 0) {
+        sw.cluster = (uint32_t)parse_size(word);
+        if (sw.cluster < 1 || sw.cluster > SWAP_CLUSTER)
+            panic("swap_init: swap_cluster=%s: 1 to %u pages", word, SWAP_CLUSTER);
+    }
     sw.low = sw.limit / 64 > LOW_WATERMARK_MIN ? sw.limit / 64 : LOW_WATERMARK_MIN;
     /* Reclaim frees a whole write cluster at once where the limit allows it. */
-    sw.high = sw.low + (sw.limit / 8 < SWAP_CLUSTER ? sw.limit / 8 : SWAP_CLUSTER);
+    sw.high = sw.low + (sw.limit / 8 < sw.cluster ? sw.limit / 8 : sw.cluster);
     if (sw.high < 2 * sw.low)
         sw.high = 2 * sw.low;
     sw.random = 0x9e3779b97f4a7c15ULL;
@@ -706,8 +713,8 @@ void swap_init(void)
         .slot_shift = SWAP_SLOT_SHIFT, .slot_bits = SWAP_SLOT_BITS, .slots = sw.slots,
         .counts = (vaddr_t)sw.counts, .policy = sw.policy, .user_limit = (uint32_t)sw.limit,
         .sectors_per_slot = SWAP_SECTORS_PER_SLOT};
-    kprintf("swap: %lu slots, user frames at most %lu, policy %u\n", sw.slots - 1, sw.limit,
-            sw.policy);
+    kprintf("swap: %lu slots, user frames at most %lu, policy %u, clusters of %u\n",
+            sw.slots - 1, sw.limit, sw.policy, sw.cluster);
 }
 
 uint64_t swap_slots_in_use(void)

@@ -134,8 +134,9 @@ extern struct swap_descriptor swap_descriptor;
 
 /*
  * Once, after uframes_init and before the first process: reads
- * user_mem=SIZE (a limit on user frames, K/M suffix) and swap_policy= from
- * the command line, brings up the disk if one is announced, writes the
+ * user_mem=SIZE (a limit on user frames, K/M suffix), swap_policy= and
+ * swap_cluster=N (pages per write and per read, 1 to 32, default 32; 1
+ * swaps page by page, no read-ahead) from the command line, brings up the disk if one is announced, writes the
  * area's header and allocates the slot counts and the frame list. Without
  * a disk only the limit applies. Panics if the tables do not fit.
  */
