@@ -51,6 +51,36 @@ class ExceptionDelivered(Event):
     cr2: int | None        # for #PF only
     cpl: int               # privilege level the exception came from
     handler_rip: int       # where the guest handler was entered (0 if not delivered)
+    # Where the return frame's RIP slot is, the key an InterruptReturn names: the frame
+    # pushed (above the error code); for SYSCALL, where a ring-3 frame would go on the
+    # stack TSS.RSP0 names (the kernel builds its own there, as ours and Linux do). 0: none.
+    frame: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptReturn(Event):
+    """The guest leaves a handler: the `iretq` (or `sysretq`) at `rip` pops the frame at
+    `frame` (RSP at an iretq; for sysretq the SYSCALL convention of
+    ExceptionDelivered.frame). It ends the delivery with the same `frame`, the latest one:
+    matched by the kernel stack, not by order, so a handler that switched stacks (a
+    scheduler) ends the right one. (Where it returns to is not read: a read of guest
+    memory through the page tables would cost more than the rest of the event.)"""
+    handler: ClassVar[str] = "on_interrupt_return"
+    rip: int
+    frame: int
+
+
+@dataclass(frozen=True, slots=True)
+class GuestCounters(Event):
+    """The guest's memory counters, sampled by emu/monitor/counters.py (`--trace-counters
+    N`: at the first event N instructions after the last sample): the PMM's free frames,
+    the heap's pages (cached ones included), swap slots in use, and the resident pages of
+    each live process as ((pid, pages), ...). -1: the kernel exports no such counter."""
+    handler: ClassVar[str] = "on_guest_counters"
+    free_frames: int
+    heap_pages: int
+    swap_slots: int
+    rss: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,11 +319,12 @@ class KeyInput(Event):
 
 
 def _quick_init(cls: type[Event]) -> None:
-    """Give an event type an `__init__` that binds `object.__setattr__` once: a frozen
-    dataclass's own looks it up anew for every field (about twice the cost), and events
-    are built on hot paths (every port access of a traced run). Same signature, defaults
-    and effect; the class stays a frozen dataclass."""
-    params, body, namespace = [], [], {"_set": object.__setattr__}
+    """Give an event type an `__init__` that stores each field through its slot's own
+    descriptor, bound once: a frozen dataclass's own looks `object.__setattr__` up anew for
+    every field and then the slot by name (about twice the cost; the slot directly saves a
+    third more), and events are built on hot paths (every port access of a traced run).
+    Same signature, defaults and effect; the class stays a frozen dataclass."""
+    params, body, namespace = [], [], {}
     for field in fields(cls):
         name = field.name                                   # a Python identifier
         if field.default is MISSING:
@@ -301,15 +332,16 @@ def _quick_init(cls: type[Event]) -> None:
         else:
             namespace[f"_default_{name}"] = field.default
             params.append(f"{name}=_default_{name}")
-        body.append(f"    _set(self, {name!r}, {name})\n")
+        namespace[f"_set_{name}"] = getattr(cls, name).__set__      # the slot's descriptor
+        body.append(f"    _set_{name}(self, {name})\n")
     source = f"def __init__(self, {', '.join(params)}):\n{''.join(body)}"
     exec(source, namespace)                                 # noqa: S102 (our own text)
     namespace["__init__"].__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = namespace["__init__"]
 
 
-for _event_type in (Booted, ExceptionDelivered, Cr3Written, TlbFlush, PortAccess, MmioAccess,
-                    SerialOutput, GuestExit, Checkpoint, InvariantViolation, Marker,
+for _event_type in (Booted, ExceptionDelivered, InterruptReturn, GuestCounters, Cr3Written,
+                    TlbFlush, PortAccess, MmioAccess, SerialOutput, GuestExit, Checkpoint, InvariantViolation, Marker,
                     HeapFinding, Injection, HostInput, SerialInput, KeyInput, Syscall,
                     UserFault, ProcessStart, ProcessExec, ProcessExit, BlockRequest, SwapOut,
                     SwapIn, DeviceError):
@@ -327,6 +359,8 @@ class Observer:
     def on_booted(self, event: Booted) -> None: ...
     def on_injection(self, event: Injection) -> None: ...
     def on_exception(self, event: ExceptionDelivered) -> None: ...
+    def on_interrupt_return(self, event: InterruptReturn) -> None: ...
+    def on_guest_counters(self, event: GuestCounters) -> None: ...
     def on_cr3_write(self, event: Cr3Written) -> None: ...
     def on_tlb_flush(self, event: TlbFlush) -> None: ...
     def on_port_access(self, event: PortAccess) -> None: ...
@@ -382,6 +416,22 @@ class EventBus:
 
     def subscribe(self, observer: Observer) -> None:
         self._observers.append(observer)
+        self._route(observer)
+        self._publish()
+
+    def unsubscribe(self, observer: Observer) -> None:
+        """Stop delivering to `observer` (a campaign's injector, after its variant ran)."""
+        self._observers.remove(observer)
+        self._routes, self._catch_all = {}, []
+        for remaining in self._observers:
+            self._route(remaining)
+        self._publish()
+
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        return tuple(self._observers)
+
+    def _route(self, observer: Observer) -> None:
         if _overrides(observer, "on_event"):
             if observer.event_types is None:
                 self._catch_all.append(observer.on_event)
@@ -393,6 +443,8 @@ class EventBus:
         for name in vars(Observer):
             if name.startswith("on_") and name != "on_event" and _overrides(observer, name):
                 self._routes.setdefault(name, []).append(getattr(observer, name))
+
+    def _publish(self) -> None:
         self._to_catch_all = tuple(self._catch_all)
         self._deliveries = {handler: (*routes, *self._catch_all)
                             for handler, routes in self._routes.items()}

@@ -402,7 +402,7 @@ class Machine:
         try:
             return self.cpu.run(budget)
         finally:
-            self.uc.hook_del(handle)
+            self.hooks.remove(handle)
 
     def _report(self, title: str, rip: int | None = None, heading: str = "guest crash",
                 details: str = "") -> str:

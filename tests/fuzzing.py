@@ -46,6 +46,7 @@ class Ending:
     growth: int                 # bytes of host memory beyond the fork's, guest RAM excluded
     timed_out: bool
     command: str = ""           # argv[0]: `exec` has statuses of its own
+    cpu_after_signal: float | None = None   # CPU seconds it used after `signal_after`
 
     @property
     def err(self) -> str:
@@ -157,13 +158,17 @@ def run_emu(argv: list, *, cwd: Path | None = None, env: dict | None = None,
     collected = {"out": bytearray(), "err": bytearray()}
     names = {out_r: "out", err_r: "err"}
     status, timed_out, sent = None, False, False
+    cpu_at_signal = cpu_after_signal = None
     while True:
         if signal_after and not sent and time.monotonic() - started >= signal_after[0]:
+            cpu_at_signal = _cpu_seconds(pid)
             os.kill(pid, signal_after[1])
             sent = True
         _drain(names, collected, close_stdout_after, wait=0.02)
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status, usage = os.wait4(pid, os.WNOHANG)
         if done:
+            if cpu_at_signal is not None:
+                cpu_after_signal = usage.ru_utime + usage.ru_stime - cpu_at_signal
             break
         if time.monotonic() - started > timeout:
             os.kill(pid, signal.SIGKILL)
@@ -183,7 +188,14 @@ def run_emu(argv: list, *, cwd: Path | None = None, env: dict | None = None,
         else:
             code = os.WEXITSTATUS(status)
     return Ending(code, signum, bytes(collected["out"]), bytes(collected["err"]), seconds,
-                  growth, timed_out, str(argv[0]) if argv else "")
+                  growth, timed_out, str(argv[0]) if argv else "", cpu_after_signal)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of a running process and of the children it has waited for (/proc: user,
+    system, and the same of its reaped children), as wait4's usage counts it at the end."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _drain(names: dict[int, str], collected: dict[str, bytearray],

@@ -114,7 +114,7 @@ def test_a_planted_unchecked_allocation_is_found_and_reproduced(tmp_path, plante
 
 def test_delta_debugging_keeps_only_the_injection_that_matters(tmp_path, planted_kernel):
     campaign = load_campaign(campaign_file(tmp_path, planted_kernel))
-    job, _ = clean_run(campaign)
+    job, _, _ = clean_run(campaign)
     specs = ("irq:at=400000,vector=0xff", "fail-function:function=kmalloc,after=1,fail-nth=2",
              "ram:at=1000,paddr=0x8000000,bit=1")
     failing = run_variant(job, 0, 0, specs)
@@ -122,11 +122,55 @@ def test_delta_debugging_keeps_only_the_injection_that_matters(tmp_path, planted
     assert minimize(job, failing) == (specs[1],)
 
 
+def _outcomes(report) -> list[dict]:
+    return [{**outcome.to_dict(), "output": outcome.extra.get("output")}
+            for outcome in report.outcomes]
+
+
+@pytest.mark.parametrize("template, points", [
+    ("fail-function:function=kmalloc,after=1,fail-nth={n}", "1..auto"),
+    ("ram:at={n},region=heap,flips=8,seed=3", "300000,420000,560000"),
+    ("irq:at={n},vector=0x30", "250000,500000"),
+])
+def test_variants_from_a_snapshot_end_as_fresh_boots_do(tmp_path, planted_kernel, template,
+                                                        points):
+    """Same class, detail, instruction count and serial output, variant for variant, on a
+    kernel with a planted bug (so failures are compared too), with one worker so that
+    every variant after the first reuses the machine its predecessor ran on."""
+    text = CAMPAIGN.replace("fail-function:function=kmalloc,after=1,fail-nth={{n}}",
+                            template.replace("{n}", "{{n}}")).replace('"1..auto"',
+                                                                      f'"{points}"')
+    campaign = load_campaign(campaign_file(tmp_path, planted_kernel, text))
+    fresh = run_campaign(campaign, tmp_path / "fresh", workers=1, snapshot=False)
+    started = run_campaign(campaign, tmp_path / "snap", workers=1, snapshot=True)
+    assert _outcomes(started) == _outcomes(fresh)
+    assert len(started.outcomes) >= 2
+    if template.startswith("fail-function"):
+        assert {outcome.kind for outcome in fresh.outcomes} == {"panic", "passed"}
+
+
+def test_the_start_point_is_before_every_injection():
+    from emu.inject.runner import start_point
+    job = {"counted": ["kmalloc", None, 1]}
+    calls = [100, 250, 900]
+    nth = "fail-function:function=kmalloc,after=1,fail-nth={}".format
+    assert start_point(job, (nth(1),), calls) == (100, 0)
+    assert start_point(job, (nth(3),), calls) == (900, 2)
+    assert start_point(job, (nth(7),), calls) == (900, 2)      # never fails: the last
+    assert start_point(job, ("fail-function:function=kmalloc,after=1,probability=5",),
+                       calls) == (100, 0)
+    assert start_point(job, ("fail-function:function=kfree,fail-nth=2",), calls) == (0, 0)
+    assert start_point(job, (nth(3), "ram:at=300,paddr=0"), calls) == (299, 2)
+    assert start_point(job, ("disk:fault=ioerr,nth=1",), calls) == (0, 0)
+    assert start_point(job, ("irq:at=0,vector=0x30",), []) == (0, 0)
+
+
 def test_the_command_line_runs_a_sample(tmp_path, capsys):
-    status = main(["campaign", str(campaign_file(tmp_path)), "--sample", "2",
-                   "--workers", "1", "--out", str(tmp_path / "o")])
-    err = capsys.readouterr().err
-    assert status == 0 and "--- 2 runs: passed 2" in err
+    for boot_each in ([], ["--no-snapshot"]):
+        status = main(["campaign", str(campaign_file(tmp_path)), "--sample", "2",
+                       "--workers", "1", "--out", str(tmp_path / "o"), *boot_each])
+        err = capsys.readouterr().err
+        assert status == 0 and "--- 2 runs: passed 2" in err
     assert main(["campaign", str(tmp_path / "missing.toml")]) == 2
 
 

@@ -3,12 +3,16 @@ host byte for byte, stdout and stderr apart, and emu exits with the program's st
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 
 import pytest
 
 from differential import emulated, native, program
 from fuzzing import run_emu
+
+from emu.inputs import file_sha256
+from emu.monitor.trace import read_header
 
 
 def test_hello_writes_both_streams_and_exits_with_its_status():
@@ -67,6 +71,45 @@ def test_run_packs_a_directory_as_the_initrd_and_init_runs_from_it(tmp_path):
     assert ending.status == 0, ending.err
     assert ending.stdout == b"hello, world\n"           # the program's fd 1, byte for byte
     assert ending.err.startswith("to stderr\n")          # its fd 2, before the summary
+
+
+def test_a_traced_run_keeps_its_packed_initrd_and_replays_from_a_clean_directory(tmp_path):
+    """The directory is packed beside the trace (not in a temporary directory gone after
+    the run), the header names it by hash, and a replay elsewhere, with the tree and the
+    recording directory gone, finds it beside the trace."""
+    tree = _hello_tree(tmp_path / "root")
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    trace = recorded / "hello.jsonl"
+    ending = run_emu(["run", "--quiet", "--initrd", str(tree), "--cmdline", "init=/bin/hello",
+                      "--trace", str(trace)], timeout=60)
+    assert ending.status == 0, ending.err
+    kept = recorded / "hello.initrd.tar"
+    assert kept.is_file()
+    (entry,) = [e for e in read_header(trace)["inputs"] if e["field"] == "modules"]
+    assert (entry["path"], entry["sha256"]) == (str(kept), file_sha256(kept))
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for path in (trace, kept):
+        path.rename(clean / path.name)
+    shutil.rmtree(tree)
+    recorded.rmdir()
+    replay = run_emu(["replay", "hello.jsonl"], cwd=clean, timeout=120)
+    assert replay.status == 0, replay.err
+    assert "hello.initrd.tar" not in replay.err           # found without a word
+    # Without the archive the replay names what it misses, in one line.
+    (clean / kept.name).unlink()
+    missing = run_emu(["replay", "hello.jsonl"], cwd=clean, timeout=60)
+    assert missing.status == 2 and "hello.initrd.tar" in missing.err, missing.err
+
+
+def test_a_trace_inside_the_initrd_directory_is_refused_in_one_line(tmp_path):
+    tree = _hello_tree(tmp_path / "root")
+    (tree / "t.initrd.tar").write_bytes(b"")
+    ending = run_emu(["run", "--initrd", str(tree), "--trace", str(tree / "t.jsonl")],
+                     timeout=60)
+    assert ending.status == 2 and len(ending.err.splitlines()) == 1, ending.err
+    assert "where it would be packed" in ending.err
 
 
 def test_run_takes_a_ustar_archive_as_it_is(tmp_path):

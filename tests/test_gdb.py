@@ -84,8 +84,6 @@ def test_break_read_step_reverse_monitor_kill(kernel):
     assert "killed by the debugger" in err
 
 
-@pytest.mark.skip(reason="reverse execution regressed with the heap-cache and swap merges "
-                         "(see test_timetravel's skip): open in issue 13")
 def test_reverse_continue_on_a_watchpoint_finds_the_heap_corruption_writer():
     """Planted bug 101: the list heap merges into a stale header and hands out blocks still
     in use; the replayer finds a block's contents changed at its kfree. A watchpoint on that

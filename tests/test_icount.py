@@ -311,3 +311,20 @@ def test_without_counting_the_tsc_still_moves():
     assert m.run(budget=NEVER) == "halt"
     assert m.reg(X.UC_X86_REG_RBX) == 1                 # one tick per read
     assert m.reg(X.UC_X86_REG_RAX) == 5
+
+
+def test_the_fast_register_reader_gives_whole_values_for_narrow_registers():
+    """Unicorn writes 4 bytes for EFLAGS: read after a 64-bit register, its upper half
+    must not be that register's (the delivery pushed RFLAGS 0xffff8000_00000006 once)."""
+    from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
+    from unicorn import x86_const as X
+
+    from emu.engine import capi
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    read = capi.register_reader(uc)
+    uc.reg_write(X.UC_X86_REG_RSP, 0xffff8000004c1e10)
+    uc.reg_write(X.UC_X86_REG_EFLAGS, 0x246)
+    assert read(X.UC_X86_REG_RSP) == 0xffff8000004c1e10
+    assert read(X.UC_X86_REG_EFLAGS) == 0x246
+    assert read(X.UC_X86_REG_RSP) == 0xffff8000004c1e10
+    assert read(X.UC_X86_REG_CS) == uc.reg_read(X.UC_X86_REG_CS)

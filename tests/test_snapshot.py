@@ -49,9 +49,6 @@ def reference(kernel) -> tuple:
     return outcome(machine, recorder, result)
 
 
-@pytest.mark.skip(reason="hangs since the heap-cache and swap merges changed the boot (cause "
-                         "not found yet; suspect: a drawn point inside a hlt wait); "
-                         "open in issue 13, to be fixed before it runs again")
 @settings(max_examples=12, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())

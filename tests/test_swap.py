@@ -315,3 +315,25 @@ def test_the_oom_killer_kills_the_largest_process_and_the_next_program_runs():
     # Natively nothing runs out: the hog wakes at the end of its pipe and exits 0.
     assert native(program("oomkill"), ["200", "120", str(hello)]).stdout.decode().splitlines()[:2] \
         == ["parent: 30 pages, 0 wrong", "hog: exited 0"]
+
+
+@pytest.mark.parametrize("command", ["exec", "run"])
+def test_strict_ends_the_run_at_the_first_swap_finding(command, tmp_path, capsys):
+    """A torn write comes back different: without --strict the run goes on and prints the
+    finding; with it the run ends there, as for any checker (exec: 125, run: 73)."""
+    from emu.cli import main
+    torn = "disk:fault=torn,sectors=8..65535,nth=10,land=1"
+    machine = ["--swap", "32M", "--swap-latency", "2000", "--inject", torn]
+    if command == "exec":
+        argv = ["exec", *machine, "--cmdline", f"user_mem={USER_MEM}",
+                str(program("swaphog")), *HOG_ARGS]
+    else:
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "swaphog").write_bytes(program("swaphog").read_bytes())
+        argv = ["run", "--quiet", "--initrd", str(tmp_path), *machine, "--cmdline",
+                f"user_mem={USER_MEM} init=/bin/swaphog -- {' '.join(HOG_ARGS)}"]
+    assert main(argv) in (0, 1)                       # the program's own status
+    assert "emu: swap check: SWAP_CONTENT" in capsys.readouterr().err
+    assert main([*argv[:1], "--strict", *argv[1:]]) == (125 if command == "exec" else 73)
+    err = capsys.readouterr().err
+    assert "swap check SWAP_CONTENT at 0x" in err and "emu: swap check:" not in err

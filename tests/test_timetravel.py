@@ -27,9 +27,6 @@ def rip(machine: Machine) -> int:
     return machine.cpu.reg(X.UC_X86_REG_RIP)
 
 
-@pytest.mark.skip(reason="reverse-continue from the second kfree now stops at the start, not "
-                         "the first hit, since the heap-cache and swap merges (as the "
-                         "snapshot-order test hangs): open in issue 13")
 def test_breakpoints_both_ways_and_back_to_the_start(kernel):
     machine, travel = build(kernel)
     try:

@@ -27,6 +27,10 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
                          help="run K points spread over the range instead of all")
     command.add_argument("--executor", choices=("local", "dask"), default="local",
                          help="local worker processes (default) or a Dask cluster")
+    command.add_argument("--no-snapshot", action="store_true",
+                         help="boot every variant anew instead of starting it from a "
+                              "snapshot taken before the first injection (the same "
+                              "outcomes, slower; for comparison)")
     command.add_argument("--scheduler", default="local", metavar="ADDRESS",
                          help="with --executor dask: the scheduler's address, or local "
                               "(a LocalCluster on this machine; the default)")
@@ -45,7 +49,8 @@ def execute(args) -> int:
     campaign = load_campaign(args.spec)
     out = args.out or args.spec.parent / f"campaign-{args.spec.stem}"
     report = run_campaign(campaign, out, executor=args.executor, scheduler=args.scheduler,
-                          workers=args.workers, sample_count=args.sample)
+                          workers=args.workers, sample_count=args.sample,
+                          snapshot=not args.no_snapshot)
     counts = report.counts()
     console.err(f"--- {len(report.outcomes)} runs: " +
                 ", ".join(f"{kind} {number}" for kind, number in counts.most_common()))

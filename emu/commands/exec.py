@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 
 from emu.commands import console
-from emu.commands.options import (add_machine_options, add_trace_options, attach_injections,
-                                  machine_config, trace_filter)
-from emu.commands.run import swap_finding, swap_summary
+from emu.commands.options import (add_machine_options, add_trace_options, attach_counters,
+                                  attach_injections, machine_config, trace_filter)
+from emu.commands.run import swap_findings, swap_summary
 from emu.errors import ConfigError
 from emu.inputs import check_output, display, refuse_overwriting
 from emu.result import (EXEC_EXIT_STATUS_MEANINGS, EXEC_HARNESS_FAILURE, EXEC_NOT_FOUND,
@@ -81,13 +81,8 @@ def _spec(args):
                        argv0=args.program)
 
 
-def initrd_beside(trace: Path) -> Path:
-    """Where a traced run keeps its initrd: beside the trace, named after it, so that
-    `emu replay` finds it (by name in the trace's directory, verified by hash)."""
-    return trace.with_name(trace.stem + ".initrd.tar")
-
-
 def execute(args) -> int:
+    from emu.workloads.initrd import initrd_beside
     from emu.workloads.process import KernelLines, prepare, run_program
     spec = _spec(args)
     if not Path(args.program).exists():
@@ -117,14 +112,18 @@ def execute(args) -> int:
         recorder = TraceRecorder(args.trace, build_header(
             prepared, own_kernel=args.kernel is None,
             run={"checks": [], "exec_check": bool(args.check or args.strict),
-                 "strict": args.strict, "processes": True}), events)
+                 "strict": args.strict, "processes": True,
+                 "counters": args.trace_counters}), events)
         observers.append(recorder)
     host = console.program_streams()
     monitors: list = []
+    machines: list = []             # the machine, once built (a --strict swap finding)
     try:
         result = run_program(spec, config, host, observers,
-                             attach=_attach(args, recorder, monitors), prepared=prepared,
-                             on_swap_finding=swap_finding)
+                             attach=_attach(args, recorder, monitors, machines),
+                             prepared=prepared,
+                             on_swap_finding=swap_findings(lambda: machines[0],
+                                                           args.strict))
     except FileNotFoundError as exc:
         raise ConfigError(f"{display(Path(exc.filename or args.program))}: "
                           f"{os.strerror(exc.errno or errno.ENOENT)}") from None
@@ -143,13 +142,14 @@ def execute(args) -> int:
     return result.status
 
 
-def _attach(args, recorder, monitors: list):
+def _attach(args, recorder, monitors: list, machines: list):
     """What joins the machine once it is built: the trace's virtual time; the process
     monitor when its summary, its events (--trace) or the process rules need it (otherwise
     nothing is hooked); the checker; the injections."""
     checking = args.check or args.strict
 
     def attach(machine) -> None:
+        machines.append(machine)
         if recorder is not None:
             recorder.vtime_of = machine.vtime_of
         if checking or args.summary or args.trace:
@@ -158,7 +158,8 @@ def _attach(args, recorder, monitors: list):
         if checking:
             from emu.commands.run import attach_process_checks
             attach_process_checks(machine, strict=args.strict)
-        attach_injections(machine)          # last: its hooks run after the checkers'
+        attach_injections(machine)          # its hooks run after the checkers'
+        attach_counters(machine, args.trace_counters)
     return attach
 
 

@@ -58,14 +58,30 @@ def add_trace_options(command: argparse.ArgumentParser) -> None:
                               f"groups ({groups}) or event types, e.g. "
                               "exceptions,cr3,syscalls (default all; the run's start, end "
                               "and inputs are always recorded)")
+    command.add_argument("--trace-counters", type=count, default=None, metavar="N",
+                         help="with --trace: sample the guest's memory counters (free "
+                              "frames, heap pages, swap slots used, each process's RSS) at "
+                              "the first event every N instructions, for the counter tracks "
+                              "of `emu trace export --perfetto`")
 
 
 def trace_filter(args):
-    """The TraceFilter of `--trace-events` (ConfigError without --trace)."""
+    """The TraceFilter of `--trace-events` (ConfigError without --trace; so is
+    `--trace-counters`)."""
     from emu.monitor import trace_events
     if args.trace_events is not None and args.trace is None:
         raise ConfigError("--trace-events chooses what --trace records; add --trace FILE")
+    if args.trace_counters is not None and args.trace is None:
+        raise ConfigError("--trace-counters samples into the trace; add --trace FILE")
     return trace_events.parse(args.trace_events)
+
+
+def attach_counters(machine, period: int | None) -> None:
+    """`--trace-counters`: the sampler (emu/monitor/counters.py) on `machine`; a replay
+    attaches it with the recorded period at the same place (after the injections)."""
+    if period is not None:
+        from emu.monitor import counters
+        counters.attach(machine, period)
 
 
 def add_machine_options(command: argparse.ArgumentParser, kernel_option: bool = False) -> None:

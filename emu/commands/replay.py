@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path
 
 from emu.commands import console
-from emu.commands.options import attach_injections
+from emu.commands.options import attach_counters, attach_injections
 from emu.commands.run import attach_heap_checks, attach_page_checks
 from emu.errors import ConfigError, TraceError
 from emu.inputs import display
@@ -136,6 +136,11 @@ def _machine(header: dict, config: MachineConfig, comparer: ReplayComparer,
     from emu.monitor import swapcheck
     swapcheck.attach(machine)       # emu run and emu exec check every run with a swap disk
     attach_injections(machine)
+    period = run.get("counters")
+    if period is not None and (type(period) is not int or period <= 0):
+        raise TraceError(f"the trace header's run.counters is {period!r}, not a positive "
+                         "number of instructions")
+    attach_counters(machine, period)
     comparer.attach(machine)
     return machine
 

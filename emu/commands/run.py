@@ -14,11 +14,12 @@ import argparse
 import dataclasses
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from emu.boot.limine import unanswered
 from emu.commands import console, timetravel
 from emu.commands.options import (add_machine_options, add_trace_options, attach_injections,
-                                  count, machine_config, trace_filter)
+                                  attach_counters, count, machine_config, trace_filter)
 from emu.errors import ConfigError, EmuError, Interrupted
 from emu.events import SYSCALL_VECTOR, DeviceError, GuestExit, Observer
 from emu.hw.devices.uart import FileLine
@@ -91,13 +92,21 @@ def execute(args) -> int:
         return _execute(args, Path(workdir))
 
 
-def _with_initrd(config, initrd: Path | None, workdir: Path):
+def _with_initrd(config, args, workdir: Path):
     """The config with --initrd's archive as the first module (the kernel indexes the
-    first module that is a USTAR archive)."""
-    if initrd is None:
+    first module that is a USTAR archive). A directory is packed beside the trace when
+    there is one (as `emu exec` keeps its initrd: a replay needs the archive), else in
+    `workdir`, which is gone after the run."""
+    if args.initrd is None:
         return config
-    from emu.workloads.initrd import initrd_module
-    return dataclasses.replace(config, modules=(initrd_module(initrd, workdir),
+    from emu.workloads.initrd import initrd_beside, initrd_module
+    packed = workdir / "initrd.tar"
+    if args.trace is not None and args.initrd.is_dir():
+        packed = initrd_beside(args.trace)
+        check_output(packed, "initrd")
+        refuse_overwriting(packed, "initrd", [("kernel", config.kernel),
+                                              *(("module", m) for m in config.modules)])
+    return dataclasses.replace(config, modules=(initrd_module(args.initrd, packed),
                                                 *config.modules))
 
 
@@ -112,7 +121,7 @@ def _execute(args, workdir: Path) -> int:
         raise ConfigError("--initrd with --resume: the snapshot holds the modules it was "
                           "taken with; drop --initrd")
     config, saved = timetravel.resumed_config(args) if args.resume else \
-        (_with_initrd(machine_config(args), args.initrd, workdir), None)
+        (_with_initrd(machine_config(args), args, workdir), None)
     if args.no_count and args.trace:
         raise ConfigError("--trace stamps every event with an instruction count; drop --no-count")
     if args.no_count and args.check_every:
@@ -177,7 +186,8 @@ def run_options(args, checks: frozenset[str]) -> dict:
     """The options of this run that make events, for the trace header (a replay attaches
     the same checkers; the recorder adds its event filter)."""
     return {"checks": sorted(checks), "allow": args.allow, "strict": args.strict,
-            "check_every": args.check_every, "processes": True}
+            "check_every": args.check_every, "processes": True,
+            "counters": args.trace_counters}
 
 
 def _header(args, config, checks: frozenset[str], saved) -> dict:
@@ -205,10 +215,12 @@ def _run(args, config, checks: frozenset[str], recorder, resume, serial: bytes):
         machine.events.subscribe(_DeviceErrors())
         monitor = processes.attach(
             machine, on_unimplemented=lambda u: console.err(processes.unimplemented_line(u)))
-        swap = swapcheck.attach(machine, on_finding=swap_finding)
+        swap = swapcheck.attach(machine, on_finding=swap_findings(lambda: machine,
+                                                                   args.strict))
         checker = attach_page_checks(machine, args) if "pt" in checks else None
         heap_checker = attach_heap_checks(machine, args) if "heap" in checks else None
         attach_injections(machine)
+        attach_counters(machine, args.trace_counters)
         if args.screenshot and machine.boot.framebuffer is None:
             # Known once the kernel is loaded: refuse now, not after a long run.
             raise ConfigError("--screenshot: the kernel asked for no framebuffer; drop "
@@ -263,8 +275,17 @@ def attach_heap_checks(machine: Machine, args):
     return heapcheck.attach(machine, found)
 
 
-def swap_finding(event) -> None:
-    console.err(f"emu: swap check: {event.rule} at {event.address:#x}: {event.detail}")
+def swap_findings(machine_of: Callable[[], Machine], strict: bool):
+    """The swap checker's callback: each finding on stderr as it comes, or with --strict
+    the first one ends the run like any checker's violation (exit 73; emu exec: 125)."""
+    def found(event) -> None:
+        if strict:
+            machine_of().stop(RunEnd.VIOLATION, f"swap check {event.rule} at "
+                                                f"{event.address:#x}", "  " + event.detail)
+        else:
+            console.err(f"emu: swap check: {event.rule} at {event.address:#x}: "
+                        f"{event.detail}")
+    return found
 
 
 def _print_violation(event) -> None:

@@ -70,7 +70,9 @@ class Cpu:
         self.interrupts = InterruptSchedule(uc, self.delivery)
         self.io = IoPermission(uc, self.state, self.count, self.delivery)
         self._privileged = PrivilegedWatch(uc, guard, self.state, self.count, self.system,
-                                           events, on_new_root=self.count.forget_code)
+                                           events, on_new_root=self.count.forget_code,
+                                           syscall_frame=lambda: self.delivery.syscall_frame(
+                                               self.context.save()))
         self._syscall = SyscallEmulation(self.delivery, self.count)
         self.clock = VirtualClock(self.now, ips)
         self.tsc = TimeStampCounter(uc, guard, self.state, self.count, self.clock)

@@ -34,6 +34,7 @@ from emu.x86 import (CONTRIBUTORY, DESC_CONFORMING, DESC_DPL_SHIFT, DOUBLE_FAULT
 U32 = struct.Struct("<I")
 I32 = struct.Struct("<i")
 U64 = struct.Struct("<Q")
+FRAME_BYTES = 40                             # RIP, CS, RFLAGS, RSP, SS
 SEGMENT_CACHE = struct.Struct("<IxxxxQII")   # QEMU's SegmentCache: selector, base, limit, flags
 _CR2_OFFSET = 16
 _CS_CACHE_FLAGS = 0x00F0FF00                 # the descriptor high-dword bits QEMU caches
@@ -126,13 +127,13 @@ class Delivery:
         chain: list[tuple[int, int | None]] = []
         while True:
             try:
-                handler = self._push_frame(env, vector, kind, error, return_rip, rflags,
-                                           eip_bias)
+                handler, frame = self._push_frame(env, vector, kind, error, return_rip,
+                                                  rflags, eip_bias)
                 break
             except CpuFault as nested:
                 chain.append((vector, error))
                 if vector == DOUBLE_FAULT or _doubles(vector, nested.vector):
-                    self._record(vector, kind, error, source, cr2, original_cpl, 0)
+                    self._record(vector, kind, error, source, cr2, original_cpl, 0, 0)
                     chain.append((nested.vector, nested.error_code))
                     if vector == DOUBLE_FAULT:
                         raise _triple_fault(source, chain) from None
@@ -147,21 +148,33 @@ class Delivery:
                 if kind == "fault" and event_kind == "software" and source == return_rip:
                     return_rip = self._software_interrupt_start(source, event_vector)
         self.context.restore()
-        self._record(vector, kind, error, source, cr2, original_cpl, handler)
+        self._record(vector, kind, error, source, cr2, original_cpl, handler, frame)
 
-    def _record(self, vector, kind, error, rip, cr2, cpl, handler) -> None:
+    def _record(self, vector, kind, error, rip, cr2, cpl, handler, frame) -> None:
         counts = self.exceptions_by_vector
         counts[vector] = counts.get(vector, 0) + 1
         if cr2 is not None:
             self.guest_cr2 = cr2
         self._last = (self.count.counter.state.icount, vector, kind, rip, error, cr2, cpl,
-                      handler)
+                      handler, frame)
         if self.events.wants(ExceptionDelivered):
             self.events.emit(ExceptionDelivered(*self._last))
 
-    def record_syscall(self, vector: int, rip: int, cpl: int, handler: int) -> None:
+    def record_syscall(self, vector: int, rip: int, cpl: int, handler: int,
+                       frame: int) -> None:
         """Tally and report a SYSCALL entry (syscall.py delivers it itself)."""
-        self._record(vector, "syscall", None, rip, None, cpl, handler)
+        self._record(vector, "syscall", None, rip, None, cpl, handler, frame)
+
+    def syscall_frame(self, env: memoryview) -> int:
+        """Where a system call's return frame goes by convention: a ring-3 interrupt's
+        place on the stack TSS.RSP0 names (ExceptionDelivered.frame); 0 without one, or
+        when no one watches deliveries (a read of the TSS saved on every system call)."""
+        if not self.events.wants(ExceptionDelivered):
+            return 0
+        try:
+            return (self.system.tss_field(env, TSS_RSP0) & ~0xF) - FRAME_BYTES
+        except (CpuFault, GuestMemoryError):
+            return 0
 
     @property
     def last_exception(self) -> ExceptionDelivered | None:
@@ -178,9 +191,10 @@ class Delivery:
         return next_rip - 2 if before[0] == INT_N and before[1] == vector else next_rip - 1
 
     def _push_frame(self, env: memoryview, vector: int, kind: str, error: int | None,
-                    return_rip: int, rflags: int, eip_bias: int) -> int:
-        """Check the gate, switch stacks, push the frame and patch the context bytes.
-        Raises CpuFault without touching the context if a check fails."""
+                    return_rip: int, rflags: int, eip_bias: int) -> tuple[int, int]:
+        """Check the gate, switch stacks, push the frame and patch the context bytes;
+        returns the handler and where the frame's RIP slot is. Raises CpuFault without
+        touching the context if a check fails."""
         lay = self.layout
         hflags = U32.unpack_from(env, lay.hflags)[0]
         cpl = hflags & HF_CPL_MASK
@@ -215,7 +229,7 @@ class Delivery:
             SEGMENT_CACHE.pack_into(env, self._ss, new_cpl, 0, 0, new_cpl << DESC_DPL_SHIFT)
         U32.pack_into(env, lay.hflags, (hflags & ~HF_CPL_MASK) | new_cpl)
         I32.pack_into(env, lay.old_exception, -1)
-        return handler
+        return handler, rsp if error is None else rsp + 8
 
     def _push(self, env: memoryview, cpl: int, new_cpl: int, ist: int, error: int | None,
               return_rip: int, rflags: int, external: int) -> int:

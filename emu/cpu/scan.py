@@ -2,9 +2,11 @@
 addresses (a hook on every instruction costs about 50x, see docs/UNICORN.md).
 
 Owns: scanning executable ranges with capstone for `mov cr3, reg`, `invlpg`, RDMSR and
-WRMSR (for msr.py) and the instructions that can set RFLAGS.IF; hooking the first two so
-that CR3 loads and TLB flushes reach the CPU's own caches and the event bus (Cr3Written
-fires before the `mov` runs, so observers see the new root before the guest uses it).
+WRMSR (for msr.py), the instructions that can set RFLAGS.IF and the returns from handlers
+(`iretq`, `sysretq`); hooking the first two so that CR3 loads and TLB flushes reach the
+CPU's own caches and the event bus (Cr3Written fires before the `mov` runs, so observers
+see the new root before the guest uses it), and the returns for InterruptReturn (one
+Python call per return, where a delivery costs several; an event only if wanted).
 Does not own: what observers do with the events, holding interrupts (interrupts.py).
 """
 from __future__ import annotations
@@ -23,21 +25,24 @@ from emu.cpu.state import CpuState
 from emu.cpu.system import SystemMemory
 from emu.engine.guard import HookGuard
 from emu.errors import GuestMemoryError
-from emu.events import Cr3Written, EventBus, TlbFlush
+from emu.events import Cr3Written, EventBus, InterruptReturn, TlbFlush
 from emu.x86 import MASK64, PTE_ADDRESS_MASK
 
 _NAMES = Cs(CS_ARCH_X86, CS_MODE_64)     # capstone register ids -> names
+RETURNS = ("iretq", "sysretq", "sysret")  # back from a handler (iretd: a 32-bit frame, not ours)
 
 
 @dataclass(slots=True)
 class Privileged:
     """What a scan found: (address, source register) of `mov cr3, reg`, (address, memory
-    operand) of `invlpg`, and IF-setting instruction address -> shadow length."""
+    operand) of `invlpg`, IF-setting instruction address -> shadow length, and
+    (address, mnemonic) of the returns from handlers."""
     cr3_writes: list[tuple[int, int]] = field(default_factory=list)
     invlpgs: list[tuple[int, object]] = field(default_factory=list)
     if_openers: dict[int, int] = field(default_factory=dict)
     rdmsrs: list[int] = field(default_factory=list)
     wrmsrs: list[int] = field(default_factory=list)
+    returns: list[tuple[int, str]] = field(default_factory=list)
 
 
 def find_privileged(code: bytes, start: int, found: Privileged) -> None:
@@ -51,6 +56,8 @@ def find_privileged(code: bytes, start: int, found: Privileged) -> None:
     for address, size, mnemonic, op_str in scan.disasm_lite(code, start):
         if mnemonic in IF_OPENERS:
             found.if_openers[address] = IF_OPENERS[mnemonic]
+            if mnemonic in RETURNS:
+                found.returns.append((address, mnemonic))
             continue
         if mnemonic in ("rdmsr", "wrmsr"):
             (found.rdmsrs if mnemonic == "rdmsr" else found.wrmsrs).append(address)
@@ -71,7 +78,7 @@ class PrivilegedWatch:
 
     def __init__(self, uc, guard: HookGuard, state: CpuState, count: ExactCount,
                  system: SystemMemory, events: EventBus,
-                 on_new_root: Callable[[], None]) -> None:
+                 on_new_root: Callable[[], None], syscall_frame: Callable[[], int]) -> None:
         self.uc = uc
         self.guard = guard
         self.state = state
@@ -79,6 +86,7 @@ class PrivilegedWatch:
         self.system = system
         self.events = events
         self.on_new_root = on_new_root
+        self.syscall_frame = syscall_frame      # a sysret's frame (ExceptionDelivered.frame)
 
     def scan(self, ranges: Iterable[tuple[int, int]]) -> Privileged:
         """Scan virtual [start, end) ranges of executable code and hook what they hold."""
@@ -94,6 +102,9 @@ class PrivilegedWatch:
                              address, address)
         for address, operand in found.invlpgs:
             self.uc.hook_add(UC_HOOK_CODE, self.guard.wrap(self._on_invlpg), operand,
+                             address, address)
+        for address, mnemonic in found.returns:
+            self.uc.hook_add(UC_HOOK_CODE, self.guard.wrap(self._on_return), mnemonic,
                              address, address)
         return found
 
@@ -111,6 +122,15 @@ class PrivilegedWatch:
         self.system.flush(target)
         if self.events.wants(TlbFlush):
             self.events.emit(TlbFlush(self.count.time_stamp(address), address, target))
+
+
+    def _on_return(self, uc, address: int, size: int, mnemonic: str) -> None:
+        """Before an iretq or sysret runs: which frame it pops."""
+        if not self.events.wants(InterruptReturn):
+            return
+        frame = self.state.fast_reg(X.UC_X86_REG_RSP) if mnemonic == "iretq" else \
+            self.syscall_frame()
+        self.events.emit(InterruptReturn(self.count.time_stamp(address), address, frame))
 
 
 def _unicorn_register(capstone_register: int) -> int:

@@ -65,5 +65,6 @@ class SyscallEmulation:
         SEGMENT_CACHE.pack_into(env, lay.seg("ss"), selector + 8, 0, _FLAT_LIMIT, _DATA)
         U32.pack_into(env, lay.hflags, hflags & ~HF_CPL_MASK)
         U64.pack_into(env, lay.eip, lstar - SYSCALL_LENGTH)
+        frame = self.delivery.syscall_frame(env)
         self.context.restore()
-        self.delivery.record_syscall(SYSCALL_VECTOR, rip, hflags & HF_CPL_MASK, lstar)
+        self.delivery.record_syscall(SYSCALL_VECTOR, rip, hflags & HF_CPL_MASK, lstar, frame)

@@ -76,6 +76,9 @@ def register_reader(uc) -> Callable[[int], int]:
     read = _binding.uclib.uc_reg_read
 
     def read_register(register: int) -> int:
+        # Unicorn writes only 4 bytes for EFLAGS and segment selectors: without this the
+        # upper half would be the previous register's (a pushed RFLAGS of 0xffff8000...).
+        value.value = 0
         read(handle, register, reference)
         return value.value
     return read_register

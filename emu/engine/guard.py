@@ -31,6 +31,16 @@ class HookGuard:
         self.error: BaseException | None = None
         self.ended = False                   # the run has ended: hooks do nothing more
         self._callbacks: list[Any] = []      # ctypes callbacks must outlive their hooks
+        self.handles: list[int] = []         # the code and block hooks, in order added
+
+    # A snapshot keeps whether the run had ended: a restore to an earlier instruction after
+    # the run ended must bring the hooks back to life (the callbacks are wiring, not state).
+    def snapshot_state(self) -> bool:
+        return self.ended
+
+    def restore_state(self, ended: bool) -> None:
+        self.ended = ended
+        self.error = None
 
     def wrap(self, fn: Callable[..., Any], on_error: Any = None) -> Callable[..., Any]:
         """Return fn guarded; `on_error` is what the hook returns to Unicorn after a failure."""
@@ -53,12 +63,16 @@ class HookGuard:
         return capi.hook_instruction(self.uc, instruction, callback)
 
     def on_execute(self, address: int, fn: Callable[..., Any], data: Any = None,
-                   retranslate: bool = False) -> int:
+                   retranslate: bool = False, lasting: bool = False) -> int:
         """Call fn(uc, address, size, data) (guarded) before the instruction at virtual
         `address` runs. `retranslate`: drop the translated block holding it, so code that
         Unicorn translated before the hook existed runs through it too (Unicorn issue
-        #2200). Returns the hook handle."""
+        #2200). `lasting`: `remove_since` leaves it (an observer's hook added as the run
+        goes, which the observer records outside what snapshots restore). Returns the hook
+        handle."""
         handle = self.uc.hook_add(UC_HOOK_CODE, self.wrap(fn), data, address, address)
+        if not lasting:
+            self._added(handle)
         if retranslate:
             self.uc.ctl_remove_cache(address, address + 1)
         return handle
@@ -68,14 +82,29 @@ class HookGuard:
         """Call fn(uc, address, size, data) (guarded) before every instruction in virtual
         [first, last]: a Python call per instruction (about 50x slower there), for
         measurements. Returns the hook handle."""
-        return self.uc.hook_add(UC_HOOK_CODE, self.wrap(fn), data, first, last)
+        return self._added(self.uc.hook_add(UC_HOOK_CODE, self.wrap(fn), data, first, last))
 
     def on_block(self, fn: Callable[..., Any], data: Any = None) -> int:
         """Call fn(uc, address, size, data) (guarded) as every translated block starts:
         about 0.5 us a block, for measurements (profiles). Returns the hook handle."""
-        handle = self.uc.hook_add(UC_HOOK_BLOCK, self.wrap(fn), data, 1, 0)
+        handle = self._added(self.uc.hook_add(UC_HOOK_BLOCK, self.wrap(fn), data, 1, 0))
         self.uc.ctl_flush_tb()          # blocks translated before the hook would skip it
         return handle
+
+    def _added(self, handle: int) -> int:
+        self.handles.append(handle)
+        return handle
+
+    def remove(self, handle: int) -> None:
+        """Delete a hook that on_execute, on_execute_range or on_block added."""
+        self.uc.hook_del(handle)
+        self.handles.remove(handle)
+
+    def remove_since(self, count: int) -> None:
+        """Delete the code and block hooks added after the first `count` (a campaign
+        variant's injectors, before the machine is restored for the next variant)."""
+        while len(self.handles) > count:
+            self.uc.hook_del(self.handles.pop())
 
     def fail(self, exc: BaseException) -> None:
         if self.error is None:

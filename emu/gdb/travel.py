@@ -154,12 +154,13 @@ class TimeTravel:
         machine = self.machine
         hooks = [machine.hooks.on_execute(address, self._on_breakpoint, retranslate=True)
                  for address in self.breakpoints]
+        access = None
         if self.watchpoints:
             kinds = {kind for _, _, kind in self.watchpoints}
             mask = (UC_HOOK_MEM_WRITE if kinds - {WatchKind.READ} else 0) | \
                 (UC_HOOK_MEM_READ if kinds - {WatchKind.WRITE} else 0)
-            hooks.append(machine.uc.hook_add(mask, machine.hooks.wrap(self._on_access),
-                                             None, 0, (1 << 64) - 1))
+            access = machine.uc.hook_add(mask, machine.hooks.wrap(self._on_access), None, 0,
+                                         (1 << 64) - 1)
             self._retranslate()
         machine.uc.ctl_flush_tb()       # blocks translated before the hooks would skip them
         self._hits = []
@@ -168,7 +169,9 @@ class TimeTravel:
         finally:
             hits, self._hits = self._hits, None
             for handle in hooks:
-                machine.uc.hook_del(handle)
+                machine.hooks.remove(handle)
+            if access is not None:
+                machine.uc.hook_del(access)
         return arrived, hits
 
     def _go(self, snapshot, icount: int) -> None:

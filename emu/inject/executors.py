@@ -18,7 +18,7 @@ from emu.errors import ConfigError
 from emu.inject.campaign import Outcome
 from emu.inject.variant import run_variant
 
-Task = tuple[int, int, tuple[str, ...]]          # index, n, specs
+Task = tuple  # index, n, specs[, start]: run_variant's arguments after the job
 CONNECT_SECONDS = 5
 
 

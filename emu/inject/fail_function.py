@@ -28,7 +28,11 @@ class FailFunction(Observer):
     def __init__(self, machine, spec: InjectionSpec) -> None:
         self.machine = machine
         self.after = spec.number("after")           # a checkpoint number, or None
-        self.armed = self.after is None
+        # Armed already on a machine restored from a snapshot taken after the checkpoint.
+        self.armed = self.after is None or self.after in machine.devices.checkpoint.passed
+        # A campaign's clean run sets a list: the instruction count of every counted call,
+        # where variants that fail a later call can start from a snapshot.
+        self.call_times: list[int] | None = None
         self.spec = spec
         self.function = spec.params["function"]
         self.retval = spec.number("retval", 0)
@@ -66,6 +70,8 @@ class FailFunction(Observer):
         caller = self.machine.symbols.lookup(return_address)
         if self.caller is not None and caller.partition("+")[0] != self.caller:
             return
+        if self.call_times is not None:
+            self.call_times.append(cpu.time_stamp(address))
         if not self.decider.should_fail():
             return
         events = self.machine.events

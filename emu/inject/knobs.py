@@ -64,6 +64,12 @@ class Decider:
             return False
         return self._fail()
 
+    def resume(self, calls: int) -> None:
+        """The first `calls` calls were made, none failing, before a snapshot this
+        injector was attached after (a campaign variant that starts at a later call)."""
+        self.calls += calls
+        self._count += calls
+
     def _fail(self) -> bool:
         self.failures += 1
         if self._times > 0:

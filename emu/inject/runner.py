@@ -8,6 +8,7 @@ Does not own: the campaign file (campaign.py), running a variant (variant.py), e
 """
 from __future__ import annotations
 
+import bisect
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from emu.errors import ConfigError, OutputError
 from emu.inject.campaign import CLASSES, Campaign, Outcome, expand_points, reproducer, sample
 from emu.inject.executors import Progress, run_dask, run_local
+from emu.inject.spec import parse_spec
 from emu.inject.variant import minimize, run_variant
 
 
@@ -40,25 +42,59 @@ class Report:
         return Counter(outcome.kind for outcome in self.outcomes)
 
 
-def clean_run(campaign: Campaign) -> tuple[dict, int | None]:
+def clean_run(campaign: Campaign) -> tuple[dict, int | None, list[int]]:
     """The workload without injection: it must pass. Returns the job for the variants
-    (with the clean output) and the calls counted for "..auto"."""
+    (with the clean output), the calls of a fail-function template's function (for
+    "..auto") and the instruction count of each of them."""
     job = campaign.job()
-    auto = campaign.points.endswith("auto")
-    clean = run_variant(job, -1, 0, (), count=campaign.template if auto else None)
+    counted = campaign.template.startswith("fail-function:")
+    clean = run_variant(job, -1, 0, (), count=campaign.template if counted else None)
     if clean.kind != "passed":
         raise ConfigError(f"campaign {campaign.name}: the workload fails without injection "
                           f"({clean.kind}: {clean.detail}); fix it or its [accept] first")
     job["clean_output"] = clean.extra["output"]
-    return job, clean.extra.get("calls")
+    if counted:
+        spec = parse_spec(campaign.template.replace("{n}", "1"))
+        job["counted"] = [spec.params["function"], spec.params.get("caller"),
+                          spec.number("after")]
+    return job, clean.extra.get("calls"), clean.extra.get("call_times") or []
+
+
+def start_point(job: dict, specs: tuple[str, ...], call_times: list[int]) -> tuple[int, int]:
+    """Where a variant can start from a snapshot of the clean run, and the counted calls
+    made by then: the latest instruction count before it can inject anything. A
+    fail-function of the counted function with fail-nth=N changes nothing before its Nth
+    call (the clean run's); with other knobs, nothing before the first. A timed injection
+    starts one instruction before its `at`; anything else (the disk's, another function's)
+    right after the machine is built."""
+    points = []
+    for spec in map(parse_spec, specs):
+        counted = spec.kind == "fail-function" and job.get("counted") == [
+            spec.params["function"], spec.params.get("caller"), spec.number("after")]
+        if counted and call_times:
+            nth = spec.knobs.fail_nth
+            points.append(call_times[min(nth, len(call_times)) - 1] if nth else call_times[0])
+        elif counted:
+            points.append(0)
+        elif spec.kind in ("ram", "irq", "spurious-pf"):
+            points.append(max(0, spec.params["at"] - 1))
+        else:
+            points.append(0)
+    point = min(points, default=0)
+    return point, bisect.bisect_left(call_times, point)
 
 
 def run_campaign(campaign: Campaign, out: Path, *, executor: str = "local",
                  scheduler: str = "local", workers: int | None = None,
-                 sample_count: int | None = None, progress_stream=None) -> Report:
-    job, calls = clean_run(campaign)
+                 sample_count: int | None = None, progress_stream=None,
+                 snapshot: bool = True) -> Report:
+    """`snapshot`: start every variant from a snapshot of the clean run instead of booting
+    it (the same outcomes, faster: bench/campaign_speed.py measures it)."""
+    job, calls, call_times = clean_run(campaign)
     points = sample(expand_points(campaign.points, calls), sample_count)
     tasks = [(index, n, campaign.specs(n)) for index, n in enumerate(points)]
+    if snapshot:
+        tasks = [(*task, start_point(job, task[2], call_times)) for task in tasks]
     progress = Progress(len(tasks), progress_stream)
     if executor == "dask":
         outcomes = run_dask(job, tasks, scheduler, workers, progress.update)

@@ -4,18 +4,24 @@ checkers, and say how it ended, in one of campaign.CLASSES.
 Owns: `run_variant` (a pure function of plain data, so that local worker processes and
 Dask workers run the same thing), the classification, and the delta debugging that shrinks
 a failing set of injections.
-Does not own: the campaign file, executors, the injectors and checkers themselves.
 
-Classes, first match wins: `panic` (a serial line matches the panic pattern), `violation`
-(the page-table/PMM checker), `heap-finding` (the outside heap checker), `triple-fault`,
-`crash`, `hang` (the instruction budget), `halt`, `exit` (a guest exit value outside the
-accepted ones), `output` (a serial line the clean run did not print and no accepted pattern
-matches), else `passed`.
+A variant can start from a snapshot: its task names a start point (an instruction count
+before the variant can inject anything, and the calls of the counted function already made
+there; runner.py finds both from the clean run). Each worker boots the workload once and
+keeps snapshots of it along the clean run (a ladder, up to MAX_SNAPSHOTS); for a variant
+it restores the latest one at or before the start, runs on to the start without injectors
+and snapshots there too, attaches the variant's injectors (told the calls already made),
+runs, and removes them again (_unwire). The outcome is the same as a fresh boot's,
+instruction for instruction (tests/test_campaign.py compares them); only the shared part
+of the run is saved. Tasks come in order of their points, so a worker mostly moves
+forwards.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+import time
 from pathlib import Path
 
 from unicorn import x86_const as X
@@ -75,16 +81,27 @@ def _build(job: dict, specs: tuple[str, ...], count: str | None, trace: str | No
         spec = dataclasses.replace(parse_spec(count.replace("{n}", "1")),
                                    knobs=Knobs(probability=0))
         (counter,) = attach(machine, [spec])
+        counter.call_times = []
     # Injectors last: their hooks must run after the checkers' at the same address.
     attach(machine, [parse_spec(spec) for spec in specs])
     return machine, counter, watch, observers
 
 
+Start = tuple[int, int]      # (instruction count, counted calls made before it)
+
+
 def run_variant(job: dict, index: int, n: int, specs: tuple[str, ...],
-                count: str | None = None, trace: str | None = None) -> Outcome:
+                start: Start | None = None, *, count: str | None = None,
+                trace: str | None = None) -> Outcome:
     """Run the workload of `job` (Campaign.job() plus "clean_output") with `specs`.
-    `count`: a fail-function template whose calls to count (extra["calls"]); `trace`: write
-    the run's trace there. Errors of the harness or the campaign become class `error`."""
+    `start`: begin from this worker's snapshot at that point instead of booting;
+    `count`: a fail-function template whose calls to count (extra["calls"], and
+    extra["call_times"], the instruction count of each); `trace`: write the run's trace
+    there (a fresh boot). Errors of the harness or the campaign become class `error`."""
+    if start is not None and count is None and trace is None:
+        ladder = _ladder(job)
+        if ladder is not None:
+            return ladder.run(job, (index, n, specs), start)
     try:
         machine, counter, watch, observers = _build(job, specs, count, trace)
     except EmuError as exc:
@@ -94,10 +111,126 @@ def run_variant(job: dict, index: int, n: int, specs: tuple[str, ...],
     finally:
         for observer in observers:
             observer.close()
+    extra = {"calls": counter.decider.calls, "call_times": counter.call_times} \
+        if counter is not None else {}
+    return _outcome(job, (index, n, specs), machine, result, watch, extra)
+
+
+def _outcome(job: dict, variant: tuple[int, int, tuple[str, ...]], machine, result,
+             watch: _Watch, extra: dict) -> Outcome:
     kind, detail, location = classify(job, machine, result, watch)
-    extra = {"calls": counter.decider.calls} if counter is not None else {}
     extra["output"] = machine.serial_output().splitlines()
-    return Outcome(index, n, specs, kind, detail, location, result.instructions, extra)
+    return Outcome(*variant, kind, detail, location, result.instructions, extra)
+
+
+MAX_SNAPSHOTS = 4            # each holds a forked process; RAM is shared copy-on-write
+
+
+class _Ladder:
+    """A worker's machine for one job and its snapshots along the clean run, by point."""
+
+    def __init__(self, key: str, machine: Machine, watch: _Watch) -> None:
+        self.key, self.machine, self.watch = key, machine, watch
+        began = time.perf_counter()
+        self.snapshots = {0: machine.snapshot()}
+        self.snapshot_seconds = time.perf_counter() - began
+
+    def close(self) -> None:
+        for snapshot in self.snapshots.values():
+            snapshot.close()
+
+    def _go_to(self, point: int) -> bool:
+        """Restore the latest snapshot at or before `point`, then run on to it without
+        injectors, and keep a snapshot there if getting there took longer than taking one
+        (the oldest after the first goes if full; which snapshot a variant starts from
+        changes its speed, never its outcome). False if the run ends before it."""
+        base = max(at for at in self.snapshots if at <= point)
+        self.machine.restore(self.snapshots[base])
+        if base == point:
+            return True
+        began = time.perf_counter()
+        if not self.machine.advance(point):
+            return False
+        if time.perf_counter() - began < self.snapshot_seconds:
+            return True
+        if len(self.snapshots) >= MAX_SNAPSHOTS:
+            self.snapshots.pop(sorted(self.snapshots)[1]).close()
+        self.snapshots[point] = self.machine.snapshot()
+        return True
+
+    def run(self, job: dict, variant: tuple[int, int, tuple[str, ...]],
+            start: Start) -> Outcome:
+        machine, watch = self.machine, self.watch
+        point, calls_before = start
+        if not self._go_to(point):
+            return Outcome(*variant, "error", f"the clean run did not reach instruction "
+                                              f"{point:,} in this worker")
+        watch.violations.clear()
+        watch.findings.clear()
+        mark = _wiring(machine)
+        try:
+            try:
+                injectors = attach(machine, [parse_spec(spec) for spec in variant[2]])
+            except EmuError as exc:
+                return Outcome(*variant, "error", str(exc))
+            for injector in injectors:
+                if _counted(job, injector):
+                    injector.decider.resume(calls_before)
+            result = machine.run()
+        finally:
+            _unwire(machine, mark)
+        return _outcome(job, variant, machine, result, watch, {})
+
+
+def _wiring(machine: Machine) -> tuple[int, int]:
+    """A mark of the code hooks and observers added so far, for `_unwire`."""
+    return len(machine.hooks.handles), len(machine.events.observers)
+
+
+def _unwire(machine: Machine, mark: tuple[int, int]) -> None:
+    """Remove the code hooks and observers added since `mark` (a variant's injectors), so
+    that the machine, restored from a snapshot, runs the next variant with only its own.
+    Their Python state needs no undoing: a restore brings back every component the
+    snapshot captured, and these were added after it. Hooks an observer adds as it goes
+    and keeps a record of (`lasting`, the heap checker's returns) stay."""
+    hooks, observers = mark
+    machine.hooks.remove_since(hooks)
+    for observer in machine.events.observers[observers:]:
+        machine.events.unsubscribe(observer)
+
+
+def _counted(job: dict, injector) -> bool:
+    """Does `injector` count the calls the clean run counted (the template's function,
+    caller and checkpoint)?"""
+    counted = job.get("counted")
+    return counted is not None and getattr(injector, "decider", None) is not None and \
+        [getattr(injector, "function", None), getattr(injector, "caller", None),
+         getattr(injector, "after", None)] == counted
+
+
+_LADDERS: list[_Ladder] = []       # this worker process's: one job at a time
+
+
+def forget_ladders() -> None:
+    """Drop this worker's machine and snapshots (a benchmark's next round boots again)."""
+    while _LADDERS:
+        _LADDERS.pop().close()
+
+
+def _ladder(job: dict) -> _Ladder | None:
+    """The worker's ladder for `job`, made on its first variant; None (fresh boots) if the
+    machine cannot be built."""
+    key = json.dumps({name: value for name, value in job.items() if name != "clean_output"},
+                     sort_keys=True, default=str)
+    if _LADDERS and _LADDERS[0].key == key:
+        return _LADDERS[0]
+    forget_ladders()
+    try:
+        machine, _, watch, _ = _build(job, (), None, None)
+    except EmuError:
+        return None
+    _LADDERS.append(_Ladder(key, machine, watch))
+    return _LADDERS[0]
 
 
 def classify(job: dict, machine, result, watch: _Watch) -> tuple[str, str, str]:

@@ -128,6 +128,10 @@ class HeapChecker(Observer):
     asked again when a block falls outside the ranges it gave last, since heaps grow);
     None skips the outside-heap rule. `record_calls` keeps every outermost call in `calls`."""
 
+    # The return addresses hooked so far: the hooks stay installed across a snapshot's
+    # restore, so the record of them must stay too (emu/snapshot/state.py).
+    wiring_attributes = ("_return_hooks",)
+
     def __init__(self, bounds: Callable[[], Iterable[tuple[int, int]]] | None = None,
                  record_calls: bool = False) -> None:
         self.bounds = bounds
@@ -223,7 +227,8 @@ class HeapChecker(Observer):
         if return_address not in self._return_hooks:
             self._return_hooks.add(return_address)
             # Code at the return address translated before now must run through the hook.
-            self._hooks.on_execute(return_address, self._on_return, retranslate=True)
+            self._hooks.on_execute(return_address, self._on_return, retranslate=True,
+                                   lasting=True)
 
     def _on_return(self, uc, address: int, size: int, _data) -> None:
         rsp = self._reg(X.UC_X86_REG_RSP)

@@ -282,3 +282,17 @@ def attach(machine, on_finding=None) -> SwapChecker | None:
     checker = SwapChecker(machine, on_finding)
     machine.events.subscribe(checker)
     return checker
+
+
+def slots_in_use(machine) -> int | None:
+    """Swap slots holding a page now (a nonzero count in the kernel's slot counts, uint16
+    each, guest/mm/swap.h), or None without a swap area."""
+    where = machine.symbols.data(DESCRIPTOR_SYMBOL)
+    if where is None:
+        return None
+    raw = machine.cpu.read_virtual(where[0], _DESCRIPTOR.size)
+    magic, _version, _mark, _shift, _bits, slots, counts, *_ = _DESCRIPTOR.unpack(raw)
+    if magic != DESCRIPTOR_MAGIC or not counts or not 0 < slots <= 1 << 32:
+        return None
+    values = memoryview(machine.cpu.read_virtual(counts, 2 * slots)).cast("H").tolist()
+    return len(values) - values.count(0)

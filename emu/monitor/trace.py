@@ -290,7 +290,11 @@ class TraceRecorder(Observer):
 
     def _drain(self) -> None:
         """Write the events gathered so far, and flush them to the file."""
-        text = "".join([run_line(*item) for item in self._pending])
+        encoders = _ENCODERS            # run_line, inlined: this loop writes every line
+        text = "".join([
+            (encoders.get(type(event)) or _encoder_for(type(event)))(event, vtime)
+            if run is None else run_line(event, vtime, run)
+            for event, vtime, run in self._pending])
         self._pending.clear()
         self._write(text)
 

@@ -24,6 +24,8 @@ ALL = "all"
 ALWAYS = frozenset({"Booted", "GuestExit", "HostInput", "SerialInput", "KeyInput"})
 GROUPS: dict[str, tuple[str, ...]] = {
     "exceptions": ("ExceptionDelivered",),     # faults, interrupts and system calls
+    "returns": ("InterruptReturn",),           # the iretq/sysret ending each of them
+    "counters": ("GuestCounters",),            # --trace-counters samples
     "cr3": ("Cr3Written",),
     "tlb": ("TlbFlush",),
     "ports": ("PortAccess",),

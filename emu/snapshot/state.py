@@ -12,7 +12,9 @@ files, functions, capstone...: kept by reference, their state is not Python's to
 `foreign_types` lists what was met so tests can keep the list honest). Enums and frozen
 dataclasses are values. A ctypes Structure (the instruction counter's header) is captured
 field by field, pointers excluded. A component may define `snapshot_state()` and
-`restore_state(state)` to do it its own way (the trace recorder truncates its file).
+`restore_state(state)` to do it its own way (the trace recorder truncates its file), or
+name in a class attribute `wiring_attributes` the attributes that record wiring rather than
+state (hooks it added as the run went, which stay installed across a restore).
 Classes listed in STATELESS are not walked: they hold nothing that changes during a run;
 those in WIRING are walked but their own attributes are not captured.
 """
@@ -27,8 +29,7 @@ from typing import Any, Iterator
 from emu.events import Observer
 
 PLAIN = (int, float, str, bytes, bool, type(None), complex, range)
-STATELESS = frozenset({"Symbols", "MachineConfig", "BootInfo", "Layout", "Snapshot",
-                       "HookGuard"})   # HookGuard: its ctypes callbacks must outlive hooks
+STATELESS = frozenset({"Symbols", "MachineConfig", "BootInfo", "Layout", "Snapshot"})
 # Walked (they lead to components) but not captured: who is subscribed is wiring, and a run
 # resumed from a file subscribes its own observers.
 WIRING = frozenset({"EventBus"})
@@ -44,12 +45,17 @@ def _is_value(obj: Any) -> bool:
 
 
 def is_component(obj: Any) -> bool:
-    if isinstance(obj, PLAIN) or isinstance(obj, type) or _is_value(obj):
+    # A tuple (a NamedTuple of emu's too) is a value; components inside one are still found
+    # by walking it as a container.
+    if isinstance(obj, (*PLAIN, tuple)) or isinstance(obj, type) or _is_value(obj):
         return False
     if isinstance(obj, Observer):
         return True
     module = type(obj).__module__ or ""
     return module == "emu" or module.startswith("emu.")
+
+
+_LEAVES = frozenset(PLAIN)
 
 
 def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
@@ -105,6 +111,8 @@ class Capture:
         if isinstance(value, (list, tuple, deque)):
             seen: dict[str, int] = {}
             for index, item in enumerate(value):
+                if type(item) in _LEAVES:       # most items: numbers (a fast path)
+                    continue
                 # components by class and rank, so one observer more or less elsewhere in
                 # the list does not move the others' paths (a file resumed without a trace)
                 name = type(item).__name__
@@ -124,24 +132,32 @@ class Capture:
         return found
 
 
+# Types whose values copy_value keeps by reference: the plain ones, and every other type it
+# met that is not a container it copies (the decision depends on the type alone, so it is
+# remembered: restores copy tens of thousands of values).
+_KEPT: set[type] = {*PLAIN, frozenset}
+
+
 def copy_value(value: Any) -> Any:
     """A deep copy that keeps components and foreign objects by reference."""
     kind = type(value)
-    if kind in PLAIN or isinstance(value, PLAIN):
+    if kind in _KEPT:
         return value
     if kind is list:
-        return [copy_value(item) for item in value]
+        return [item if type(item) in _KEPT else copy_value(item) for item in value]
     if kind is tuple:
-        return tuple(copy_value(item) for item in value)
+        return tuple(item if type(item) in _KEPT else copy_value(item) for item in value)
     if kind is dict:
-        return {copy_value(key): copy_value(item) for key, item in value.items()}
+        return {copy_value(key): item if type(item) in _KEPT else copy_value(item)
+                for key, item in value.items()}
     if kind is set:
         return {copy_value(item) for item in value}
     if kind is deque:
         return deque((copy_value(item) for item in value), value.maxlen)
     if kind is bytearray:
         return bytearray(value)
-    return value            # frozenset, enum, frozen dataclass, component, foreign
+    _KEPT.add(kind)         # frozenset, enum, frozen dataclass, component, foreign
+    return value
 
 
 def capture(root: Any) -> tuple[Capture, dict[str, dict[str, Any]]]:
@@ -156,7 +172,10 @@ def capture(root: Any) -> tuple[Capture, dict[str, dict[str, Any]]]:
             state[path] = {"__custom__": custom()}
             continue
         attributes = {}
+        wiring = getattr(type(obj), "wiring_attributes", ())
         for name, value in _attributes(obj):
+            if name in wiring:
+                continue
             if isinstance(value, ctypes.Structure):
                 attributes[name] = {"__ctypes__": _structure_fields(value)}
             elif not callable(value) or is_component(value):

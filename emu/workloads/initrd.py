@@ -146,9 +146,16 @@ def check_archive(path: Path) -> int:
     return indexed
 
 
-def initrd_module(path: Path, workdir: Path) -> Path:
-    """The module to hand the kernel for `--initrd PATH`: a directory packed into
-    `workdir`, or an archive checked and passed as it is. ConfigError for anything else."""
+def initrd_beside(trace: Path) -> Path:
+    """Where a traced run keeps the initrd it packed: beside the trace, named after it, so
+    that `emu replay` finds it (by name in the trace's directory, verified by hash)."""
+    return trace.with_name(trace.stem + ".initrd.tar")
+
+
+def initrd_module(path: Path, out: Path) -> Path:
+    """The module to hand the kernel for `--initrd PATH`: a directory packed into the
+    archive `out`, or an archive checked and passed as it is. ConfigError for anything
+    else."""
     try:
         info = os.stat(path)
     except OSError as exc:
@@ -157,7 +164,9 @@ def initrd_module(path: Path, workdir: Path) -> Path:
         entries = directory_entries(path)
         if not entries:
             raise ConfigError(f"--initrd {display(path)}: the directory holds no files")
-        out = workdir / "initrd.tar"
+        if any(os.path.abspath(host) == os.path.abspath(out) for host, _ in entries):
+            raise ConfigError(f"--initrd {display(path)} holds {display(out)}, where it "
+                              "would be packed: choose a trace path outside it")
         pack_initrd(entries, out)
         return out
     check_archive(path)

@@ -19,6 +19,10 @@
  * its entry's D bit is still clear) goes out without a write: the slot
  * already holds it. Every other evicted frame is written to a new slot
  * first, and unmapped before the write so that nothing changes it during.
+ * Those writes go in clusters: consecutive slots, one request for up to
+ * sw.cluster pages; a swap-in reads the next pages of a sequential run in
+ * its own request (read-ahead), so a scan costs a request per cluster, not
+ * per page.
  */
 #include "mm/swap.h"
 

@@ -18,11 +18,16 @@ CHECKPOINT_PORT = 0xf0
 MARKER_PORT = 0xf1
 
 
+MAX_PASSED = 256        # a guest that writes ever new numbers cannot grow the set forever
+
+
 class CheckpointPort(Device):
     """The guest says "look now" (guest/test/checkpoint.h): a write of n, of any size, emits
     Checkpoint(n), on which the invariant checker checks and `emu pt --at-checkpoint` takes
     its picture. An emulator-only port (0xf0; on a PC, 0xf0 clears the x87 busy latch).
-    Reads return 0."""
+    Reads return 0. `passed` keeps the numbers written so far (the first MAX_PASSED
+    distinct ones): an injector attached to a machine restored after checkpoint n knows
+    that n is behind it."""
     registers = (Register(0, "CHECKPOINT", size=4, access=Access.WRITE),)
     port_count = 1
 
@@ -31,11 +36,14 @@ class CheckpointPort(Device):
         super().__init__(name)
         self.events = events
         self.port = port
+        self.passed: set[int] = set()
 
     def read(self, offset: int, size: int) -> int:
         return 0
 
     def write(self, offset: int, size: int, value: int) -> None:
+        if len(self.passed) < MAX_PASSED:
+            self.passed.add(value)
         if self.events.wants(Checkpoint):
             self.events.emit(Checkpoint(self.events.now(), value))
 
