@@ -235,7 +235,7 @@ template = "fail-function:function=kmalloc,after=5,fail-nth={{n}}"
 n = "1..auto"
 [accept]
 output = ['^init: exited with wait status 0x(0|300|9)$',
-          '^\\S*mm_workload-[0-9a-f]+\\[\\d+\\]: out of memory at .*: killed \\(RSS \\d+ KiB, swap \\d+ KiB in use\\)$']
+          '^\\S*mm_workload-[0-9a-f]+\\[\\d+\\]: out of memory at .*: killed \\S+\\[\\d+\\], RSS \\d+ KiB, the largest of \\d+ processes$']
 """
 
 

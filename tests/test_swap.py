@@ -4,6 +4,7 @@ nothing on the correct kernel, and each planted swap bug (guest/test/planted.h, 
 is caught by the rule that claims it."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ class SwapEvents(Observer):
 
 def run_swapped(path: Path, args=(), policy: str = "clock", plant: int = 0,
                 user_mem: str | None = USER_MEM, latency: int = 2000, inject=(),
-                memory: int = MEMORY, swap: int = SWAP):
+                memory: int = MEMORY, swap: int = SWAP, files=()):
     out, err, lines = bytearray(), bytearray(), []
     events = SwapEvents()
     kernel = build_guest(defines={"PLANT_BUG": str(plant)}) if plant else build_guest()
@@ -50,7 +51,7 @@ def run_swapped(path: Path, args=(), policy: str = "clock", plant: int = 0,
     config = MachineConfig(kernel=kernel, max_instructions=BUDGET, memory=memory,
                            cmdline=f"{limit}swap_policy={policy}", swap=swap,
                            swap_latency=latency)
-    spec = ProgramSpec(Path(path), tuple(args), argv0=str(path))
+    spec = ProgramSpec(Path(path), tuple(args), tuple(files), argv0=str(path))
     result = run_program(spec, config, HostConsole(out.extend, err.extend, None),
                          [KernelLines(lines.append), events],
                          attach=lambda machine: attach(machine, map(parse_spec, inject)))
@@ -109,15 +110,15 @@ def test_a_failed_swap_write_keeps_the_page_in_memory_and_marks_the_slot_bad():
         hog, HOG_ARGS, inject=["disk:fault=ioerr,op=write,nth=20"])
     assert (out, result.status) == (native(hog, HOG_ARGS).stdout, 0), lines[-5:]
     assert [e.kind for e in events.injections] == ["disk"]
-    assert "request 20 (write of 4096 bytes): I/O error" in events.injections[0].detail
-    failed = [line for line in lines if "swap: writing slot" in line]
-    assert len(failed) == 1 and "failed: the page at 0x" in failed[0] and \
-        "stays in memory" in failed[0]
+    failed = [line for line in lines if "swap: writing slots " in line]
+    assert len(failed) == 1 and " pages stay in memory" in failed[0], lines[-5:]
+    first, last = map(int, failed[0].split("slots ")[1].split()[0].split("-"))
+    pages = last - first + 1
+    assert f"request 20 (write of {pages * 4096} bytes): I/O error" in \
+        events.injections[0].detail and f"their {pages} pages" in failed[0]
     assert stats.io_errors == 1 and stats.pages_out > 64
-    bad = int(failed[0].split("slot ")[1].split()[0])
-    sector = int(events.injections[0].target.split()[1])
-    assert bad * 8 == sector                  # the slot the kernel gave up is the failed one
-    assert all(e.slot != bad for e in events.outs)     # and it is never handed out again
+    assert first * 8 == int(events.injections[0].target.split()[1])  # the cluster that failed
+    assert all(not first <= e.slot <= last for e in events.outs)  # is never handed out again
     assert result.swap.findings == []
 
 
@@ -132,14 +133,18 @@ def test_a_failed_swap_read_ends_the_process_with_sigbus_and_a_report():
 
 
 def test_a_torn_swap_write_is_caught_when_the_page_comes_back():
-    """The disk says OK but only the first sector of one page landed: the guest cannot
-    know, and the swap checker must see the page come back different."""
+    """The disk says OK but only the first sector of a cluster's write landed: the guest
+    cannot know, and the swap checker must see a page of it come back different."""
     out, result, stats, events, lines = run_swapped(
         program("swaphog"), HOG_ARGS, inject=["disk:fault=torn,sectors=8..65535,nth=10,land=1"])
-    assert len(events.injections) == 1 and "1 of 8 sectors land" in events.injections[0].detail
-    sector = int(events.injections[0].target.split()[1])
+    assert len(events.injections) == 1, events.injections
+    found = re.search(r"write of (\d+) bytes\): torn: 1 of (\d+) sectors land",
+                      events.injections[0].detail)
+    assert found and int(found[1]) == int(found[2]) * 512, events.injections[0].detail
+    first = int(events.injections[0].target.split()[1]) // 8
+    torn = range(first, first + int(found[2]) // 8)
     content = [f for f in result.swap.findings if f.rule == "SWAP_CONTENT"]
-    assert content and f"from slot {sector // 8} " in content[0].detail, \
+    assert content and int(content[0].detail.split("from slot ")[1].split()[0]) in torn, \
         [f.rule for f in result.swap.findings]
 
 
@@ -268,15 +273,48 @@ def test_a_traced_swap_run_with_disk_injections_replays_exactly(tmp_path, capsys
 
 
 def test_with_ram_and_swap_exhausted_the_hog_is_killed_with_a_report():
-    """64 user frames and a 64 KiB disk (15 slots) cannot hold 1 MiB: SIGKILL (137), the
-    kernel says why, and counts the kill."""
+    """64 user frames and a 64 KiB disk (15 slots) cannot hold 1 MiB: the hog, alone and so
+    the largest, gets SIGKILL (137), the kernel says why, and counts the kill."""
     out, result, stats, events, lines = run_swapped(program("swaphog"), ["1024", "10"],
                                                     swap=64 << 10)
     assert (result.status, result.wait_status) == (137, 9)
     killed = [line for line in lines if "out of memory at 0x" in line]
-    assert len(killed) == 1 and "killed (RSS " in killed[0] and \
-        "KiB, swap 60 KiB in use)" in killed[0], lines[-5:]
+    assert len(killed) == 1 and "(RSS " in killed[0] and \
+        "user frames 64 of 64, swap 60 of 60 KiB in use): killed " in killed[0] and \
+        killed[0].endswith(", the largest of 1 processes"), lines[-5:]
     assert stats.oom_kills == 1 and stats.pages_out == 15 and result.swap.findings == []
+
+
+OOM_LINE = re.compile(r"(\S+)\[(\d+)\]: out of memory at 0x[0-9a-f]+ rip 0x[0-9a-f]+ "
+                      r"\(RSS (\d+) KiB; user frames (\d+) of (\d+), swap (\d+) of (\d+) KiB in "
+                      r"use\): killed (\S+)\[(\d+)\], RSS (\d+) KiB, the largest of (\d+) "
+                      r"processes$")
+
+
+def test_the_oom_killer_kills_the_largest_process_and_the_next_program_runs():
+    """The hog (200 KiB) sleeps while its parent writes 120 KiB more than RAM and swap have
+    left: the parent's own fault finds no frame, and the victim is the hog, whose RSS is the
+    larger. The parent keeps running with its pages intact, sees the hog's SIGKILL, and
+    runs the next program, which prints its output."""
+    hello = program("hello")
+    args = ["200", "120", "/bin/hello"]
+    out, result, stats, events, lines = run_swapped(
+        program("oomkill"), args, swap=64 << 10, files=[(hello, "/bin/hello")])
+    assert result.status == 0, lines[-5:]
+    assert out.decode().splitlines() == ["parent: 30 pages, 0 wrong",
+                                         "hog: killed by signal 9", "hello, world",
+                                         "/bin/hello: exited 7"]
+    found = [m for m in map(OOM_LINE.search, lines) if m]
+    assert len(found) == 1, lines[-5:]
+    faulting_pid, faulting_rss, frames, limit, swap_used, swap_size = \
+        (int(found[0][i]) for i in (2, 3, 4, 5, 6, 7))
+    victim_pid, victim_rss, candidates = (int(found[0][i]) for i in (9, 10, 11))
+    assert (faulting_pid, victim_pid, candidates) == (1, 2, 2)
+    assert victim_rss > faulting_rss and (frames, swap_used) == (limit, swap_size)
+    assert stats.oom_kills == 1 and result.swap.findings == []
+    # Natively nothing runs out: the hog wakes at the end of its pipe and exits 0.
+    assert native(program("oomkill"), ["200", "120", str(hello)]).stdout.decode().splitlines()[:2] \
+        == ["parent: 30 pages, 0 wrong", "hog: exited 0"]
 
 
 @pytest.mark.parametrize("command", ["exec", "run"])

@@ -38,7 +38,9 @@ SECTOR = 512
 SECTORS_PER_SLOT = PAGE_SIZE // SECTOR
 DESCRIPTOR_SYMBOL = "swap_descriptor"
 DESCRIPTOR_MAGIC = 0x50415753                      # "SWAP"
-_DESCRIPTOR = struct.Struct("<IIQIIQQII10Q")       # guest/mm/swap.h, 128 bytes
+_DESCRIPTOR = struct.Struct("<IIQIIQQII13Q")       # guest/mm/swap.h, version 2, 152 bytes
+_ARGUMENT_REGISTERS = (X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX, X.UC_X86_REG_RCX,
+                       X.UC_X86_REG_R8, X.UC_X86_REG_R9)   # the System V calling convention
 SWAP_RULES = ("SWAP_CONTENT", "DIRTY_DROPPED", "SLOT_REUSED", "SWAP_ENTRY_INVALID")
 
 
@@ -72,9 +74,14 @@ class SwapStats:
     bytes_written: int
     bytes_read: int
     io_errors: int
+    readahead: int              # pages read with a faulting one (counted in pages_in)
+    write_requests: int
+    read_requests: int
 
     def summary(self) -> str:
-        return (f"swap ({self.policy}): {self.pages_out} pages out, {self.pages_in} in, "
+        return (f"swap ({self.policy}): {self.pages_out} pages out, {self.pages_in} in "
+                f"({self.readahead} read ahead), {self.write_requests} writes, "
+                f"{self.read_requests} reads, "
                 f"{self.clean_drops} dropped clean, {self.cache_hits} swap-cache hits, "
                 f"{self.bytes_written} bytes written, {self.bytes_read} read, "
                 f"{self.scans} reclaim scans, {self.oom_kills} OOM kills")
@@ -94,10 +101,11 @@ def read_descriptor(machine) -> tuple[SwapLayout, SwapStats] | None:
         _DESCRIPTOR.unpack(raw)
     if magic != DESCRIPTOR_MAGIC:
         return None
-    out, in_, clean, hits, scans, ooms, written, read, errors, _sectors = stats
+    out, in_, clean, hits, scans, ooms, written, read, errors, _sectors, *requests = stats
     return (SwapLayout(mark, shift, bits, slots),
             SwapStats(slots, POLICIES[policy] if policy < len(POLICIES) else str(policy),
-                      limit, out, in_, clean, hits, scans, ooms, written, read, errors))
+                      limit, out, in_, clean, hits, scans, ooms, written, read, errors,
+                      *requests))
 
 
 _TABLE = struct.Struct("<512Q")
@@ -180,9 +188,8 @@ class SwapChecker(Observer):
     # ---- the kernel's notes ----------------------------------------------------------
 
     def _args(self, n: int) -> list[int]:
-        regs = (X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX, X.UC_X86_REG_RCX,
-                X.UC_X86_REG_R8, X.UC_X86_REG_R9)
-        return [self.machine.cpu.reg(r) for r in regs[:n]]
+        read = self.machine.cpu.state.fast_reg   # a note per page swapped: the hot path
+        return [read(r) for r in _ARGUMENT_REGISTERS[:n]]
 
     def _layout(self) -> SwapLayout | None:
         if self.layout is None:

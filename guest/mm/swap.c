@@ -19,6 +19,10 @@
  * its entry's D bit is still clear) goes out without a write: the slot
  * already holds it. Every other evicted frame is written to a new slot
  * first, and unmapped before the write so that nothing changes it during.
+ * Those writes go in clusters: consecutive slots, one request for up to
+ * sw.cluster pages; a swap-in reads the next pages of a sequential run in
+ * its own request (read-ahead), so a scan costs a request per cluster, not
+ * per page.
  */
 #include "mm/swap.h"
 
@@ -35,6 +39,7 @@
 
 #define NIL 0xffffffffu
 #define LOW_WATERMARK_MIN 4
+#define SWAP_CLUSTER 32 /* pages in one write, and in one read with its read-ahead */
 
 struct swap_descriptor swap_descriptor;
 
@@ -60,10 +65,24 @@ static struct {
     uint64_t listed;
     size_t limit;             /* user frames at most */
     size_t low, high;         /* reclaim starts below low free, stops at high */
+    uint32_t cluster;         /* pages per write and per read at most (swap_cluster=) */
     enum swap_policy policy;
     uint64_t random;
     paddr_t header_frame;
 } sw;
+
+/* Pages unmapped for eviction whose write is not sent yet: consecutive slots from
+ * first, written with one request (Linux's swap clusters, mm/swapfile.c). */
+static struct {
+    uint64_t first;
+    uint32_t n;
+    struct {
+        struct address_space *as;
+        vaddr_t va;
+        uint32_t frame;
+        uint64_t old; /* the present entry before, put back if the write fails */
+    } page[SWAP_CLUSTER];
+} batch;
 
 /* ---- The monitor's hooks ------------------------------------------------- */
 
@@ -241,26 +260,20 @@ void swap_space_gone(struct address_space *as)
 /* ---- Eviction -------------------------------------------------------------- */
 
 enum evict_result {
-    EVICTED,
+    EVICTED,       /* the frame is free */
+    QUEUED,        /* unmapped, its write queued in the batch */
     SECOND_CHANCE, /* referenced: moved to the tail */
     SKIPPED,       /* not evictable now: off the list */
-    FAILED,        /* no slot, or the write failed: stays */
+    FAILED,        /* no slot: stays */
 };
 
-static int write_slot(uint64_t slot, paddr_t pa)
+/* The page's data are in slot now: the note for the monitor, and the frame goes. */
+static void finish_out(struct address_space *as, vaddr_t va, uint32_t i, uint64_t slot,
+                       uint64_t written)
 {
-    return blk_io(BLK_WRITE, slot * SWAP_SECTORS_PER_SLOT, pa, PAGE_SIZE);
-}
-
-/* The page's data are in slot now: unmap and free the frame. */
-static void finish_out(struct frame_rec *r, uint32_t i, uint64_t slot, uint64_t written)
-{
-    struct address_space *as = r->as;
-    vaddr_t va = r->va;
     paddr_t pa = pa_of(i);
 
     as->rss_pages--;
-    unlist(i);
     swap_note_out(vmm_root_paddr(as->root), va, pa, slot, vmm_user_entry_paddr(as->root, va),
                   written);
     uframe_put(pa);
@@ -270,22 +283,82 @@ static void finish_out(struct frame_rec *r, uint32_t i, uint64_t slot, uint64_t 
 static enum evict_result drop_clean(struct frame_rec *r, uint32_t i)
 {
     uint64_t slot = r->slot;
+    struct address_space *as = r->as;
+    vaddr_t va = r->va;
 
     slot_get(slot); /* the entry names it now */
-    if (vmm_swap_out(r->as->root, r->va, pa_of(i), swap_entry(slot)) != VMM_OK)
+    if (vmm_swap_out(as->root, va, pa_of(i), swap_entry(slot)) != VMM_OK)
         panic("swap: the entry of a listed frame changed under reclaim");
     swap_descriptor.clean_drops++;
-    finish_out(r, i, slot, 0);
+    unlist(i);
+    finish_out(as, va, i, slot, 0);
     return EVICTED;
 }
 
-static enum evict_result write_out(struct frame_rec *r, uint32_t i)
+/* Sends the batch's write; returns the frames freed (0 if the write failed: then every
+ * page is mapped again and its slot retired). */
+static uint64_t flush_batch(void)
+{
+    struct blk_request req = {.op = BLK_WRITE, .sector = batch.first * SWAP_SECTORS_PER_SLOT,
+                              .nsegs = batch.n};
+    uint32_t n = batch.n;
+    int status;
+
+    if (n == 0)
+        return 0;
+    for (uint32_t k = 0; k < n; k++)
+        req.seg[k] = (struct blk_segment){pa_of(batch.page[k].frame), PAGE_SIZE};
+    status = blk_submit(&req);
+    if (status == BLK_OK)
+        status = blk_wait(&req);
+    batch.n = 0;
+    swap_descriptor.write_requests++;
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t slot = batch.first + k;
+
+        if (status != BLK_OK) {
+            vmm_restore_leaf(batch.page[k].as->root, batch.page[k].va, batch.page[k].old);
+            sw.counts[slot] = SWAP_SLOT_BAD; /* never handed out again */
+            list_tail(batch.page[k].frame, batch.page[k].as, batch.page[k].va);
+            continue;
+        }
+        swap_descriptor.pages_out++;
+        swap_descriptor.bytes_written += PAGE_SIZE;
+        finish_out(batch.page[k].as, batch.page[k].va, batch.page[k].frame, slot, 1);
+    }
+    if (status != BLK_OK) {
+        swap_descriptor.io_errors++;
+        kreport("swap: writing slots %lu-%lu failed: their %u pages stay in memory\n",
+                batch.first, batch.first + n - 1, n);
+        return 0;
+    }
+    return n;
+}
+
+/* A slot for the next page of the batch: the one after its last, or (the batch sent
+ * first) a new start; 0 if the area is full. *freed counts what a flush freed. */
+static uint64_t batch_slot(uint64_t *freed)
+{
+    uint64_t next = batch.first + batch.n;
+
+    if (batch.n > 0 && batch.n < sw.cluster && next < sw.slots && sw.counts[next] == 0) {
+        sw.counts[next] = 1;
+        sw.cursor = next;
+        sw.used++;
+        return next;
+    }
+    *freed += flush_batch();
+    batch.first = slot_alloc();
+    return batch.first;
+}
+
+static enum evict_result write_out(struct frame_rec *r, uint32_t i, uint64_t *freed)
 {
     pml4_t *root = r->as->root;
     uint64_t old = vmm_user_entry(root, r->va), slot, entry;
 
     unlink_cache(r);
-    slot = slot_alloc();
+    slot = batch_slot(freed);
     if (slot == 0)
         return FAILED;
     entry = swap_entry(slot);
@@ -294,22 +367,18 @@ static enum evict_result write_out(struct frame_rec *r, uint32_t i)
 #endif
     if (vmm_swap_out(root, r->va, pa_of(i), entry) != VMM_OK)
         panic("swap: the entry of a listed frame changed under reclaim");
-    if (write_slot(slot, pa_of(i)) != BLK_OK) {
-        vmm_restore_leaf(root, r->va, old);
-        sw.counts[slot] = SWAP_SLOT_BAD; /* never handed out again */
-        swap_descriptor.io_errors++;
-        kreport("swap: writing slot %lu failed: the page at 0x%lx stays in memory\n", slot,
-                r->va);
-        list_tail(i, r->as, r->va);
-        return FAILED;
-    }
-    swap_descriptor.pages_out++;
-    swap_descriptor.bytes_written += PAGE_SIZE;
-    finish_out(r, i, slot, 1);
-    return EVICTED;
+    batch.page[batch.n].as = r->as;
+    batch.page[batch.n].va = r->va;
+    batch.page[batch.n].frame = i;
+    batch.page[batch.n].old = old;
+    batch.n++;
+    unlist(i);
+    return QUEUED;
 }
 
-static enum evict_result evict(uint32_t i, bool second_chance)
+/* Never inlined: bench/swap.py times one step of the clock from its entry to its ret. */
+__attribute__((noinline)) static enum evict_result evict(uint32_t i, bool second_chance,
+                                                         uint64_t *freed)
 {
     struct frame_rec *r = &sw.frames[i];
     enum vmm_reference ref;
@@ -338,13 +407,13 @@ static enum evict_result evict(uint32_t i, bool second_chance)
     case VMM_REF_IDLE_CLEAN:
         if (r->slot != 0)
             return drop_clean(r, i);
-        return write_out(r, i);
+        return write_out(r, i, freed);
     case VMM_REF_IDLE_DIRTY:
 #if PLANT_BUG == 401 /* planted bug 401: a dirty page with a linked slot goes out unwritten */
         if (r->slot != 0)
             return drop_clean(r, i);
 #endif
-        return write_out(r, i);
+        return write_out(r, i, freed);
     }
     return SKIPPED;
 }
@@ -364,23 +433,29 @@ static uint32_t random_frame(void)
     return i;
 }
 
-bool swap_reclaim_one(void)
+/* Evicts frames until want are free (or nothing more can go); returns how many went.
+ * Dirty pages queue in the batch, which is sent when full, when the next slot is taken,
+ * and at the end: no page stays unmapped without its write done. */
+static uint64_t reclaim(uint64_t want)
 {
     /* Two passes over the list: every frame loses its Accessed bit in the first. */
-    uint64_t budget = 2 * sw.listed + 2;
+    uint64_t budget = 2 * sw.listed + 2, freed = 0;
 
-    if (!sw.enabled)
-        return false;
-    while (sw.head != NIL && budget-- > 0) {
+    while (freed + batch.n < want && sw.head != NIL && budget-- > 0) {
         uint32_t i = sw.policy == SWAP_POLICY_RANDOM ? random_frame() : sw.head;
-        enum evict_result r = evict(i, sw.policy == SWAP_POLICY_CLOCK);
+        enum evict_result r = evict(i, sw.policy == SWAP_POLICY_CLOCK, &freed);
 
         if (r == EVICTED)
-            return true;
-        if (r == FAILED && sw.used + 1 >= sw.slots)
-            return false; /* the area is full */
+            freed++;
+        else if (r == FAILED)
+            break; /* the area is full */
     }
-    return false;
+    return freed + flush_batch();
+}
+
+bool swap_reclaim_one(void)
+{
+    return sw.enabled && reclaim(1) > 0;
 }
 
 static size_t user_free(size_t user_frames)
@@ -393,12 +468,11 @@ static size_t user_free(size_t user_frames)
 
 void swap_reclaim_if_low(size_t user_frames)
 {
-    if (!sw.enabled || user_free(user_frames) > sw.low)
+    size_t free = user_free(user_frames);
+
+    if (!sw.enabled || free > sw.low)
         return;
-    while (user_free(uframe_count()) < sw.high) {
-        if (!swap_reclaim_one())
-            return;
-    }
+    reclaim(sw.high - free);
 }
 
 size_t swap_user_limit(void)
@@ -413,14 +487,6 @@ bool swap_enabled(void)
 
 /* ---- Swap-in ----------------------------------------------------------------- */
 
-static int read_slot(uint64_t slot, paddr_t pa)
-{
-#if PLANT_BUG == 402 /* planted bug 402: swap-in reads the slot after the right one */
-    slot = 1 + slot % (sw.slots - 1);
-#endif
-    return blk_io(BLK_READ, slot * SWAP_SECTORS_PER_SLOT, pa, PAGE_SIZE);
-}
-
 /* The frame the swap cache links to slot, or 0. Linear in the listed frames: the
  * cache is consulted only for slots more than one entry names (after fork). */
 static paddr_t cached_frame(uint64_t slot)
@@ -434,37 +500,68 @@ static paddr_t cached_frame(uint64_t slot)
     return 0;
 }
 
-int swap_in(struct address_space *as, vaddr_t va, uint64_t entry, bool write,
-            uint32_t (*flags_for)(const void *region, paddr_t pa), const void *region,
-            paddr_t *pa_out)
-{
-    uint64_t slot = swap_slot_of(entry);
-    paddr_t pa;
-    bool hit;
+/* The read-ahead window, in pages: it doubles (up to SWAP_CLUSTER) while each fault
+ * lands just past the pages the last one read, and falls back to 1 on any other fault,
+ * as Linux's readahead ramps up on a sequential stream and stays off for random ones. */
+static struct {
+    const struct address_space *as;
+    vaddr_t next; /* the page after the last run read */
+    uint32_t window;
+} ra = {.window = 1};
 
-    if (!swap_entry_valid(entry))
-        return SWAP_IN_BAD_ENTRY;
-    pa = cached_frame(slot);
-    hit = pa != 0;
-    if (hit) {
-        uframe_get(pa);
-        swap_descriptor.cache_hits++;
-    } else {
-        pa = uframe_alloc(UFRAME_UNINIT);
-        if (pa == 0)
-            return SWAP_IN_NO_MEMORY;
-        if (read_slot(slot, pa) != BLK_OK) {
-            uframe_put(pa);
-            swap_descriptor.io_errors++;
-            return SWAP_IN_IO_ERROR;
-        }
-        rec_of(pa)->slot = (uint32_t)slot; /* the cache's reference: the entry's moves */
-        slot_get(slot);
-        swap_descriptor.pages_in++;
-        swap_descriptor.bytes_read += PAGE_SIZE;
+static uint32_t readahead_window(const struct address_space *as, vaddr_t va)
+{
+    if (as == ra.as && va == ra.next)
+        ra.window = ra.window * 2 < sw.cluster ? ra.window * 2 : sw.cluster;
+    else
+        ra.window = 1;
+    return ra.window;
+}
+
+/* Pages to read with the one at va: it, then (up to the read-ahead window) each next
+ * page below limit whose entry names the next slot, which no other entry names (so no
+ * swap cache holds it). Sequential eviction leaves runs like that. Frames for them go
+ * in pa[]; fewer if frames run out. */
+static uint32_t read_run(struct address_space *as, vaddr_t va, vaddr_t limit, uint64_t slot,
+                         paddr_t pa[SWAP_CLUSTER])
+{
+    uint32_t n = 1, window = readahead_window(as, va);
+
+    while (n < window && va + n * PAGE_SIZE < limit && slot + n < sw.slots &&
+           sw.counts[slot + n] == 1 &&
+           vmm_user_entry(as->root, va + n * PAGE_SIZE) == swap_entry(slot + n)) {
+        pa[n] = uframe_alloc(UFRAME_UNINIT);
+        if (pa[n] == 0)
+            break;
+        n++;
     }
-    if (vmm_user_entry(as->root, va) != entry)
-        panic("swap_in: the entry at 0x%lx changed during the read", va);
+    ra.as = as;
+    ra.next = va + n * PAGE_SIZE;
+    return n;
+}
+
+static int read_slots(uint64_t slot, const paddr_t *pa, uint32_t n)
+{
+    struct blk_request req = {.op = BLK_READ, .nsegs = n};
+    int status;
+
+#if PLANT_BUG == 402 /* planted bug 402: swap-in reads the slot after the right one */
+    slot = 1 + slot % (sw.slots - 1);
+    req.nsegs = n = 1;
+#endif
+    req.sector = slot * SWAP_SECTORS_PER_SLOT;
+    for (uint32_t k = 0; k < n; k++)
+        req.seg[k] = (struct blk_segment){pa[k], PAGE_SIZE};
+    swap_descriptor.read_requests++;
+    status = blk_submit(&req);
+    return status == BLK_OK ? blk_wait(&req) : status;
+}
+
+/* Maps the frame pa holding slot's page at va, in place of the entry naming it. */
+static void map_in(struct address_space *as, vaddr_t va, paddr_t pa, uint64_t slot,
+                   bool write, uint32_t (*flags_for)(const void *region, paddr_t pa),
+                   const void *region)
+{
     if (vmm_map(as->root, va, pa, 1, flags_for(region, pa)) != VMM_OK)
         panic("swap_in: mapping 0x%lx failed", va); /* its table exists: cannot fail */
     slot_put(slot); /* the entry no longer names it */
@@ -476,7 +573,49 @@ int swap_in(struct address_space *as, vaddr_t va, uint64_t entry, bool write,
     if (as->rss_pages > as->peak_rss_pages)
         as->peak_rss_pages = as->rss_pages;
     swap_note_in(vmm_root_paddr(as->root), va, pa, slot, vmm_user_entry_paddr(as->root, va));
-    *pa_out = pa;
+}
+
+int swap_in(struct address_space *as, vaddr_t va, vaddr_t limit, uint64_t entry, bool write,
+            uint32_t (*flags_for)(const void *region, paddr_t pa), const void *region,
+            paddr_t *pa_out)
+{
+    uint64_t slot = swap_slot_of(entry);
+    paddr_t pa[SWAP_CLUSTER];
+    uint32_t n = 1;
+
+    if (!swap_entry_valid(entry))
+        return SWAP_IN_BAD_ENTRY;
+    pa[0] = cached_frame(slot);
+    if (pa[0] != 0) {
+        uframe_get(pa[0]);
+        swap_descriptor.cache_hits++;
+    } else {
+        pa[0] = uframe_alloc(UFRAME_UNINIT);
+        if (pa[0] == 0)
+            return SWAP_IN_NO_MEMORY;
+        n = read_run(as, va, limit, slot, pa);
+        if (read_slots(slot, pa, n) != BLK_OK) {
+            for (uint32_t k = 0; k < n; k++)
+                uframe_put(pa[k]);
+            swap_descriptor.io_errors++;
+            return SWAP_IN_IO_ERROR;
+        }
+        for (uint32_t k = 0; k < n; k++) {
+            rec_of(pa[k])->slot = (uint32_t)(slot + k); /* the cache's reference: */
+            slot_get(slot + k);                         /* the entry's moves */
+        }
+        swap_descriptor.pages_in += n;
+        swap_descriptor.readahead += n - 1;
+        swap_descriptor.bytes_read += (uint64_t)n * PAGE_SIZE;
+    }
+    if (vmm_user_entry(as->root, va) != entry)
+        panic("swap_in: the entry at 0x%lx changed during the read", va);
+    map_in(as, va, pa[0], slot, write, flags_for, region);
+    /* The pages read ahead are mapped unreferenced (Accessed clear): the clock takes
+     * them back first, without a write, if nobody touches them. */
+    for (uint32_t k = 1; k < n; k++)
+        map_in(as, va + k * PAGE_SIZE, pa[k], slot + k, false, flags_for, region);
+    *pa_out = pa[0];
     return SWAP_IN_OK;
 }
 
@@ -519,8 +658,17 @@ static void read_options(void)
         else if (strcmp(word, "clock") != 0)
             panic("swap_init: swap_policy=%s: clock, fifo or random", word);
     }
+    sw.cluster = SWAP_CLUSTER;
+    if (cmdline_get("swap_cluster", word, sizeof(word)) > 0) {
+        sw.cluster = (uint32_t)parse_size(word);
+        if (sw.cluster < 1 || sw.cluster > SWAP_CLUSTER)
+            panic("swap_init: swap_cluster=%s: 1 to %u pages", word, SWAP_CLUSTER);
+    }
     sw.low = sw.limit / 64 > LOW_WATERMARK_MIN ? sw.limit / 64 : LOW_WATERMARK_MIN;
-    sw.high = 2 * sw.low;
+    /* Reclaim frees a whole write cluster at once where the limit allows it. */
+    sw.high = sw.low + (sw.limit / 8 < sw.cluster ? sw.limit / 8 : sw.cluster);
+    if (sw.high < 2 * sw.low)
+        sw.high = 2 * sw.low;
     sw.random = 0x9e3779b97f4a7c15ULL;
 }
 
@@ -567,12 +715,12 @@ void swap_init(void)
     sw.head = sw.tail = NIL;
     sw.enabled = true;
     swap_descriptor = (struct swap_descriptor){
-        .magic = SWAP_DESCRIPTOR_MAGIC, .version = 1, .pte_mark = SWAP_PTE_MARK,
+        .magic = SWAP_DESCRIPTOR_MAGIC, .version = 2, .pte_mark = SWAP_PTE_MARK,
         .slot_shift = SWAP_SLOT_SHIFT, .slot_bits = SWAP_SLOT_BITS, .slots = sw.slots,
         .counts = (vaddr_t)sw.counts, .policy = sw.policy, .user_limit = (uint32_t)sw.limit,
         .sectors_per_slot = SWAP_SECTORS_PER_SLOT};
-    kprintf("swap: %lu slots, user frames at most %lu, policy %u\n", sw.slots - 1, sw.limit,
-            sw.policy);
+    kprintf("swap: %lu slots, user frames at most %lu, policy %u, clusters of %u\n",
+            sw.slots - 1, sw.limit, sw.policy, sw.cluster);
 }
 
 uint64_t swap_slots_in_use(void)

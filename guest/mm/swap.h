@@ -73,12 +73,12 @@ enum swap_policy {
 };
 
 /*
- * The global symbol swap_descriptor, for the monitor (little-endian, 128
+ * The global symbol swap_descriptor, for the monitor (little-endian, 152
  * bytes):
  *
  *   off  field          meaning
  *     0  magic          SWAP_DESCRIPTOR_MAGIC ("SWAP") once swap_init ran
- *     4  version        1
+ *     4  version        2
  *     8  pte_mark       SWAP_PTE_MARK
  *    16  slot_shift     SWAP_SLOT_SHIFT
  *    20  slot_bits      SWAP_SLOT_BITS
@@ -96,6 +96,9 @@ enum swap_policy {
  *   104  bytes_read
  *   112  io_errors      failed writes (slot marked bad) and reads (SIGBUS)
  *   120  sectors_per_slot
+ *   128  readahead      pages read (and mapped) with a faulting one, counted in pages_in
+ *   136  write_requests disk writes of pages (one per cluster of up to 32)
+ *   144  read_requests  disk reads of pages (one per fault that read)
  */
 #define SWAP_DESCRIPTOR_MAGIC 0x50415753u /* "SWAP" */
 struct swap_descriptor {
@@ -118,8 +121,11 @@ struct swap_descriptor {
     uint64_t bytes_read;
     uint64_t io_errors;
     uint64_t sectors_per_slot;
+    uint64_t readahead;
+    uint64_t write_requests;
+    uint64_t read_requests;
 };
-static_assert(sizeof(struct swap_descriptor) == 128, "swap_descriptor layout");
+static_assert(sizeof(struct swap_descriptor) == 152, "swap_descriptor layout");
 static_assert(offsetof(struct swap_descriptor, counts) == 32, "swap_descriptor counts");
 static_assert(offsetof(struct swap_descriptor, pages_out) == 48, "swap_descriptor stats");
 static_assert(offsetof(struct swap_descriptor, sectors_per_slot) == 120, "swap_descriptor");
@@ -128,8 +134,9 @@ extern struct swap_descriptor swap_descriptor;
 
 /*
  * Once, after uframes_init and before the first process: reads
- * user_mem=SIZE (a limit on user frames, K/M suffix) and swap_policy= from
- * the command line, brings up the disk if one is announced, writes the
+ * user_mem=SIZE (a limit on user frames, K/M suffix), swap_policy= and
+ * swap_cluster=N (pages per write and per read, 1 to 32, default 32; 1
+ * swaps page by page, no read-ahead) from the command line, brings up the disk if one is announced, writes the
  * area's header and allocates the slot counts and the frame list. Without
  * a disk only the limit applies. Panics if the tables do not fit.
  */
@@ -181,9 +188,11 @@ enum swap_in_result {
  * frame, or finds it in the swap cache, and maps it with flags_for's
  * rights. The entry's slot is kept linked to the frame (a later clean
  * eviction writes nothing) unless write says the page is about to change.
+ * The same read brings in the next pages below limit (the end of va's
+ * region) whose entries name the next slots, mapped too (read-ahead).
  * *pa_out gets the frame.
  */
-int swap_in(struct address_space *as, vaddr_t va, uint64_t entry, bool write,
+int swap_in(struct address_space *as, vaddr_t va, vaddr_t limit, uint64_t entry, bool write,
             uint32_t (*flags_for)(const void *region, paddr_t pa), const void *region,
             paddr_t *pa_out);
 

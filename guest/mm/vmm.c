@@ -1075,7 +1075,8 @@ static enum as_fault_kind swap_page_in(struct address_space *as, struct vma *v, 
 {
     paddr_t pa;
 
-    switch (swap_in(as, page, entry, access == AS_ACCESS_WRITE, swapped_page_flags, v, &pa)) {
+    switch (swap_in(as, page, v->end, entry, access == AS_ACCESS_WRITE, swapped_page_flags, v,
+                    &pa)) {
     case SWAP_IN_OK:
         return AS_FAULT_SWAP_IN;
     case SWAP_IN_NO_MEMORY:

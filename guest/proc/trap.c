@@ -4,7 +4,8 @@
  * Owns: the page-fault handler once processes exist (a fault from ring 3,
  * or from the kernel on a user address in a system call, goes to the
  * VMM; an unresolvable user fault ends the process with SIGSEGV after one
- * report line; a kernel fault on a kernel address missing from a process's
+ * report line, one that finds no frame goes to the OOM killer (oom.c); a
+ * kernel fault on a kernel address missing from a process's
  * root is synced from the kernel's root), and the signals the other
  * exceptions raise in user mode (SIGFPE, SIGTRAP, SIGILL, SIGBUS,
  * SIGSEGV, as Linux's arch/x86/kernel/traps.c maps them).
@@ -16,8 +17,8 @@
 #include "arch/x86_64/io.h"
 #include "dev/serial.h"
 #include "lib/panic.h"
-#include "mm/swap.h"
 #include "mm/usercopy.h"
+#include "proc/oom.h"
 #include "proc/proc.h"
 #include "proc/signal.h"
 #include "proc/trace.h"
@@ -76,6 +77,23 @@ static void trace(const struct proc *p, const struct interrupt_frame *f, vaddr_t
     trace_fault(&t);
 }
 
+/* No frame for the access: the OOM killer picks a victim. Another process's death gives
+ * frames back, so the access is retried; the current process's ends it, or, for a
+ * kernel access during a system call, fails the copy and ends it on the way out. */
+static void out_of_memory(struct proc *p, struct interrupt_frame *f, vaddr_t address)
+{
+    if (oom_kill(address, f->rip) == OOM_OTHER_KILLED) {
+        if (from_user(f) && signal_deliverable(p))
+            signal_deliver(); /* killed meanwhile, as init's death kills all */
+        return;
+    }
+    if (from_user(f))
+        signal_force(SIGKILL);
+    signal_send(p, SIGKILL);
+    if (!usercopy_fixup(f))
+        interrupt_unhandled(f);
+}
+
 static void page_fault(struct interrupt_frame *f)
 {
     vaddr_t address = read_cr2();
@@ -96,20 +114,16 @@ static void page_fault(struct interrupt_frame *f)
         as_fault(p->as, address, access, (f->error_code & PF_PRESENT) != 0, &r);
     }
     trace(p, f, address, access, &r);
-    if (r.kind != AS_FAULT_SIGSEGV && r.kind != AS_FAULT_SIGBUS &&
-        r.kind != AS_FAULT_OUT_OF_MEMORY)
+    if (r.kind == AS_FAULT_OUT_OF_MEMORY) {
+        out_of_memory(p, f, address);
+        return;
+    }
+    if (r.kind != AS_FAULT_SIGSEGV && r.kind != AS_FAULT_SIGBUS)
         return;
     if (!from_user(f)) {
         if (usercopy_fixup(f))
             return;
         interrupt_unhandled(f);
-    }
-    if (r.kind == AS_FAULT_OUT_OF_MEMORY) {
-        swap_descriptor.oom_kills++;
-        kreport("%s[%u]: out of memory at 0x%lx rip 0x%lx: killed (RSS %lu KiB, swap %lu "
-                "KiB in use)\n", p->name, p->pid, address, f->rip, p->as->rss_pages * 4,
-                swap_slots_in_use() * 4);
-        signal_force(SIGKILL);
     }
     if (r.kind == AS_FAULT_SIGBUS && r.swap_error) {
         kreport("%s[%u]: bus error at 0x%lx rip 0x%lx: %s, the page could not be read back "
