@@ -47,3 +47,27 @@ def interleaved_rounds(variants: dict[str, Callable[[], tuple]], repeats: int
         for name in names[shift:] + names[:shift]:
             outputs[name].append(run(name))
     return outputs
+
+
+def quick_main(argv, doc: str, default_json: Path, measure: Callable[[bool, int], dict],
+               table: Callable[[dict], str], rounds: int, quick_help: str,
+               repeats_help: str) -> int:
+    """The command line of a benchmark that takes --quick, --repeats (at least 3; `rounds`
+    by default, 3 with --quick) and --json: measure, time the whole, publish."""
+    import argparse
+    import time
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--repeats", type=int,
+                        help=f"{repeats_help} (default {rounds}; 3 with --quick)")
+    parser.add_argument("--json", type=Path, default=default_json,
+                        help=f"default {default_json}")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else rounds)
+    if repeats < 3:
+        parser.error("--repeats must be at least 3")
+    started = time.perf_counter()
+    results = measure(args.quick, repeats)
+    results["wall_seconds"] = time.perf_counter() - started
+    publish(args.json, results, table(results))
+    return 0

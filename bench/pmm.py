@@ -28,16 +28,14 @@ writes bench/pmm_results.json.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from emu.build import build_guest
 from emu.machine import Machine, MachineConfig
-from common import host, interleaved_rounds, publish
+from common import host, interleaved_rounds, quick_main
 
 RESULTS = Path(__file__).resolve().parent / "pmm_results.json"
 PMMS = ("bitmap", "buddy")
@@ -182,22 +180,10 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help=f"3 rounds, {QUICK_PAIRS[0]:,} and {QUICK_PAIRS[1]:,} pairs "
-                             "(for the test)")
-    parser.add_argument("--repeats", type=int,
-                        help="rounds of every variant (default 11; 3 with --quick)")
-    parser.add_argument("--json", type=Path, default=RESULTS, help=f"default {RESULTS}")
-    args = parser.parse_args(argv)
-    repeats = args.repeats or (3 if args.quick else 11)
-    if repeats < 3:
-        parser.error("--repeats must be at least 3")
-    started = time.perf_counter()
-    results = measure(args.quick, repeats)
-    results["wall_seconds"] = time.perf_counter() - started
-    publish(args.json, results, table(results))
-    return 0
+    return quick_main(argv, __doc__, RESULTS, measure, table, 11,
+                      quick_help=f"3 rounds, {QUICK_PAIRS[0]:,} and {QUICK_PAIRS[1]:,} "
+                                 "pairs (for the test)",
+                      repeats_help="rounds of every variant")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ writes bench/processes_results.json.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ from emu.events import ExceptionDelivered, Observer
 from emu.machine import Machine, MachineConfig
 from emu.workloads.process import HostConsole, ProgramSpec, run_program
 from emu.x86 import PAGE_FAULT
-from common import host, interleaved_rounds, publish
+from common import host, interleaved_rounds, quick_main
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "processes_results.json"
@@ -236,21 +235,10 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer cycles and forks, one small program timed, 3 rounds "
-                             "(for the test)")
-    parser.add_argument("--repeats", type=int, help="rounds of (d) (default 7; 3 with --quick)")
-    parser.add_argument("--json", type=Path, default=RESULTS, help=f"default {RESULTS}")
-    args = parser.parse_args(argv)
-    repeats = args.repeats or (3 if args.quick else 7)
-    if repeats < 3:
-        parser.error("--repeats must be at least 3")
-    started = time.perf_counter()
-    results = measure(args.quick, repeats)
-    results["wall_seconds"] = time.perf_counter() - started
-    publish(args.json, results, table(results))
-    return 0
+    return quick_main(argv, __doc__, RESULTS, measure, table, 7,
+                      quick_help="fewer cycles and forks, one small program timed, "
+                                 "3 rounds (for the test)",
+                      repeats_help="rounds of (d)")
 
 
 if __name__ == "__main__":
