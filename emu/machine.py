@@ -324,8 +324,12 @@ class Machine:
         return early if early is not None else self._run_cpu(budget)
 
     def _interrupt(self, signum: int) -> None:
-        """SIGINT/SIGTERM during the run (from the signal handler or its watcher thread)."""
+        """SIGINT/SIGTERM during the run (from the signal handler or its watcher thread).
+        Unicorn ignores emu_stop between two emu_starts, so the counter is also told to
+        stop before its next block: a signal that lands just before the run loop starts
+        Unicorn again still stops it at once (a loop once ran 17 s to its next deadline)."""
         self.cpu.request_stop(RunEnd.INTERRUPTED, signum)
+        self.cpu.count.counter.lower_stop_at(0)
 
     def _emit_exit(self, end: RunEnd, value: int | None) -> None:
         """The last event of a run that ends with an error of the harness: best effort (the

@@ -222,6 +222,8 @@ class Cpu:
         self._budget = budget
         while self.stop_reason is None:
             self.count.counter.request_stop_at(min(budget, self.interrupts.next_due()))
+            if self.stop_reason is not None:    # a signal's stop came in between
+                break
             self._emulate(self.uc.reg_read(X.UC_X86_REG_RIP))
             ended = self._stop_cause(budget)
             if ended is not None:
