@@ -209,17 +209,16 @@ static bool start(const struct init_line *l)
     return false;
 }
 
-/* The tick that preempts processes: preempt_hz=N (default PREEMPT_HZ, 0: none),
- * when the platform gave the kernel a calibrated timer. */
-static bool start_preemption(void)
+/* The rate of the tick that preempts processes: preempt_hz=N (default
+ * PREEMPT_HZ), 0 for none, also when the platform gave the kernel no
+ * calibrated timer. Read before anything runs: a bad value panics. */
+static uint32_t preempt_hz(void)
 {
     uint64_t hz = cmdline_u64("preempt_hz", PREEMPT_HZ);
 
-    if (hz == 0 || timer_lapic_hz() == 0)
-        return false;
     if (hz > PREEMPT_HZ_MAX)
         panic("init: preempt_hz=%lu is more than %u", hz, PREEMPT_HZ_MAX);
-    return timer_start((uint32_t)hz, sched_tick) == TIMER_OK;
+    return timer_lapic_hz() != 0 ? (uint32_t)hz : 0;
 }
 
 NORETURN void proc_main(void)
@@ -227,6 +226,7 @@ NORETURN void proc_main(void)
     bool preempting;
     struct init_line line;
     uint64_t baseline, after;
+    uint32_t hz = preempt_hz();
 
     parse(&line);
     if (line.path == NULL || line.path[0] == '\0')
@@ -238,7 +238,7 @@ NORETURN void proc_main(void)
     if (start(&line))
         checkpoint(CHECKPOINT_INIT_STARTED); /* failures from here are no longer boot's */
     kfree(line.buffer);
-    preempting = start_preemption();
+    preempting = hz != 0 && timer_start(hz, sched_tick) == TIMER_OK;
     sched_run();
     if (preempting)
         timer_stop();
