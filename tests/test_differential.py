@@ -51,6 +51,7 @@ CASES = {
     "fork_many": dict(args=("6", "2", "1")),
     "args": dict(args=("a", "b c"), argv0_guest=True),
     "hello": dict(),
+    "spin": dict(),               # the parent runs again only if the child is preempted
     "madvise": dict(args=("/data/file",), files=((DATA, "/data/file"),),
                     native_args=(str(DATA),)),
     "pipeline": dict(args=("4",), argv0_guest=True),

@@ -46,9 +46,9 @@ static void on_pit(struct interrupt_frame *frame)
 static void on_tick(struct interrupt_frame *frame)
 {
     ticks++;
+    apic_eoi(); /* first: the tick function may switch away (the scheduler's) */
     if (tick_function != NULL)
         tick_function(frame);
-    apic_eoi();
 }
 
 int timer_calibrate(void)

@@ -30,8 +30,9 @@ uint64_t timer_lapic_hz(void); /* after timer_calibrate; 0 before */
 uint64_t timer_tsc_hz(void);
 
 /* Starts the periodic tick at hz (the local APIC timer, divide by 1);
- * on_tick (may be NULL) runs on each, in interrupt context. Interrupts are
- * left as they were: the caller enables them. */
+ * on_tick (may be NULL) runs on each, in interrupt context, after the EOI
+ * (so it may switch to another stack and come back much later). Interrupts
+ * are left as they were: the caller enables them. */
 int timer_start(uint32_t hz, interrupt_handler_t on_tick);
 
 /* Stops the tick (masks the LVT entry). */

@@ -4,8 +4,9 @@
  * Owns: proc_init (everything processes need, in order), reading the
  * command line's program (init=PATH, its arguments after "--", env=NAME=VALUE
  * words, argv0=NAME, seed=N), starting it as pid 1 with the host's
- * streams as descriptors 0, 1 and 2, running the scheduler until every
- * process is gone, checking that the PMM is back at its baseline, and
+ * streams as descriptors 0, 1 and 2, starting the tick that preempts
+ * processes (preempt_hz=N, when the platform has a timer), running the
+ * scheduler until every process is gone, checking that the PMM is back at its baseline, and
  * reporting the first process's wait status to the host.
  * Does not own: processes (proc.c), programs (exec.c), the host channel
  * (dev/hostio.c).
@@ -17,8 +18,10 @@
 #include "proc/init.h"
 
 #include "boot/boot.h"
+#include "boot/cmdline.h"
 #include "dev/hostio.h"
 #include "dev/serial.h"
+#include "dev/timer.h"
 #include "fs/fdtable.h"
 #include "heap/heap.h"
 #include "lib/errno.h"
@@ -32,6 +35,9 @@
 #include "proc/syscall.h"
 #include "proc/trap.h"
 #include "test/checkpoint.h"
+
+#define PREEMPT_HZ 100         /* a slice of 10 ms of virtual time, as Linux's HZ=100 */
+#define PREEMPT_HZ_MAX 100000  /* a tick every 1,000 instructions at the default rate */
 
 #define INIT_WORDS_MAX 256
 #define EXIT_NOT_FOUND 127 /* as a shell reports a command it cannot find */
@@ -203,10 +209,24 @@ static bool start(const struct init_line *l)
     return false;
 }
 
+/* The rate of the tick that preempts processes: preempt_hz=N (default
+ * PREEMPT_HZ), 0 for none, also when the platform gave the kernel no
+ * calibrated timer. Read before anything runs: a bad value panics. */
+static uint32_t preempt_hz(void)
+{
+    uint64_t hz = cmdline_u64("preempt_hz", PREEMPT_HZ);
+
+    if (hz > PREEMPT_HZ_MAX)
+        panic("init: preempt_hz=%lu is more than %u", hz, PREEMPT_HZ_MAX);
+    return timer_lapic_hz() != 0 ? (uint32_t)hz : 0;
+}
+
 NORETURN void proc_main(void)
 {
+    bool preempting;
     struct init_line line;
     uint64_t baseline, after;
+    uint32_t hz = preempt_hz();
 
     parse(&line);
     if (line.path == NULL || line.path[0] == '\0')
@@ -218,7 +238,10 @@ NORETURN void proc_main(void)
     if (start(&line))
         checkpoint(CHECKPOINT_INIT_STARTED); /* failures from here are no longer boot's */
     kfree(line.buffer);
+    preempting = hz != 0 && timer_start(hz, sched_tick) == TIMER_OK;
     sched_run();
+    if (preempting)
+        timer_stop();
     after = proc_frames_measure();
     proc_descriptor.final_frames = after;
     checkpoint(CHECKPOINT_PROCS_DONE);

@@ -41,6 +41,7 @@ enum linux_syscall {
     SYS_madvise = 28,
     SYS_dup = 32,
     SYS_dup2 = 33,
+    SYS_pause = 34,
     SYS_nanosleep = 35,
     SYS_getpid = 39,
     SYS_fork = 57,

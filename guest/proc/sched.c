@@ -3,7 +3,8 @@
  *
  * Owns: the scheduler context (kmain's boot stack: a process always
  * switches back to it, never directly to another process, as in xv6),
- * the current process, round-robin order, sleeping and waking.
+ * the current process, round-robin order, sleeping and waking, and
+ * preemption on the timer tick.
  * Does not own: the processes' lives (proc.c).
  */
 #include "proc/sched.h"
@@ -154,6 +155,27 @@ void sched_interrupt(struct proc *p)
 void sched_yield(void)
 {
     leave_cpu();
+}
+
+/* Is a process other than the running one waiting for the CPU? */
+static bool others_runnable(void)
+{
+    for (size_t i = 0; i < PROC_MAX; i++) {
+        struct proc *p = proc_slot(i);
+
+        if (p != running && p->state == PROC_RUNNABLE)
+            return true;
+    }
+    return false;
+}
+
+void sched_tick(struct interrupt_frame *frame)
+{
+    if ((frame->cs & 3) != 3 || running == NULL)
+        return; /* the kernel is not preemptible: it runs to its next block or return */
+    if (others_runnable())
+        sched_yield(); /* alone, it keeps the CPU (and its TLB: no CR3 reload) */
+    signal_deliver(); /* what arrived meanwhile (a SIGKILL), as a system call's return does */
 }
 
 NORETURN void sched_leave(void)

@@ -9,9 +9,10 @@
  * Does not own: process creation or teardown (proc.c), signals (which
  * interrupt sleeps: signal.c says which are pending).
  *
- * A process runs until it blocks, yields or exits (no timer preemption:
- * the machine has no timer device the kernel uses yet; sched_tick is where
- * one would call in).
+ * A process runs until it blocks, yields or exits, or, when the machine
+ * has a timer (dev/timer.c), until a tick arrives while it is in user mode:
+ * then the next runnable process runs (round robin). Ticks come at exact
+ * virtual times, so preemption is as deterministic as the rest.
  */
 #ifndef SCHED_H
 #define SCHED_H
@@ -39,6 +40,13 @@ void sched_interrupt(struct proc *p);
 
 /* The current process gives up the CPU but stays runnable. */
 void sched_yield(void);
+
+/* The timer tick (dev/timer.h's on_tick, called after the EOI): a process
+ * interrupted in user mode gives the CPU to the next runnable one, if there
+ * is one, and takes the fatal signals sent to it meanwhile when it runs
+ * again. A tick in the kernel changes nothing (the kernel is not
+ * preemptible: it runs to its next sleep or its return to user mode). */
+void sched_tick(struct interrupt_frame *frame);
 
 /* The current process (a zombie now) leaves the CPU for good. */
 NORETURN void sched_leave(void);

@@ -1,6 +1,6 @@
 /*
  * sys_signal.c - the signal system calls: rt_sigaction, rt_sigprocmask,
- * kill, tkill, tgkill.
+ * kill, tkill, tgkill, pause.
  *
  * Owns: their argument rules (the sigset size must be 8; SIGKILL and
  * SIGSTOP cannot be caught, ignored or blocked; who a pid of 0 or -1
@@ -10,6 +10,7 @@
 #include "lib/errno.h"
 #include "mm/usercopy.h"
 #include "proc/proc.h"
+#include "proc/sched.h"
 #include "proc/signal.h"
 #include "proc/syscall.h"
 
@@ -116,4 +117,16 @@ SYSCALL(tgkill)
     if (a[0] != a[1])
         return -ESRCH; /* one thread per process: the tid is the pid */
     return send_to((int32_t)a[1], (int)a[2]);
+}
+
+/* Sleeps until a signal is delivered (nothing wakes this channel). With no
+ * user handlers, only a fatal signal ends the sleep, at the return. */
+SYSCALL(pause)
+{
+    static const char paused;
+
+    (void)a;
+    while (sleep_on(&paused) == SLEEP_WOKEN)
+        ;
+    return -EINTR;
 }

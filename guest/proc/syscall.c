@@ -39,6 +39,7 @@ static const syscall_fn table[SYS_COUNT] = {
     [SYS_dup2] = sys_dup2, [SYS_nanosleep] = sys_nanosleep, [SYS_getpid] = sys_getpid,
     [SYS_fork] = sys_fork, [SYS_vfork] = sys_vfork, [SYS_execve] = sys_execve,
     [SYS_exit] = sys_exit, [SYS_wait4] = sys_wait4, [SYS_kill] = sys_kill,
+    [SYS_pause] = sys_pause,
     [SYS_uname] = sys_uname, [SYS_fcntl] = sys_fcntl, [SYS_getcwd] = sys_getcwd,
     [SYS_gettimeofday] = sys_gettimeofday, [SYS_getrlimit] = sys_getrlimit,
     [SYS_getuid] = sys_getuid, [SYS_getgid] = sys_getuid, [SYS_geteuid] = sys_getuid,

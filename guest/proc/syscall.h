@@ -43,7 +43,7 @@ SYSCALL(getpgrp); SYSCALL(set_tid_address); SYSCALL(arch_prctl); SYSCALL(prlimit
 SYSCALL(getrlimit); SYSCALL(setrlimit); SYSCALL(sched_yield); SYSCALL(sched_getaffinity);
 /* sys_signal.c */
 SYSCALL(rt_sigaction); SYSCALL(rt_sigprocmask); SYSCALL(kill); SYSCALL(tkill);
-SYSCALL(tgkill);
+SYSCALL(tgkill); SYSCALL(pause);
 /* sys_time.c */
 SYSCALL(clock_gettime); SYSCALL(clock_getres); SYSCALL(gettimeofday); SYSCALL(time);
 SYSCALL(nanosleep); SYSCALL(clock_nanosleep);
