@@ -43,7 +43,8 @@ from typing import Callable, Iterable
 
 from unicorn import x86_const as X
 
-from emu.errors import ConfigError, GuestMemoryError
+from emu.errors import ConfigError
+from emu.monitor.symbols import read_object
 from emu.events import Cr3Written, EventBus, HeapFinding, Observer, TlbFlush
 from emu.x86 import MASK64
 
@@ -412,12 +413,8 @@ class HeapDescriptor:
 def read_heap_descriptor(machine) -> HeapDescriptor | None:
     """The descriptor as it is now; None when the kernel has none, before heap_init, or for
     a layout this monitor does not know."""
-    symbol = machine.symbols.data(DESCRIPTOR_SYMBOL)
-    if symbol is None:
-        return None
-    try:
-        raw = machine.cpu.read_virtual(symbol[0], DESCRIPTOR_LAYOUT.size)
-    except GuestMemoryError:
+    raw = read_object(machine, DESCRIPTOR_SYMBOL, DESCRIPTOR_LAYOUT.size)
+    if raw is None:
         return None
     magic, version, *fields = DESCRIPTOR_LAYOUT.unpack(raw)
     if magic != DESCRIPTOR_MAGIC or version != DESCRIPTOR_VERSION:

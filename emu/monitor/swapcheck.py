@@ -32,6 +32,7 @@ from unicorn import x86_const as X
 
 from emu.events import (BlockRequest, Checkpoint, Cr3Written, InvariantViolation, Observer,
                         SwapIn, SwapOut)
+from emu.monitor.symbols import read_object
 from emu.x86 import PAGE_SIZE, PTE_ADDRESS_MASK
 
 SECTOR = 512
@@ -92,11 +93,9 @@ POLICIES = ("clock", "fifo", "random")
 
 def read_descriptor(machine) -> tuple[SwapLayout, SwapStats] | None:
     """The kernel's swap descriptor, or None before swap_init filled it (or without one)."""
-    where = machine.symbols.data(DESCRIPTOR_SYMBOL)
-    if where is None:
+    raw = read_object(machine, DESCRIPTOR_SYMBOL, _DESCRIPTOR.size)
+    if raw is None:
         return None
-    raw = machine.cpu.read_virtual(where[0], _DESCRIPTOR.size,
-                                   cr3=machine.cpu.cr3() & PTE_ADDRESS_MASK)
     (magic, _version, mark, shift, bits, slots, _counts, policy, limit, *stats) = \
         _DESCRIPTOR.unpack(raw)
     if magic != DESCRIPTOR_MAGIC:
@@ -287,10 +286,9 @@ def attach(machine, on_finding=None) -> SwapChecker | None:
 def slots_in_use(machine) -> int | None:
     """Swap slots holding a page now (a nonzero count in the kernel's slot counts, uint16
     each, guest/mm/swap.h), or None without a swap area."""
-    where = machine.symbols.data(DESCRIPTOR_SYMBOL)
-    if where is None:
+    raw = read_object(machine, DESCRIPTOR_SYMBOL, _DESCRIPTOR.size)
+    if raw is None:
         return None
-    raw = machine.cpu.read_virtual(where[0], _DESCRIPTOR.size)
     magic, _version, _mark, _shift, _bits, slots, counts, *_ = _DESCRIPTOR.unpack(raw)
     if magic != DESCRIPTOR_MAGIC or not counts or not 0 < slots <= 1 << 32:
         return None

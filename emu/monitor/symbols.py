@@ -3,9 +3,11 @@
 Owns: turning guest code addresses into `name+0x12` and `file.c:123` (backtraces, crash
 reports), function names into addresses (hooks on function entries), data objects into
 (address, size) (descriptors the checkers read: `pmm_descriptor`, `heap_descriptor`,
-`replay_result`), and the kernel's slide (a PIE kernel is loaded away from its link
-address; every address this service returns or takes is a run-time address).
-Does not own: reading guest memory or unwinding stacks (the crash reporter does that).
+`replay_result`) and, through the CPU's reader, their bytes (`read_object`), and the
+kernel's slide (a PIE kernel is loaded away from its link address; every address this
+service returns or takes is a run-time address).
+Does not own: translating guest addresses (the CPU) or unwinding stacks (the crash
+reporter does that).
 
 Construction reads only the symbol table; the DWARF line table is parsed on the first
 `line_of` call and cached, so loading symbols for a big kernel stays cheap.
@@ -20,7 +22,7 @@ from elftools.common.exceptions import DWARFError, ELFError
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
-from emu.errors import ConfigError, LoaderError
+from emu.errors import ConfigError, GuestMemoryError, LoaderError
 
 CLONE_SUFFIXES = ("isra", "part", "constprop", "cold", "llvm")
 _BIND_RANK = {"STB_GLOBAL": 0, "STB_WEAK": 1, "STB_LOCAL": 2}
@@ -203,3 +205,16 @@ def _line_rows(program) -> list[tuple[int, int, str, int]]:
                          previous.line))
         previous = None if state.end_sequence else state
     return rows
+
+
+def read_object(machine, name: str, size: int) -> bytes | None:
+    """The first `size` bytes of the kernel's data object `name` (a descriptor the monitor
+    reads) through the machine's current address space; None when the kernel has no such
+    object or its page is not mapped (an unreadable descriptor is the same as none)."""
+    where = machine.symbols.data(name)
+    if where is None:
+        return None
+    try:
+        return machine.cpu.read_virtual(where[0], size)
+    except GuestMemoryError:
+        return None

@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from emu.errors import ConfigError, GuestMemoryError
+from emu.errors import ConfigError
 from emu.inputs import check_input, display, read_input
 from emu.events import HeapFinding, Marker, Observer
 from emu.machine import Machine, MachineConfig
 from emu.result import RunEnd
 from emu.monitor.heapcheck import HeapCall, HeapChecker, describe, heap_bounds
+from emu.monitor.symbols import read_object
 from emu.monitor.profile import BlockProfile, ProfileRow
 
 HEAP_KINDS = ("list", "buddy", "slab", "chained")
@@ -564,13 +565,9 @@ def _read_report(machine, serial: str, notes: list[str]) -> dict | None:
 
 
 def _read_record(machine) -> dict | None:
-    symbol = machine.symbols.data(RESULT_SYMBOL)
-    if symbol is None:
+    raw = read_object(machine, RESULT_SYMBOL, RESULT_LAYOUT.size)
+    if raw is None:
         return None
-    try:
-        raw = machine.cpu.read_virtual(symbol[0], RESULT_LAYOUT.size)
-    except GuestMemoryError:
-        return None                    # an unreadable record is the same as none
     magic, _kind, ops, errors, payload, footprint, _e4, _mode, _debug, tsc = \
         RESULT_LAYOUT.unpack(raw)
     if magic != RESULT_MAGIC:
