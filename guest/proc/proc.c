@@ -124,7 +124,7 @@ void proc_start(struct proc *p)
     for (int i = 0; i < 6; i++) /* rbp, rbx, r12-r15 of switch_context */
         *--sp = 0;
     p->kctx_rsp = (uint64_t)sp;
-    p->state = PROC_RUNNABLE;
+    sched_add(p);
 }
 
 /* Releases a process that never ran (fork failed half-way). */

@@ -20,6 +20,14 @@
 static uint64_t scheduler_rsp;
 static struct proc *running;
 static size_t next_slot;
+static size_t runnable; /* processes in PROC_RUNNABLE: the tick asks on every slice */
+
+/* Every change to or from PROC_RUNNABLE goes through here, to keep the count. */
+static void set_state(struct proc *p, enum proc_state state)
+{
+    runnable += (state == PROC_RUNNABLE) - (p->state == PROC_RUNNABLE);
+    p->state = state;
+}
 
 struct proc *proc_current(void)
 {
@@ -48,7 +56,7 @@ static struct proc *pick(void)
 static void run(struct proc *p)
 {
     running = p;
-    p->state = PROC_RUNNING;
+    set_state(p, PROC_RUNNING);
     as_activate(p->as);
     tss_set_rsp0(kstack_top(p));
     syscall_stack_top = kstack_top(p);
@@ -59,7 +67,7 @@ static void run(struct proc *p)
     /* p blocked, yielded or exited; the FPU still holds its state. */
     running = NULL;
     if (p->state == PROC_RUNNING)
-        p->state = PROC_RUNNABLE;
+        set_state(p, PROC_RUNNABLE);
     if (p->state == PROC_ZOMBIE) {
         kfree(p->kstack);
         p->kstack = NULL;
@@ -130,7 +138,7 @@ enum sleep_result sleep_on(const void *channel)
     if (signal_deliverable(p))
         return SLEEP_INTERRUPTED;
     p->sleep_channel = channel;
-    p->state = PROC_SLEEPING;
+    set_state(p, PROC_SLEEPING);
     leave_cpu();
     p->sleep_channel = NULL;
     return signal_deliverable(p) ? SLEEP_INTERRUPTED : SLEEP_WOKEN;
@@ -142,14 +150,19 @@ void wakeup(const void *channel)
         struct proc *p = proc_slot(i);
 
         if (p->state == PROC_SLEEPING && p->sleep_channel == channel)
-            p->state = PROC_RUNNABLE;
+            set_state(p, PROC_RUNNABLE);
     }
 }
 
 void sched_interrupt(struct proc *p)
 {
     if (p->state == PROC_SLEEPING)
-        p->state = PROC_RUNNABLE;
+        set_state(p, PROC_RUNNABLE);
+}
+
+void sched_add(struct proc *p)
+{
+    set_state(p, PROC_RUNNABLE);
 }
 
 void sched_yield(void)
@@ -157,23 +170,11 @@ void sched_yield(void)
     leave_cpu();
 }
 
-/* Is a process other than the running one waiting for the CPU? */
-static bool others_runnable(void)
-{
-    for (size_t i = 0; i < PROC_MAX; i++) {
-        struct proc *p = proc_slot(i);
-
-        if (p != running && p->state == PROC_RUNNABLE)
-            return true;
-    }
-    return false;
-}
-
 void sched_tick(struct interrupt_frame *frame)
 {
     if ((frame->cs & 3) != 3 || running == NULL)
         return; /* the kernel is not preemptible: it runs to its next block or return */
-    if (others_runnable())
+    if (runnable > 0) /* the running process is PROC_RUNNING, not counted */
         sched_yield(); /* alone, it keeps the CPU (and its TLB: no CR3 reload) */
     signal_deliver(); /* what arrived meanwhile (a SIGKILL), as a system call's return does */
 }

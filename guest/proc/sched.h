@@ -35,6 +35,9 @@ enum sleep_result sleep_on(const void *channel);
 /* Makes every process asleep on channel runnable. */
 void wakeup(const void *channel);
 
+/* A new process (proc_start) joins the runnable ones. */
+void sched_add(struct proc *p);
+
 /* Interrupts p's sleep (a signal arrived for it). */
 void sched_interrupt(struct proc *p);
 
