@@ -21,6 +21,13 @@ emu.workloads.process.run_program) on the default `pc` machine (256 MiB).
     mode included (the loop, musl's wrappers): everything one page costs the program.
 (c) fork + exit + wait: `vm fork N 16` touches 16 MiB of anonymous memory, then N times
     forks a child that exits at once and waits for it; per fork by the same difference.
+(e) preemption: `spin race 6 200000` (tests/programs/spin.c: parent and child each run 6
+    rounds of CPU-bound work and print a line per round) with preempt_hz=0 (no tick) and
+    preempt_hz=PREEMPT_HZ; the cost per tick is the difference of the exact counts / the
+    ticks of the second run. Every tick finds the other process runnable, so each is an
+    interrupt from ring 3, a switch through the scheduler (CR3 reload, FPU state) and an
+    `iretq` into the other process. The same for one process alone (`vm touch`: the tick
+    changes nothing, no switch) gives the tick's own cost.
 (d) host slowdown: wall time of `emu exec PROGRAM ARGS` (the whole command: Python start,
     kernel boot, the program, exit) against the native run of the same executable
     (pinned as the differential tests pin it), medians of interleaved rounds; also the
@@ -33,6 +40,7 @@ writes bench/processes_results.json.
 """
 from __future__ import annotations
 
+import re
 import statistics
 import subprocess
 import sys
@@ -58,17 +66,22 @@ CYCLES = {1: (1_000, 2_000), 64: (100, 200)}           # pages per cycle: (N1, N
 QUICK_CYCLES = {1: (100, 200), 64: (10, 20)}
 FORK_MIB = 16
 FORKS = (20, 40)
+PREEMPT_HZ = 10_000            # a tick every 10,000 instructions: about 1,000 in the race
+RACE = ("race", "6", "200000")
+QUICK_RACE = ("race", "2", "50000")
 QUICK_FORKS = (2, 4)
 # (d): a memory hog (24 MiB, sequential then random touch) and musl's malloc under stress.
 SLOWDOWN = (("memhog", ("24",)), ("malloc_stress", ("3000",)))
 QUICK_SLOWDOWN = (("memhog", ("4",)),)
 BUDGET = 5_000_000_000
+TIMER_H = ROOT / "guest" / "dev" / "timer.h"
 
 
 class FaultTimer(Observer):
     """Instructions per page fault from ring 3: from the #PF delivery to the `iretq` back
     to ring 3, both included. `faults` holds (CR2, instructions). An interrupt delivered in
-    between abandons the measurement (none is expected: the program makes no timer)."""
+    between would abandon the measurement (none can be: the #PF handler runs with
+    interrupts off, so the kernel's tick lands between faults)."""
 
     def __init__(self) -> None:
         self.faults: list[tuple[int, int]] = []
@@ -109,11 +122,12 @@ def _iretq_address(machine: Machine) -> int:
     raise RuntimeError("no iretq within 128 bytes of isr_return")
 
 
-def _run(kernel: Path, program: Path, args: tuple[str, ...], observers=(), attach=None):
+def _run(kernel: Path, program: Path, args: tuple[str, ...], observers=(), attach=None,
+         cmdline: str = ""):
     """One run of `program args` as the first process; (instructions, stdout, seconds)."""
     out, err = bytearray(), bytearray()
     result = run_program(ProgramSpec(program, args),
-                         MachineConfig(kernel=kernel, max_instructions=BUDGET),
+                         MachineConfig(kernel=kernel, max_instructions=BUDGET, cmdline=cmdline),
                          HostConsole(out.extend, err.extend), list(observers), attach=attach)
     if result.status != 0:
         raise RuntimeError(f"{program.name} {' '.join(args)} ended with status "
@@ -149,6 +163,33 @@ def per_step(kernel: Path, vm: Path, args, n1: int, n2: int) -> dict:
     i1 = _run(kernel, vm, (args[0], str(n1), *args[1:]))[0]
     i2 = _run(kernel, vm, (args[0], str(n2), *args[1:]))[0]
     return {"n": [n1, n2], "instructions": [i1, i2], "per_step": (i2 - i1) / (n2 - n1)}
+
+
+class TickCounter(Observer):
+    """Deliveries of the kernel's timer tick (TIMER_VECTOR of guest/dev/timer.h)."""
+
+    vector = int(re.search(r"#define TIMER_VECTOR (0x[0-9a-f]+)", TIMER_H.read_text())[1], 16)
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def on_exception(self, event: ExceptionDelivered) -> None:
+        self.ticks += event.vector == self.vector
+
+
+def per_tick(kernel: Path, program: Path, args: tuple[str, ...]) -> dict:
+    """Instructions per tick: `program args` with preempt_hz=0 and preempt_hz=PREEMPT_HZ."""
+    counts = []
+    for hz in (0, PREEMPT_HZ):
+        ticks = TickCounter()
+        counts.append((_run(kernel, program, args, [ticks], cmdline=f"preempt_hz={hz}")[0],
+                       ticks.ticks))
+    (off, none), (on, ticked) = counts
+    if none != 0 or ticked == 0:
+        raise RuntimeError(f"{program.name}: {none} ticks with preempt_hz=0, {ticked} with "
+                           f"preempt_hz={PREEMPT_HZ}")
+    return {"args": list(args), "hz": PREEMPT_HZ, "instructions": [off, on], "ticks": ticked,
+            "per_tick": (on - off) / ticked}
 
 
 def _native(path: Path, args: tuple[str, ...]) -> tuple[float]:
@@ -202,10 +243,13 @@ def measure(quick: bool, repeats: int) -> dict:
     fork = per_step(kernel, vm, ("fork", str(FORK_MIB)), *forks)
     fork["mib"] = FORK_MIB
     fork["per_resident_page"] = fork["per_step"] / (FORK_MIB << 20 >> 12)
+    spin = build_program(ROOT / "tests" / "programs" / "spin.c")
+    preemption = {"switch": per_tick(kernel, spin, QUICK_RACE if quick else RACE),
+                  "alone": per_tick(kernel, vm, ("touch", str(TOUCH_PAGES)))}
     return {"quick": quick, "repeats": repeats, "statistic": "median", "host": host(),
             "kernel": kernel.name, "machine": "pc, 256 MiB",
             "demand_zero_fault": demand_zero(kernel, vm),
-            "mmap_touch_munmap": cycle, "fork_exit_wait": fork,
+            "mmap_touch_munmap": cycle, "fork_exit_wait": fork, "preemption": preemption,
             "slowdown": slowdown(kernel, QUICK_SLOWDOWN if quick else SLOWDOWN, repeats)}
 
 
@@ -221,6 +265,12 @@ def table(results: dict) -> str:
                      f"{c['per_page']:,.0f} | - | - |")
     lines.append(f"| (c) fork + exit + wait of a process with {fork['mib']} MiB resident | "
                  f"{fork['per_step']:,.0f} ({fork['per_resident_page']:.0f} per page) | - | - |")
+    switch, alone = results["preemption"]["switch"], results["preemption"]["alone"]
+    lines.append(f"| (e) a tick that preempts one CPU-bound process for another, per tick "
+                 f"({switch['ticks']:,} ticks at {switch['hz']:,} Hz) | "
+                 f"{switch['per_tick']:,.0f} | - | - |")
+    lines.append(f"| (e') a tick with one process alone (no switch), per tick "
+                 f"({alone['ticks']:,} ticks) | {alone['per_tick']:,.0f} | - | - |")
     lines += ["", "| (d) program | native | `emu exec` | slowdown | emulated run alone | "
               "guest instructions | guest MIPS |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, s in results["slowdown"].items():
