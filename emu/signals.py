@@ -11,7 +11,10 @@ be swallowed or would leave a hook half done (a checker with half a call recorde
 records the signal and stops the run; the run ends with RunEnd.INTERRUPTED, its trace and
 summary say so, and the process exits 128 + the signal number. Outside a run (parsing,
 building, printing) the handler raises `Interrupted`, which the command line turns into
-the same status.
+the same status; but not inside a finalizer (`__del__`, `weakref.finalize`: the garbage
+collector runs them anywhere), where Python would print the exception and drop it. There
+the handler sends the signal to the main thread again a moment later, when the finalizer
+is done.
 
 Does not own: what stopping means to a machine (the `stop` callable it registers).
 """
@@ -26,6 +29,18 @@ from typing import Callable, Iterator
 from emu.errors import Interrupted
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+RETRY_AFTER = 0.01      # seconds: a finalizer interrupted by a signal is done by then
+
+
+def _in_finalizer(frame) -> bool:
+    """Is the main thread inside a finalizer, where an exception raised is only printed?"""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or \
+                (code.co_name == "__call__" and code.co_filename.endswith("weakref.py")):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class SignalStop:
@@ -66,13 +81,17 @@ class SignalStop:
             with self._lock:
                 self._stop = None
 
-    def _on_signal(self, signum: int, _frame) -> None:
+    def _on_signal(self, signum: int, frame) -> None:
         self.received = signum
         with self._lock:
             stop = self._stop
-        if stop is None:
+        if stop is not None:
+            stop(signum)
+        elif _in_finalizer(frame):
+            threading.Timer(RETRY_AFTER, signal.pthread_kill,
+                            (threading.main_thread().ident, signum)).start()
+        else:
             raise Interrupted(signum)
-        stop(signum)
 
     def _watch(self) -> None:
         while True:

@@ -75,3 +75,40 @@ def test_a_signal_stops_the_work_within_a_second(kind, tmp_path, kernel):
         if kind == "heap replay":
             out = ending.stdout.decode()
             assert "finding" not in out and "double-free" not in out, (case, out)
+
+
+FINALIZER_SCRIPT = """
+import os, signal, sys, time
+from emu import signals
+from emu.errors import Interrupted
+
+class Held:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):          # bytecodes: the handler runs here, in the finalizer
+            pass
+
+signals.install()
+try:
+    del_me = Held()
+    del del_me
+    started = time.monotonic()
+    time.sleep(20)
+    print("not interrupted")
+except Interrupted as exc:
+    print("interrupted by", exc.signum, "in the sleep" if time.monotonic() - started < 10 else
+          "after the sleep")
+"""
+
+
+def test_a_signal_that_lands_in_a_finalizer_is_not_lost():
+    """The garbage collector runs finalizers anywhere; an exception raised in one is printed
+    and dropped. The handler sends the signal again once the finalizer is done, and it
+    interrupts the sleep that follows, as the first would have."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", FINALIZER_SCRIPT], capture_output=True,
+                          text=True, timeout=30)
+    assert done.stdout == f"interrupted by {int(signal.SIGINT)} in the sleep\n", \
+        done.stdout + done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
