@@ -75,6 +75,7 @@ struct proc {
     uint32_t reserved;
     uint64_t peak_rss_pages;       /* kept after the address space is gone */
     uint64_t faults[AS_FAULT_KINDS];
+    struct proc *run_next;         /* the next in the run queue (sched.c) */
 };
 static_assert(offsetof(struct proc, as) == 16, "proc layout");
 static_assert(offsetof(struct proc, syscalls) == 24, "proc layout");

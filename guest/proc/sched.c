@@ -3,7 +3,7 @@
  *
  * Owns: the scheduler context (kmain's boot stack: a process always
  * switches back to it, never directly to another process, as in xv6),
- * the current process, round-robin order, sleeping and waking, and
+ * the current process, the run queue (round robin), sleeping and waking, and
  * preemption on the timer tick.
  * Does not own: the processes' lives (proc.c).
  */
@@ -19,13 +19,44 @@
 
 static uint64_t scheduler_rsp;
 static struct proc *running;
-static size_t next_slot;
-static size_t runnable; /* processes in PROC_RUNNABLE: the tick asks on every slice */
+/* The run queue: every PROC_RUNNABLE process, in the order it became
+ * runnable (round robin), so that choosing the next one and the tick's
+ * question "is anyone waiting?" take O(1), not a walk of the table. */
+static struct proc *queue_head, *queue_tail;
 
-/* Every change to or from PROC_RUNNABLE goes through here, to keep the count. */
+static void enqueue(struct proc *p)
+{
+    p->run_next = NULL;
+    if (queue_tail != NULL)
+        queue_tail->run_next = p;
+    else
+        queue_head = p;
+    queue_tail = p;
+}
+
+static void dequeue(struct proc *p)
+{
+    struct proc **link = &queue_head, *before = NULL;
+
+    while (*link != p) {
+        if (*link == NULL)
+            panic("sched: %s[%u] is runnable but not in the run queue", p->name, p->pid);
+        before = *link;
+        link = &before->run_next;
+    }
+    *link = p->run_next;
+    if (queue_tail == p)
+        queue_tail = before;
+    p->run_next = NULL;
+}
+
+/* Every change to or from PROC_RUNNABLE goes through here, to keep the queue. */
 static void set_state(struct proc *p, enum proc_state state)
 {
-    runnable += (state == PROC_RUNNABLE) - (p->state == PROC_RUNNABLE);
+    if (p->state == PROC_RUNNABLE && state != PROC_RUNNABLE)
+        dequeue(p);
+    else if (p->state != PROC_RUNNABLE && state == PROC_RUNNABLE)
+        enqueue(p);
     p->state = state;
 }
 
@@ -37,20 +68,6 @@ struct proc *proc_current(void)
 static vaddr_t kstack_top(const struct proc *p)
 {
     return (vaddr_t)p->kstack + KSTACK_SIZE;
-}
-
-/* The next runnable process after the last one chosen, or NULL. */
-static struct proc *pick(void)
-{
-    for (size_t i = 0; i < PROC_MAX; i++) {
-        struct proc *p = proc_slot((next_slot + i) % PROC_MAX);
-
-        if (p->state == PROC_RUNNABLE) {
-            next_slot = (next_slot + i + 1) % PROC_MAX;
-            return p;
-        }
-    }
-    return NULL;
 }
 
 static void run(struct proc *p)
@@ -112,12 +129,12 @@ static NORETURN void deadlock(void)
 void sched_run(void)
 {
     for (;;) {
-        struct proc *p;
+        struct proc *p = queue_head; /* the runnable one that waited longest */
 
-        reap_orphans();
-        p = pick();
         if (p != NULL) {
             run(p);
+            if (p->state == PROC_ZOMBIE)
+                reap_orphans(); /* it, if the kernel was its parent, and its orphans */
             continue;
         }
         if (!any_left())
@@ -174,7 +191,7 @@ void sched_tick(struct interrupt_frame *frame)
 {
     if ((frame->cs & 3) != 3 || running == NULL)
         return; /* the kernel is not preemptible: it runs to its next block or return */
-    if (runnable > 0) /* the running process is PROC_RUNNING, not counted */
+    if (queue_head != NULL) /* the running process is PROC_RUNNING, not queued */
         sched_yield(); /* alone, it keeps the CPU (and its TLB: no CR3 reload) */
     signal_deliver(); /* what arrived meanwhile (a SIGKILL), as a system call's return does */
 }
