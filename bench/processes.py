@@ -22,12 +22,12 @@ emu.workloads.process.run_program) on the default `pc` machine (256 MiB).
 (c) fork + exit + wait: `vm fork N 16` touches 16 MiB of anonymous memory, then N times
     forks a child that exits at once and waits for it; per fork by the same difference.
 (e) preemption: `spin race 6 200000` (tests/programs/spin.c: parent and child each run 6
-    rounds of CPU-bound work and print a line per round) with preempt_hz=0 (no tick) and
-    preempt_hz=PREEMPT_HZ; the cost per tick is the difference of the exact counts / the
-    ticks of the second run. Every tick finds the other process runnable, so each is an
-    interrupt from ring 3, a switch through the scheduler (CR3 reload, FPU state) and an
-    `iretq` into the other process. The same for one process alone (`vm touch`: the tick
-    changes nothing, no switch) gives the tick's own cost.
+    rounds of CPU-bound work and print a line per round) at preempt_hz=PREEMPT_HZ. A tick
+    from ring 3 is measured as the faults of (a) are, from its delivery to the `iretq` back
+    to ring 3; when that `iretq` runs in another address space, the tick preempted the
+    process: the interrupt, a switch through the scheduler (FPU state, FS base, CR3) and
+    the return into the other process. A tick in `vm touch` (one process alone) changes
+    nothing: its cost is the tick's own.
 (d) host slowdown: wall time of `emu exec PROGRAM ARGS` (the whole command: Python start,
     kernel boot, the program, exit) against the native run of the same executable
     (pinned as the differential tests pin it), medians of interleaved rounds; also the
@@ -77,20 +77,22 @@ BUDGET = 5_000_000_000
 TIMER_H = ROOT / "guest" / "dev" / "timer.h"
 
 
-class FaultTimer(Observer):
-    """Instructions per page fault from ring 3: from the #PF delivery to the `iretq` back
-    to ring 3, both included. `faults` holds (CR2, instructions). An interrupt delivered in
-    between would abandon the measurement (none can be: the #PF handler runs with
-    interrupts off, so the kernel's tick lands between faults)."""
+class ReturnTimer(Observer):
+    """Instructions from the delivery of `vector` from ring 3 to the `iretq` back to ring 3
+    (perhaps into another process), both included. `spans` holds (CR2, switched,
+    instructions): switched when CR3 at the `iretq` is not CR3 at the delivery. Another
+    exception delivered in between abandons the measurement (none can be: the kernel's
+    handlers run with interrupts off, so a tick lands between faults)."""
 
-    def __init__(self) -> None:
-        self.faults: list[tuple[int, int]] = []
-        self._start: tuple[int, int] | None = None
+    def __init__(self, vector: int) -> None:
+        self.vector = vector
+        self.spans: list[tuple[int, bool, int]] = []
+        self._start: tuple[int, int, int] | None = None
         self._machine: Machine | None = None
 
     def on_exception(self, event: ExceptionDelivered) -> None:
-        if event.vector == PAGE_FAULT and event.cpl == 3:
-            self._start = (event.icount, event.cr2 or 0)
+        if event.vector == self.vector and event.cpl == 3:
+            self._start = (event.icount, event.cr2 or 0, self._machine.cpu.cr3())
         else:
             self._start = None
 
@@ -105,8 +107,8 @@ class FaultTimer(Observer):
         frame_cs = int.from_bytes(cpu.read_virtual(uc.reg_read(X.UC_X86_REG_RSP) + 8, 8),
                                   "little")
         if frame_cs & 3 == 3:
-            started, cr2 = self._start
-            self.faults.append((cr2, cpu.time_stamp(address) - started + 1))
+            started, cr2, cr3 = self._start
+            self.spans.append((cr2, cpu.cr3() != cr3, cpu.time_stamp(address) - started + 1))
             self._start = None
 
 
@@ -138,9 +140,9 @@ def _run(kernel: Path, program: Path, args: tuple[str, ...], observers=(), attac
 def demand_zero(kernel: Path, vm: Path) -> dict:
     runs = []
     for _ in range(2):
-        timer = FaultTimer()
+        timer = ReturnTimer(PAGE_FAULT)
         _, out, _ = _run(kernel, vm, ("touch", str(TOUCH_PAGES)), [timer], timer.attach)
-        runs.append((timer.faults, out))
+        runs.append(([(cr2, n) for cr2, _, n in timer.spans], out))
     if runs[0] != runs[1]:
         raise RuntimeError("two runs of `vm touch` measured different faults: not "
                            "deterministic")
@@ -165,31 +167,21 @@ def per_step(kernel: Path, vm: Path, args, n1: int, n2: int) -> dict:
     return {"n": [n1, n2], "instructions": [i1, i2], "per_step": (i2 - i1) / (n2 - n1)}
 
 
-class TickCounter(Observer):
-    """Deliveries of the kernel's timer tick (TIMER_VECTOR of guest/dev/timer.h)."""
-
-    vector = int(re.search(r"#define TIMER_VECTOR (0x[0-9a-f]+)", TIMER_H.read_text())[1], 16)
-
-    def __init__(self) -> None:
-        self.ticks = 0
-
-    def on_exception(self, event: ExceptionDelivered) -> None:
-        self.ticks += event.vector == self.vector
+TIMER_VECTOR = int(re.search(r"#define TIMER_VECTOR (0x[0-9a-f]+)", TIMER_H.read_text())[1], 16)
 
 
-def per_tick(kernel: Path, program: Path, args: tuple[str, ...]) -> dict:
-    """Instructions per tick: `program args` with preempt_hz=0 and preempt_hz=PREEMPT_HZ."""
-    counts = []
-    for hz in (0, PREEMPT_HZ):
-        ticks = TickCounter()
-        counts.append((_run(kernel, program, args, [ticks], cmdline=f"preempt_hz={hz}")[0],
-                       ticks.ticks))
-    (off, none), (on, ticked) = counts
-    if none != 0 or ticked == 0:
-        raise RuntimeError(f"{program.name}: {none} ticks with preempt_hz=0, {ticked} with "
-                           f"preempt_hz={PREEMPT_HZ}")
-    return {"args": list(args), "hz": PREEMPT_HZ, "instructions": [off, on], "ticks": ticked,
-            "per_tick": (on - off) / ticked}
+def ticks(kernel: Path, program: Path, args: tuple[str, ...]) -> dict:
+    """The ticks from ring 3 of `program args` at preempt_hz=PREEMPT_HZ, by whether they
+    switched to another process: {"switch"|"alone": {"ticks", "median", "min", "max"}}."""
+    timer = ReturnTimer(TIMER_VECTOR)
+    _run(kernel, program, args, [timer], timer.attach, cmdline=f"preempt_hz={PREEMPT_HZ}")
+    out = {}
+    for name, switched in (("switch", True), ("alone", False)):
+        spans = [n for _, s, n in timer.spans if s == switched]
+        if spans:
+            out[name] = {"ticks": len(spans), "median": statistics.median(spans),
+                         "min": min(spans), "max": max(spans)}
+    return out
 
 
 def _native(path: Path, args: tuple[str, ...]) -> tuple[float]:
@@ -244,8 +236,9 @@ def measure(quick: bool, repeats: int) -> dict:
     fork["mib"] = FORK_MIB
     fork["per_resident_page"] = fork["per_step"] / (FORK_MIB << 20 >> 12)
     spin = build_program(ROOT / "tests" / "programs" / "spin.c")
-    preemption = {"switch": per_tick(kernel, spin, QUICK_RACE if quick else RACE),
-                  "alone": per_tick(kernel, vm, ("touch", str(TOUCH_PAGES)))}
+    preemption = {"hz": PREEMPT_HZ,
+                  "switch": ticks(kernel, spin, QUICK_RACE if quick else RACE)["switch"],
+                  "alone": ticks(kernel, vm, ("touch", str(TOUCH_PAGES)))["alone"]}
     return {"quick": quick, "repeats": repeats, "statistic": "median", "host": host(),
             "kernel": kernel.name, "machine": "pc, 256 MiB",
             "demand_zero_fault": demand_zero(kernel, vm),
@@ -265,12 +258,13 @@ def table(results: dict) -> str:
                      f"{c['per_page']:,.0f} | - | - |")
     lines.append(f"| (c) fork + exit + wait of a process with {fork['mib']} MiB resident | "
                  f"{fork['per_step']:,.0f} ({fork['per_resident_page']:.0f} per page) | - | - |")
-    switch, alone = results["preemption"]["switch"], results["preemption"]["alone"]
-    lines.append(f"| (e) a tick that preempts one CPU-bound process for another, per tick "
-                 f"({switch['ticks']:,} ticks at {switch['hz']:,} Hz) | "
-                 f"{switch['per_tick']:,.0f} | - | - |")
-    lines.append(f"| (e') a tick with one process alone (no switch), per tick "
-                 f"({alone['ticks']:,} ticks) | {alone['per_tick']:,.0f} | - | - |")
+    preemption = results["preemption"]
+    for label, t in (("(e) a tick that preempts one CPU-bound process for another, tick "
+                      "entry to the other's `iretq`", preemption["switch"]),
+                     ("(e') a tick that finds a process alone (no switch)",
+                      preemption["alone"])):
+        lines.append(f"| {label} (median of {t['ticks']:,} at {preemption['hz']:,} Hz; "
+                     f"{t['min']:,} to {t['max']:,}) | {t['median']:,.0f} | - | - |")
     lines += ["", "| (d) program | native | `emu exec` | slowdown | emulated run alone | "
               "guest instructions | guest MIPS |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, s in results["slowdown"].items():

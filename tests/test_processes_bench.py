@@ -35,7 +35,7 @@ def test_quick_process_benchmark_writes_results(tmp_path):
     assert fork["per_step"] > 4096 and fork["mib"] == 16
     switch, alone = results["preemption"]["switch"], results["preemption"]["alone"]
     assert switch["ticks"] > 0 and alone["ticks"] > 0
-    assert 0 < alone["per_tick"] < switch["per_tick"]   # a switch costs more than the tick
+    assert 0 < alone["min"] <= alone["median"] < switch["min"]  # a switch costs more
     for name, timing in results["slowdown"].items():
         assert timing["instructions"] > 0 and timing["slowdown"] > 1, name
         assert len(timing["samples_seconds"]["native"]) == results["repeats"]
