@@ -157,3 +157,43 @@ def test_bad_snapshots_are_one_line(tmp_path, capsys):
         assert main(["run", "--resume", str(path)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "snapshot" in err[0]
+
+
+def test_a_restore_takes_back_an_interrupt_held_in_another_timeline(kernel, tmp_path):
+    """A tick that lands while IF is clear is held, and Unicorn is told to stop before every
+    IF-setting instruction (its exit list, engine state no snapshot of registers or RAM
+    holds). A restore to a moment with nothing held must turn that off again: the rest of
+    the run is then the one an uninterrupted run makes. (A fault-injection campaign met
+    this: a variant after one that ended with a tick held stopped at an `iretq`.)"""
+    from emu.build import build_program
+    from emu.workloads.process import HostConsole, ProgramSpec, prepare
+
+    config = prepare(ProgramSpec(build_program(ROOT / "tests/programs/memhog.c"), ("1",)),
+                     MachineConfig(kernel=kernel, cmdline="preempt_hz=10000"),
+                     tmp_path / "initrd.tar")
+
+    def fresh() -> tuple[Machine, bytearray]:
+        out = bytearray()
+        machine = Machine(config)
+        machine.devices.hostio.host = HostConsole(out.extend, out.extend)
+        return machine, out
+
+    machine, out = fresh()
+    result = machine.run()
+    reference = (result.end, result.instructions, machine.serial_output(), bytes(out))
+
+    machine, out = fresh()
+    assert machine.advance(1_000) and not machine.cpu.interrupts.waiting_for_if()
+    snapshot = machine.snapshot()
+    try:
+        point = 1_000
+        while not machine.cpu.interrupts.waiting_for_if():
+            point += 997
+            assert point < reference[1] and machine.advance(point), "no tick was held"
+        machine.restore(snapshot)
+        out.clear()
+        result = machine.run()
+        assert (result.end, result.instructions, machine.serial_output(), bytes(out)) == \
+            reference
+    finally:
+        snapshot.close()

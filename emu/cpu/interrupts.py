@@ -143,6 +143,23 @@ class InterruptSchedule:
         self._held = []
         return True
 
+    # A snapshot holds the schedule, and whether the IF-setting instructions are watched.
+    # The watch itself is Unicorn's (its exit list), which no snapshot of registers or RAM
+    # holds: a restore must switch it to what the snapshot says, or Unicorn stops at an
+    # `iretq` for an interrupt held in another timeline (or fails to stop for one here).
+    def snapshot_state(self) -> tuple:
+        return (self.attention, list(self._scheduled), list(self._calls), list(self._held),
+                dict(self._openers), self._exits_on, self._sequence)
+
+    def restore_state(self, state: tuple) -> None:
+        (self.attention, scheduled, calls, held, openers, exits_on, self._sequence) = state
+        self._scheduled, self._calls = list(scheduled), list(calls)
+        self._held, self._openers = list(held), dict(openers)
+        if exits_on:
+            self._watch_openers()        # no-op when Unicorn's exits are on already
+        else:
+            self._unwatch_openers()
+
     def waiting_for_if(self) -> bool:
         """IF is clear and the IF-setting instructions are watched: whatever the controller
         has pending is taken when one of them retires, so no stop is needed now."""
