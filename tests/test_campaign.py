@@ -269,3 +269,15 @@ def test_a_bad_process_section_is_one_line(tmp_path, process, says):
                     f'function=kmalloc,fail-nth={{n}}"\nn = "1..3"\n')
     with pytest.raises(ConfigError, match=re.escape(says)):
         load_campaign(path)
+
+
+@pytest.mark.slow
+def test_process_variants_from_a_snapshot_end_as_fresh_boots_do(tmp_path):
+    """The process workload has the tick running (preemption): a variant may end with an
+    interrupt held, and the next one, restored from a snapshot, must not inherit it."""
+    text = PROCESS_CAMPAIGN.replace('n = "1..auto"', 'n = "122..128"')
+    campaign = load_campaign(campaign_file(tmp_path, text=text))
+    fresh = run_campaign(campaign, tmp_path / "fresh", workers=1, snapshot=False)
+    restored = run_campaign(campaign, tmp_path / "restored", workers=1)
+    assert len(fresh.outcomes) == 7 and fresh.counts() == {"passed": 7}
+    assert _outcomes(restored) == _outcomes(fresh)

@@ -108,6 +108,8 @@ def run_variant(job: dict, index: int, n: int, specs: tuple[str, ...],
         return Outcome(index, n, specs, "error", str(exc))
     try:
         result = machine.run()
+    except EmuError as exc:             # the harness failed, not the guest: say so, go on
+        return Outcome(index, n, specs, "error", str(exc))
     finally:
         for observer in observers:
             observer.close()
@@ -162,21 +164,24 @@ class _Ladder:
             start: Start) -> Outcome:
         machine, watch = self.machine, self.watch
         point, calls_before = start
-        if not self._go_to(point):
+        try:
+            reached = self._go_to(point)
+        except EmuError as exc:
+            return Outcome(*variant, "error", str(exc))
+        if not reached:
             return Outcome(*variant, "error", f"the clean run did not reach instruction "
                                               f"{point:,} in this worker")
         watch.violations.clear()
         watch.findings.clear()
         mark = _wiring(machine)
         try:
-            try:
-                injectors = attach(machine, [parse_spec(spec) for spec in variant[2]])
-            except EmuError as exc:
-                return Outcome(*variant, "error", str(exc))
+            injectors = attach(machine, [parse_spec(spec) for spec in variant[2]])
             for injector in injectors:
                 if _counted(job, injector):
                     injector.decider.resume(calls_before)
             result = machine.run()
+        except EmuError as exc:
+            return Outcome(*variant, "error", str(exc))
         finally:
             _unwire(machine, mark)
         return _outcome(job, variant, machine, result, watch, {})
