@@ -14,6 +14,7 @@ from fuzzing import run_emu
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace, TrackEvent
 
 from emu.cli import main
+from emu.export.perfetto import cr3_owners
 from emu.monitor.trace import read_header, read_trace
 
 GOLDEN = Path(__file__).resolve().parent.parent / "traces" / "golden"
@@ -190,3 +191,36 @@ def test_a_trace_without_returns_shows_deliveries_as_instants(tmp_path):
     _, events = read_trace(trace)
     faults = sum(1 for e in events if e["type"] == "ExceptionDelivered" and e["vector"] == 14)
     assert faults and instants["#PF"] == faults
+
+
+def test_a_load_with_no_process_event_after_it_belongs_to_its_roots_owner():
+    """A CPU-bound process preempted before its next system call leaves no process event
+    after a load of its root: the root's last owner has it, until that process exits (a
+    root frame reused by another process is not the first one's)."""
+    def load(root: int) -> dict:
+        return {"type": "Cr3Written", "old": 0, "new": root | 0x18}   # PWT/PCD bits too
+
+    def call(pid: int) -> dict:
+        return {"type": "Syscall", "pid": pid}
+
+    events = [load(0x1000), call(1), load(0x2000), call(2), load(0x1000), call(1),
+              load(0x2000), load(0x1000), load(0x2000),             # 2 spins: no events
+              {"type": "ProcessExit", "pid": 2}, load(0x1000), load(0x2000),  # 2's root freed
+              load(0x9000)]                                         # the kernel's
+    owners, _ = cr3_owners(events)
+    assert owners == [1, 2, 1, 2, 1, 2, 1, None, None]
+
+
+def test_a_spinning_child_that_is_preempted_keeps_its_own_track(tmp_path):
+    """tests/programs/spin.c: the child writes once, then spins until killed; the tick
+    switches away from it and back with no process event in between."""
+    trace = tmp_path / "spin.jsonl"
+    ending = run_emu(["exec", "--trace", str(trace), str(program("spin"))], timeout=120)
+    assert ending.status == 0, ending.err
+    records = list(read_trace(trace)[1])
+    owners, _ = cr3_owners(records)
+    roots = [e["new"] for e in records if e["type"] == "Cr3Written"]
+    child = {root for root, owner in zip(roots, owners) if owner == 2}
+    assert len(child) == 1
+    assert sum(root in child for root in roots) >= 2           # switched back to it
+    assert all(owner == 2 for root, owner in zip(roots, owners) if root in child)

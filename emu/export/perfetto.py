@@ -17,7 +17,9 @@ Owns: the tracks, slices, instants and counters a trace becomes, written with th
   counters            page faults, system calls and interrupts so far; with
                       `--trace-counters`: free frames, heap pages, swap slots used
 A handler's slice goes to the process current at its delivery: the owner of the last CR3
-loaded, learnt in a first pass (the first process event after a load names its pid). A
+loaded, learnt in a first pass (the first process event after a load names its pid; a load
+followed by none, a CPU-bound process preempted before its next system call, belongs to
+the owner of the same root's last load while that process lives). A
 trace without InterruptReturn events (filtered out, or older) shows deliveries as instants.
 A slice still open when its process exits (exit never returns) ends at the exit.
 Time is virtual: an event's `vtime` in ticks, at the recorded `ips` ticks per second.
@@ -32,7 +34,7 @@ from typing import Callable, Iterable, Iterator
 from emu.errors import OutputError
 from emu.events import SYSCALL_VECTOR
 from emu.inputs import display
-from emu.x86 import exception_short_name
+from emu.x86 import PTE_ADDRESS_MASK, exception_short_name
 
 PAGE_FAULT = 14
 SEQUENCE = 1                    # one writer: every packet in one sequence
@@ -234,21 +236,35 @@ def annotate(event, fields: dict) -> None:
 
 def cr3_owners(events: Iterable[dict]) -> tuple[list[int | None], dict[int, str]]:
     """For each CR3 load of the trace, in order, the pid of the process it belongs to: the
-    pid of the first process event after it, before the next load (None: no process); and
-    each pid's first program."""
+    pid of the first process event after it, before the next load; else the owner of the
+    last load of the same root, if that process has not exited since (None: no process,
+    the kernel's own root); and each pid's first program."""
     owners: list[int | None] = []
+    roots: list[int] = []
+    exited: dict[int, int] = {}        # pid -> loads before its exit
     paths: dict[int, str] = {}
     waiting = False
     for record in events:
         kind = record.get("type")
-        if kind in ("ProcessStart", "ProcessExec") and isinstance(record.get("pid"), int):
-            paths.setdefault(record["pid"], str(record.get("path", "")))
+        pid = record.get("pid")
+        if kind in ("ProcessStart", "ProcessExec") and isinstance(pid, int):
+            paths.setdefault(pid, str(record.get("path", "")))
         if kind == "Cr3Written":
             owners.append(None)
+            roots.append(int(record.get("new", 0)) & PTE_ADDRESS_MASK)
             waiting = True
-        elif waiting and kind in PROCESS_EVENTS and isinstance(record.get("pid"), int):
-            owners[-1] = record["pid"]
+        elif waiting and kind in PROCESS_EVENTS and isinstance(pid, int):
+            owners[-1] = pid
             waiting = False
+        if kind == "ProcessExit" and isinstance(pid, int):
+            exited[pid] = len(owners)
+    last_owner: dict[int, int] = {}
+    for index, root in enumerate(roots):
+        known = last_owner.get(root)
+        if owners[index] is None and known is not None and index < exited.get(known, index + 1):
+            owners[index] = known
+        if owners[index] is not None:
+            last_owner[root] = owners[index]
     return owners, paths
 
 
