@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from differential import emulated, native, program
 from emu.events import Cr3Written, ExceptionDelivered, Observer
 
@@ -92,3 +94,16 @@ def test_a_tick_rate_beyond_the_limit_is_refused_in_one_report():
     assert got.status == 125 and got.out == ""
     assert got.kernel_lines == ["emu: kernel: panic: init: preempt_hz=1000000 is more than "
                                 "100000"], got.kernel_lines
+
+
+@pytest.mark.parametrize("value, says", [
+    ("abc", "preempt_hz=abc is not a decimal number"),
+    ("", "preempt_hz= needs a decimal number"),
+    ("18446744073709551616", "preempt_hz=18446744073709551616 is more than "
+                             "18446744073709551615"),            # 2^64: no silent wrap
+    ("1" * 30, "preempt_hz= is 30 characters long: no 64-bit number is"),
+])
+def test_a_bad_number_on_the_command_line_is_one_panic_line(value, says):
+    got = emulated(program("hello"), cmdline=f"preempt_hz={value}")
+    assert got.status == 125 and got.out == ""
+    assert got.kernel_lines == [f"emu: kernel: panic: cmdline: {says}"], got.kernel_lines

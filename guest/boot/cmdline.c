@@ -82,15 +82,22 @@ uint64_t cmdline_u64(const char *key, uint64_t dflt)
 {
     char buf[24];
     uint64_t value = 0;
+    int length = cmdline_get(key, buf, sizeof(buf));
 
-    if (cmdline_get(key, buf, sizeof(buf)) < 0)
+    if (length < 0)
         return dflt;
     if (buf[0] == '\0')
         panic("cmdline: %s= needs a decimal number", key);
+    if (length >= (int)sizeof(buf))
+        panic("cmdline: %s= is %d characters long: no 64-bit number is", key, length);
     for (const char *p = buf; *p != '\0'; p++) {
+        uint64_t digit = (uint64_t)(*p - '0');
+
         if (*p < '0' || *p > '9')
             panic("cmdline: %s=%s is not a decimal number", key, buf);
-        value = value * 10 + (uint64_t)(*p - '0');
+        if (value > (UINT64_MAX - digit) / 10)
+            panic("cmdline: %s=%s is more than %lu", key, buf, UINT64_MAX);
+        value = value * 10 + digit;
     }
     return value;
 }
