@@ -17,7 +17,6 @@ writes bench/pc_platform_results.json.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 from emu.build import build_guest
 from emu.machine import Machine, MachineConfig
 
-from common import host, interleaved_rounds, publish
+from common import host, interleaved_rounds, quick_main
 from run import monitor_run, page_fault_run
 
 RESULTS = Path(__file__).resolve().parent / "pc_platform_results.json"
@@ -106,20 +105,12 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="3 rounds, 2,000 page faults, 5 virtual seconds (for the test)")
-    parser.add_argument("--repeats", type=int,
-                        help="rounds (default 31: (a) runs 0.07 s, and its 5%% limit needs "
-                             "many; 3 with --quick)")
-    parser.add_argument("--json", type=Path, default=RESULTS, help=f"default {RESULTS}")
-    args = parser.parse_args(argv)
-    repeats = args.repeats or (3 if args.quick else 31)
-    started = time.perf_counter()
-    results = measure(repeats, 2000 if args.quick else 20_000, 5 if args.quick else 60)
-    results["wall_seconds"] = time.perf_counter() - started
-    publish(args.json, results, table(results))
-    return 0
+    return quick_main(argv, __doc__, RESULTS,
+                      lambda quick, repeats: measure(repeats, 2000 if quick else 20_000,
+                                                     5 if quick else 60),
+                      table, 31,
+                      quick_help="3 rounds, 2,000 page faults, 5 virtual seconds (for the test)",
+                      repeats_help="rounds ((a) runs 0.07 s, and its 5%% limit needs many)")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Writes bench/snapshot_results.json and prints a Markdown table.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 from emu.build import build_guest
 from emu.machine import Machine, MachineConfig
 from emu.snapshot import load, save
-from common import host, publish
+from common import host, quick_main
 
 SIZES = {"256 MiB": 256 << 20, "64 GiB": 64 << 30}
 AHEAD = 2_000_000
@@ -94,22 +93,15 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 repeats")
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--json", type=Path,
-                        default=Path(__file__).with_name("snapshot_results.json"))
-    args = parser.parse_args(argv)
-    repeats = 3 if args.quick else args.repeats
-    began = time.perf_counter()
+def measure_all(quick: bool, repeats: int) -> dict:
     kernel = build_guest()
-    results = {"host": host(), "repeats": repeats, "quick": args.quick,
-               "machines": {name: measure(kernel, size, repeats)
-                            for name, size in SIZES.items()}}
-    results["wall_seconds"] = time.perf_counter() - began
-    publish(args.json, results, table(results))
-    return 0
+    return {"host": host(), "repeats": repeats, "quick": quick,
+            "machines": {name: measure(kernel, size, repeats) for name, size in SIZES.items()}}
+
+
+def main(argv: list[str]) -> int:
+    return quick_main(argv, __doc__, Path(__file__).with_name("snapshot_results.json"),
+                      measure_all, table, 9, quick_help="3 repeats", repeats_help="repeats")
 
 
 if __name__ == "__main__":

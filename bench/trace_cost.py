@@ -20,7 +20,6 @@ Writes bench/trace_cost_results.json and prints Markdown tables.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -36,7 +35,7 @@ from emu.monitor.trace import TraceRecorder
 from emu.replay.header import build_header
 from emu.workloads.process import ProgramSpec, prepare
 
-from common import host, interleaved_rounds, publish
+from common import host, interleaved_rounds, quick_main
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 1.3
@@ -137,19 +136,13 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def measure_all(quick: bool, repeats: int) -> dict:
+    return {"host": host(), "quick": quick, "workloads": measure(repeats)}
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--json", type=Path,
-                        default=Path(__file__).with_name("trace_cost_results.json"))
-    args = parser.parse_args(argv)
-    began = time.perf_counter()
-    results = {"host": host(), "quick": args.quick,
-               "workloads": measure(3 if args.quick else args.repeats)}
-    results["wall_seconds"] = time.perf_counter() - began
-    publish(args.json, results, table(results))
-    return 0
+    return quick_main(argv, __doc__, Path(__file__).with_name("trace_cost_results.json"),
+                      measure_all, table, 7, quick_help="3 rounds", repeats_help="rounds")
 
 
 if __name__ == "__main__":
