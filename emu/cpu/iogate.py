@@ -35,6 +35,7 @@ from emu.x86 import (DESC_P, DESC_TYPE_SHIFT, GENERAL_PROTECTION, RFLAGS_IOPL_SH
 U64 = struct.Struct("<Q")
 IO_INSTRUCTIONS = frozenset({"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"})
 STRING_IO = ("ins", "outs")
+SCAN_CACHE_LIMIT = 1 << 14
 
 
 def _nothing(*_args) -> None:
@@ -59,6 +60,7 @@ class IoPermission:
         self._guards: dict[int, int] = {}            # address after an I/O instruction -> hook
         self._stale_blocks: list[tuple[int, int]] = []    # to translate again, with guards
         self._denied: tuple[int, int, int, int] | None = None    # rip, rsi, rdi, rcx
+        self._scans: dict[bytes, tuple[int, ...]] = {}   # code -> _io_ends (a value cache)
         if count.counting:
             count.counter.watch_user_blocks(self.on_user_block)
 
@@ -69,16 +71,30 @@ class IoPermission:
             code = self.state.read_virtual(address, size)
         except GuestMemoryError:
             return False
-        end, added = address + size, False
-        for at, length, mnemonic, _ in self._disasm.disasm_lite(code, address):
-            after = at + length
-            if _is_io(mnemonic) and after < end and after not in self._guards:
+        added = False
+        for offset in self._io_ends(code):
+            after = address + offset
+            if after not in self._guards:
                 self._guards[after] = self.uc.hook_add(UC_HOOK_CODE, _nothing, None, after,
                                                        after)
                 added = True
         if added:
-            self._stale_blocks.append((address, end))
+            self._stale_blocks.append((address, address + size))
         return added
+
+    def _io_ends(self, code: bytes) -> tuple[int, ...]:
+        """Offsets in `code` just after each I/O instruction with more code after it.
+        Decoded once per distinct block: a block is shown again after every switch of
+        address space (the counter forgets), mostly the same bytes."""
+        found = self._scans.get(code)
+        if found is None:
+            found = tuple(at + length for at, length, mnemonic, _
+                          in self._disasm.disasm_lite(code, 0)
+                          if _is_io(mnemonic) and at + length < len(code))
+            if len(self._scans) >= SCAN_CACHE_LIMIT:
+                self._scans.clear()
+            self._scans[code] = found
+        return found
 
     def permits_io(self, port: int, size: int) -> bool:
         """The I/O permission check of the current instruction: CPL <= IOPL, or every bit

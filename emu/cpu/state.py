@@ -68,7 +68,7 @@ class CpuState:
         return self.uc.reg_read(register)
 
     def rip(self) -> int:
-        return self.uc.reg_read(X.UC_X86_REG_RIP)
+        return self.fast_reg(X.UC_X86_REG_RIP)
 
     def registers(self) -> Registers:
         return Registers({name: self.uc.reg_read(reg) for name, reg in REPORT_REGISTERS})
@@ -76,11 +76,13 @@ class CpuState:
     def cpl(self) -> int:
         return U32.unpack_from(self.context.save(), self.layout.hflags)[0] & HF_CPL_MASK
 
+    # Read on every page walk (a user block's I/O scan, a report): the binding's reg_read
+    # cost more than the walk's table reads.
     def cr3(self) -> int:
-        return self.uc.reg_read(X.UC_X86_REG_CR3)
+        return self.fast_reg(X.UC_X86_REG_CR3)
 
     def paging_enabled(self) -> bool:
-        return bool(self.uc.reg_read(X.UC_X86_REG_CR0) & CR0_PG)
+        return bool(self.fast_reg(X.UC_X86_REG_CR0) & CR0_PG)
 
     def nxe(self) -> bool:
         """EFER.NXE of the live CPU (the saved context is only current inside a delivery)."""
