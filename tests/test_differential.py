@@ -63,6 +63,18 @@ def test_the_same_output_and_status(name):
     same(name, **CASES[name])
 
 
+# The programs with more than one process, where the tick decides who runs when.
+MULTI_PROCESS = ("exec", "fork_cow", "fork_many", "pipeline", "pipes", "spin")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MULTI_PROCESS)
+def test_the_same_output_when_a_tick_comes_every_thousand_instructions(name):
+    """preempt_hz=100000, the highest rate: processes are preempted at a thousand times
+    as many points as by default, in the middle of whatever user code they run."""
+    same(name, cmdline="preempt_hz=100000", **CASES[name])
+
+
 @pytest.mark.parametrize("case, signal, report", [
     ("null", 11, "segfault at 0x10 rip"), ("write-rodata", 11, "write, region"),
     ("write-text", 11, "r-x"), ("exec-data", 11, "execute, region"),
