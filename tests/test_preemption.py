@@ -66,6 +66,15 @@ def test_without_the_tick_the_parent_runs_all_its_rounds_first():
     assert switches.preemptions() == 0
 
 
+def test_a_process_alone_is_never_interrupted_by_the_tick():
+    """The tick runs only while a process waits for the CPU: a single process, even at
+    the highest rate, takes none (each would stop the emulator for nothing)."""
+    switches = Switches()
+    got = emulated(program("memhog"), ("4",), cmdline="preempt_hz=100000",
+                   observers=[switches])
+    assert got.status == 0 and not any(e[1] == "tick" for e in switches.events)
+
+
 def test_preemption_is_the_same_instruction_for_instruction_in_every_run():
     first, again = race(), race()
     assert first[0].out == again[0].out

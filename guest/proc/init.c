@@ -4,7 +4,7 @@
  * Owns: proc_init (everything processes need, in order), reading the
  * command line's program (init=PATH, its arguments after "--", env=NAME=VALUE
  * words, argv0=NAME, seed=N), starting it as pid 1 with the host's
- * streams as descriptors 0, 1 and 2, starting the tick that preempts
+ * streams as descriptors 0, 1 and 2, the rate of the tick that preempts
  * processes (preempt_hz=N, when the platform has a timer), running the
  * scheduler until every process is gone, checking that the PMM is back at its baseline, and
  * reporting the first process's wait status to the host.
@@ -223,7 +223,6 @@ static uint32_t preempt_hz(void)
 
 NORETURN void proc_main(void)
 {
-    bool preempting;
     struct init_line line;
     uint64_t baseline, after;
     uint32_t hz = preempt_hz();
@@ -238,10 +237,8 @@ NORETURN void proc_main(void)
     if (start(&line))
         checkpoint(CHECKPOINT_INIT_STARTED); /* failures from here are no longer boot's */
     kfree(line.buffer);
-    preempting = hz != 0 && timer_start(hz, sched_tick) == TIMER_OK;
+    sched_preempt(hz);
     sched_run();
-    if (preempting)
-        timer_stop();
     after = proc_frames_measure();
     proc_descriptor.final_frames = after;
     checkpoint(CHECKPOINT_PROCS_DONE);

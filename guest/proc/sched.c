@@ -13,6 +13,7 @@
 #include "arch/x86_64/gdt.h"
 #include "arch/x86_64/io.h"
 #include "dev/serial.h"
+#include "dev/timer.h"
 #include "heap/heap.h"
 #include "lib/panic.h"
 #include "proc/signal.h"
@@ -24,6 +25,25 @@ static struct proc *running;
  * question "is anyone waiting?" take O(1), not a walk of the table. */
 static struct proc *queue_head, *queue_tail;
 
+/* The tick runs only while a process waits for the CPU: a process alone is
+ * never interrupted for nothing (each tick stops the emulator, whose cost is
+ * far above the guest's 91 instructions). */
+static uint32_t preempt_hz;
+static bool ticking;
+
+static void tick_on(void)
+{
+    if (preempt_hz != 0 && !ticking)
+        ticking = timer_start(preempt_hz, sched_tick) == TIMER_OK;
+}
+
+static void tick_off(void)
+{
+    if (ticking)
+        timer_stop();
+    ticking = false;
+}
+
 static void enqueue(struct proc *p)
 {
     p->run_next = NULL;
@@ -32,6 +52,8 @@ static void enqueue(struct proc *p)
     else
         queue_head = p;
     queue_tail = p;
+    if (running != NULL)
+        tick_on(); /* p waits while another runs */
 }
 
 static void dequeue(struct proc *p)
@@ -74,6 +96,8 @@ static void run(struct proc *p)
 {
     running = p;
     set_state(p, PROC_RUNNING);
+    if (queue_head != NULL)
+        tick_on(); /* others wait behind p */
     as_activate(p->as);
     tss_set_rsp0(kstack_top(p));
     syscall_stack_top = kstack_top(p);
@@ -137,8 +161,10 @@ void sched_run(void)
                 reap_orphans(); /* it, if the kernel was its parent, and its orphans */
             continue;
         }
-        if (!any_left())
+        if (!any_left()) {
+            tick_off();
             return;
+        }
         deadlock();
     }
 }
@@ -187,12 +213,20 @@ void sched_yield(void)
     leave_cpu();
 }
 
+void sched_preempt(uint32_t hz)
+{
+    preempt_hz = hz;
+}
+
 void sched_tick(struct interrupt_frame *frame)
 {
+    if (queue_head == NULL) {
+        tick_off(); /* nobody waits: the next enqueue starts it again */
+        return;
+    }
     if ((frame->cs & 3) != 3 || running == NULL)
         return; /* the kernel is not preemptible: it runs to its next block or return */
-    if (queue_head != NULL) /* the running process is PROC_RUNNING, not queued */
-        sched_yield(); /* alone, it keeps the CPU (and its TLB: no CR3 reload) */
+    sched_yield(); /* the running process is PROC_RUNNING, not queued */
     signal_deliver(); /* what arrived meanwhile (a SIGKILL), as a system call's return does */
 }
 

@@ -10,9 +10,11 @@
  * interrupt sleeps: signal.c says which are pending).
  *
  * A process runs until it blocks, yields or exits, or, when the machine
- * has a timer (dev/timer.c), until a tick arrives while it is in user mode:
- * then the next runnable process runs (round robin). Ticks come at exact
- * virtual times, so preemption is as deterministic as the rest.
+ * has a timer (dev/timer.c), until a tick arrives while it is in user mode
+ * and another process waits: then the next runnable process runs (round
+ * robin). The tick runs only while one waits, so a process alone is never
+ * interrupted. Ticks come at exact virtual times, so preemption is as
+ * deterministic as the rest.
  */
 #ifndef SCHED_H
 #define SCHED_H
@@ -44,11 +46,16 @@ void sched_interrupt(struct proc *p);
 /* The current process gives up the CPU but stays runnable. */
 void sched_yield(void);
 
+/* Preemption on the local APIC tick at hz (0: none; call before sched_run).
+ * The tick runs only while a process waits for the CPU. */
+void sched_preempt(uint32_t hz);
+
 /* The timer tick (dev/timer.h's on_tick, called after the EOI): a process
- * interrupted in user mode gives the CPU to the next runnable one, if there
- * is one, and takes the fatal signals sent to it meanwhile when it runs
- * again. A tick in the kernel changes nothing (the kernel is not
- * preemptible: it runs to its next sleep or its return to user mode). */
+ * interrupted in user mode gives the CPU to the next runnable one and takes
+ * the fatal signals sent to it meanwhile when it runs again. A tick in the
+ * kernel changes nothing (the kernel is not preemptible: it runs to its
+ * next sleep or its return to user mode); a tick that finds nobody waiting
+ * stops the timer until a process waits again. */
 void sched_tick(struct interrupt_frame *frame);
 
 /* The current process (a zombie now) leaves the CPU for good. */
