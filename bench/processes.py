@@ -26,8 +26,9 @@ emu.workloads.process.run_program) on the default `pc` machine (256 MiB).
     from ring 3 is measured as the faults of (a) are, from its delivery to the `iretq` back
     to ring 3; when that `iretq` runs in another address space, the tick preempted the
     process: the interrupt, a switch through the scheduler (FPU state, FS base, CR3) and
-    the return into the other process. A tick in `vm touch` (one process alone) changes
-    nothing: its cost is the tick's own.
+    the return into the other process. A tick that finds nobody waiting (the other
+    process asleep in wait4) stops the timer until a process waits again, so a
+    single-process run (`vm touch`) takes no tick at all.
 (d) host slowdown: wall time of `emu exec PROGRAM ARGS` (the whole command: Python start,
     kernel boot, the program, exit) against the native run of the same executable
     (pinned as the differential tests pin it), medians of interleaved rounds; also the
@@ -170,17 +171,25 @@ def per_step(kernel: Path, vm: Path, args, n1: int, n2: int) -> dict:
 TIMER_VECTOR = int(re.search(r"#define TIMER_VECTOR (0x[0-9a-f]+)", TIMER_H.read_text())[1], 16)
 
 
-def ticks(kernel: Path, program: Path, args: tuple[str, ...]) -> dict:
-    """The ticks from ring 3 of `program args` at preempt_hz=PREEMPT_HZ, by whether they
-    switched to another process: {"switch"|"alone": {"ticks", "median", "min", "max"}}."""
+def ticks_of(kernel: Path, program: Path, args: tuple[str, ...]) -> list[tuple[bool, int]]:
+    """(switched, instructions) of each tick from ring 3 of `program args` at
+    preempt_hz=PREEMPT_HZ."""
     timer = ReturnTimer(TIMER_VECTOR)
     _run(kernel, program, args, [timer], timer.attach, cmdline=f"preempt_hz={PREEMPT_HZ}")
+    return [(switched, n) for _, switched, n in timer.spans]
+
+
+def ticks(kernel: Path, program: Path, args: tuple[str, ...]) -> dict:
+    """The ticks of `program args` by whether they switched to another process:
+    {"switch"|"alone": {"ticks", "median", "min", "max"}}. A tick that finds nobody waiting
+    also stops the timer until somebody does."""
+    spans = ticks_of(kernel, program, args)
     out = {}
     for name, switched in (("switch", True), ("alone", False)):
-        spans = [n for _, s, n in timer.spans if s == switched]
-        if spans:
-            out[name] = {"ticks": len(spans), "median": statistics.median(spans),
-                         "min": min(spans), "max": max(spans)}
+        found = [n for s, n in spans if s == switched]
+        if found:
+            out[name] = {"ticks": len(found), "median": statistics.median(found),
+                         "min": min(found), "max": max(found)}
     return out
 
 
@@ -236,9 +245,8 @@ def measure(quick: bool, repeats: int) -> dict:
     fork["mib"] = FORK_MIB
     fork["per_resident_page"] = fork["per_step"] / (FORK_MIB << 20 >> 12)
     spin = build_program(ROOT / "tests" / "programs" / "spin.c")
-    preemption = {"hz": PREEMPT_HZ,
-                  "switch": ticks(kernel, spin, QUICK_RACE if quick else RACE)["switch"],
-                  "alone": ticks(kernel, vm, ("touch", str(TOUCH_PAGES)))["alone"]}
+    preemption = {"hz": PREEMPT_HZ, **ticks(kernel, spin, QUICK_RACE if quick else RACE),
+                  "single_process_ticks": len(ticks_of(kernel, vm, ("touch", str(TOUCH_PAGES))))}
     return {"quick": quick, "repeats": repeats, "statistic": "median", "host": host(),
             "kernel": kernel.name, "machine": "pc, 256 MiB",
             "demand_zero_fault": demand_zero(kernel, vm),
@@ -259,12 +267,16 @@ def table(results: dict) -> str:
     lines.append(f"| (c) fork + exit + wait of a process with {fork['mib']} MiB resident | "
                  f"{fork['per_step']:,.0f} ({fork['per_resident_page']:.0f} per page) | - | - |")
     preemption = results["preemption"]
-    for label, t in (("(e) a tick that preempts one CPU-bound process for another, tick "
-                      "entry to the other's `iretq`", preemption["switch"]),
-                     ("(e') a tick that finds a process alone (no switch)",
-                      preemption["alone"])):
-        lines.append(f"| {label} (median of {t['ticks']:,} at {preemption['hz']:,} Hz; "
-                     f"{t['min']:,} to {t['max']:,}) | {t['median']:,.0f} | - | - |")
+    for label, key in (("(e) a tick that preempts one CPU-bound process for another, tick "
+                        "entry to the other's `iretq`", "switch"),
+                       ("(e') a tick that finds nobody waiting (and stops the timer)",
+                        "alone")):
+        t = preemption.get(key)
+        if t is not None:
+            lines.append(f"| {label} (median of {t['ticks']:,} at {preemption['hz']:,} Hz; "
+                         f"{t['min']:,} to {t['max']:,}) | {t['median']:,.0f} | - | - |")
+    lines.append(f"| (e'') ticks in a single-process run (`vm touch`) | "
+                 f"{preemption['single_process_ticks']} | - | - |")
     lines += ["", "| (d) program | native | `emu exec` | slowdown | emulated run alone | "
               "guest instructions | guest MIPS |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, s in results["slowdown"].items():

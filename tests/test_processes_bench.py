@@ -1,8 +1,8 @@
 """bench/processes.py --quick runs to the end and writes its JSON. The shape is checked, and
 what holds on any machine: exact instruction counts are positive and add up, every fault
-of the region was measured, a bigger mmap amortizes better per page, a tick that switches
-processes costs more than one that does not. Whether the fault meets its target is the
-benchmark's report, not a test; timings are not asserted."""
+of the region was measured, a bigger mmap amortizes better per page, a process alone takes
+no tick. Whether the fault meets its target is the benchmark's report, not a test; timings
+are not asserted."""
 from __future__ import annotations
 
 import json
@@ -33,9 +33,9 @@ def test_quick_process_benchmark_writes_results(tmp_path):
     assert cycle["64"]["per_page"] < cycle["1"]["per_page"]
     fork = results["fork_exit_wait"]
     assert fork["per_step"] > 4096 and fork["mib"] == 16
-    switch, alone = results["preemption"]["switch"], results["preemption"]["alone"]
-    assert switch["ticks"] > 0 and alone["ticks"] > 0
-    assert 0 < alone["min"] <= alone["median"] < switch["min"]  # a switch costs more
+    preemption = results["preemption"]
+    assert preemption["switch"]["ticks"] > 0 and preemption["switch"]["min"] > 0
+    assert preemption["single_process_ticks"] == 0     # nobody waits: no tick
     for name, timing in results["slowdown"].items():
         assert timing["instructions"] > 0 and timing["slowdown"] > 1, name
         assert len(timing["samples_seconds"]["native"]) == results["repeats"]
