@@ -168,8 +168,10 @@ def test_a_restore_takes_back_an_interrupt_held_in_another_timeline(kernel, tmp_
     from emu.build import build_program
     from emu.workloads.process import HostConsole, ProgramSpec, prepare
 
-    config = prepare(ProgramSpec(build_program(ROOT / "tests/programs/memhog.c"), ("1",)),
-                     MachineConfig(kernel=kernel, cmdline="preempt_hz=10000"),
+    # Two CPU-bound processes: the tick runs (it stops while only one is runnable).
+    config = prepare(ProgramSpec(build_program(ROOT / "tests/programs/spin.c"),
+                                 ("race", "2", "20000")),
+                     MachineConfig(kernel=kernel, cmdline="preempt_hz=100000"),
                      tmp_path / "initrd.tar")
 
     def fresh() -> tuple[Machine, bytearray]:
@@ -197,3 +199,37 @@ def test_a_restore_takes_back_an_interrupt_held_in_another_timeline(kernel, tmp_
             reference
     finally:
         snapshot.close()
+
+
+def test_a_stop_right_after_an_iretq_to_user_mode_changes_nothing(kernel, tmp_path):
+    """QEMU keeps the last fault "in flight" (Unicorn issue #1883), and a stop on the first
+    user instruction after the #PF handler's iretq left it so: the process's next page
+    fault arrived as #DF and the kernel panicked. Unicorn's #DF is never a real one here
+    (the monitor delivers, and finds nested faults itself): the instruction runs again."""
+    from emu.build import build_program
+    from emu.events import ExceptionDelivered, InterruptReturn
+    from emu.workloads.process import HostConsole, ProgramSpec, prepare
+
+    config = prepare(ProgramSpec(build_program(ROOT / "tests/programs/memhog.c"), ("1",)),
+                     MachineConfig(kernel=kernel), tmp_path / "initrd.tar")
+
+    def run(stop: int | None = None) -> tuple:
+        recorder = Recorder()
+        machine = Machine(config, [recorder])
+        machine.devices.hostio.host = HostConsole(lambda _: None, lambda _: None)
+        if stop is not None:
+            assert machine.advance(stop)
+        result = machine.run()
+        return result.instructions, machine.serial_output(), recorder.events
+
+    reference = run()
+    events = reference[2]
+    # The first instruction back in ring 3 after each of a few user page faults.
+    after_iretq = [b.icount + 1 for a, b in zip(events, events[1:])
+                   if isinstance(a, ExceptionDelivered) and a.vector == 14 and a.cpl == 3
+                   and isinstance(b, InterruptReturn)][10:13]
+    assert len(after_iretq) == 3
+    for stop in after_iretq:
+        instructions, serial, _ = run(stop)
+        assert "double fault" not in serial
+        assert (instructions, serial) == reference[:2], stop
