@@ -233,3 +233,52 @@ def test_a_stop_right_after_an_iretq_to_user_mode_changes_nothing(kernel, tmp_pa
         instructions, serial, _ = run(stop)
         assert "double fault" not in serial
         assert (instructions, serial) == reference[:2], stop
+
+
+@pytest.fixture(scope="module")
+def memhog_config(kernel, tmp_path_factory):
+    from emu.build import build_program
+    from emu.workloads.process import ProgramSpec, prepare
+    return prepare(ProgramSpec(build_program(ROOT / "tests/programs/memhog.c"), ("1",)),
+                   MachineConfig(kernel=kernel),
+                   tmp_path_factory.mktemp("memhog") / "initrd.tar")
+
+
+def _memhog_run(config, stops=(), recorder=None) -> tuple:
+    from emu.workloads.process import HostConsole
+    out = bytearray()
+    machine = Machine(config, [recorder] if recorder else [])
+    machine.devices.hostio.host = HostConsole(out.extend, out.extend)
+    for stop in stops:
+        assert machine.advance(stop)
+    result = machine.run()
+    return (result.end, result.instructions, machine.serial_output(), bytes(out),
+            dict(result.exceptions))
+
+
+@pytest.fixture(scope="module")
+def memhog_reference(memhog_config) -> tuple[tuple, list[int]]:
+    """The run, and its edges: around every delivery and every return from a handler."""
+    from emu.events import ExceptionDelivered, InterruptReturn
+    recorder = Recorder()
+    reference = _memhog_run(memhog_config, recorder=recorder)
+    edges = sorted({e.icount + d for e in recorder.events
+                    if isinstance(e, (ExceptionDelivered, InterruptReturn))
+                    for d in (-1, 0, 1, 2) if 0 < e.icount + d < reference[1]})
+    return reference, edges
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_stops_anywhere_in_a_process_run_change_nothing(memhog_config, memhog_reference,
+                                                       data):
+    """A process touching fresh pages (a page fault every few instructions): stopping at
+    any instructions, in the kernel or in user mode, most of them next to a delivery or a
+    return from a handler, leaves the rest of the run as it was (the guest's behaviour,
+    its output and its exceptions)."""
+    reference, edges = memhog_reference
+    point = st.one_of(st.sampled_from(edges), st.integers(1, reference[1] - 1))
+    stops = sorted(data.draw(st.lists(point, min_size=1, max_size=6, unique=True),
+                             label="stops"))
+    assert _memhog_run(memhog_config, stops) == reference

@@ -82,6 +82,7 @@ class Cpu:
         self.exit_value: int | None = None
         self._stopped_at: int | None = None    # the exact count of a stop made mid-block
         self._port_stop = False                # stopped right after a port access
+        self._halt_pending = False             # a run stopped right after a `hlt`
         # The read side, for monitors and reports (see state.py).
         state = self.state
         self.reg, self.registers, self.cpl, self.cr3 = state.reg, state.registers, \
@@ -220,6 +221,11 @@ class Cpu:
             raise EmuError("an instruction budget needs instruction counting (do not turn "
                            "it off)")
         self._budget = budget
+        if self._halt_pending:
+            self._halt_pending = False
+            ended = self._wake()
+            if ended is not None:
+                return ended
         while self.stop_reason is None:
             self.count.counter.request_stop_at(min(budget, self.interrupts.next_due()))
             if self.stop_reason is not None:    # a signal's stop came in between
@@ -251,6 +257,9 @@ class Cpu:
                 return self.stop_reason
         icount = self.icount()
         if icount >= budget:
+            # A `hlt` that retired just before the budget has not been acted on: the next
+            # run starts halted, as a run that had not stopped here would have gone on.
+            self._halt_pending = self._halted()
             return RunEnd.BUDGET
         if self.interrupts.attention or icount >= self.interrupts.next_due():
             # An MMIO access asks for a stop at the next block, but a `hlt` can end its
@@ -266,6 +275,19 @@ class Cpu:
         if self._halted():
             return None if self.interrupts.wake_from_halt() else RunEnd.HALT
         raise EngineError(f"unicorn stopped at RIP {self.state.rip():#x} for no known reason")
+
+    def _wake(self) -> RunEnd | None:
+        """A run that starts right after a `hlt`: take what is due, else skip to the next
+        interrupt (HALT if none will come)."""
+        rip = self.state.rip()
+        icount = self.icount()
+        if self.interrupts.attention or icount >= self.interrupts.next_due():
+            self.interrupts.deliver_due(icount)
+        if self.stop_reason is not None:
+            return self.stop_reason
+        if self.state.rip() == rip and not self.interrupts.wake_from_halt():
+            return RunEnd.HALT
+        return None
 
     def request_attention(self, mmio: bool = False) -> None:
         """A device access made an interrupt pending: stop so that it can be taken (the run
