@@ -223,9 +223,8 @@ class Cpu:
         self._budget = budget
         if self._halt_pending:
             self._halt_pending = False
-            ended = self._wake()
-            if ended is not None:
-                return ended
+            if not self.interrupts.wake_after_stop(self.icount(), self.state.rip):
+                return RunEnd.HALT
         while self.stop_reason is None:
             self.count.counter.request_stop_at(min(budget, self.interrupts.next_due()))
             if self.stop_reason is not None:    # a signal's stop came in between
@@ -257,9 +256,10 @@ class Cpu:
                 return self.stop_reason
         icount = self.icount()
         if icount >= budget:
-            # A `hlt` that retired just before the budget has not been acted on: the next
-            # run starts halted, as a run that had not stopped here would have gone on.
-            self._halt_pending = self._halted()
+            # A `hlt` retired just now is the next run's to act on, as if no stop came.
+            header = self.count.counter.state
+            self._halt_pending = self.state.block_ends_in_hlt(header.last_block,
+                                                              header.last_size)
             return RunEnd.BUDGET
         if self.interrupts.attention or icount >= self.interrupts.next_due():
             # An MMIO access asks for a stop at the next block, but a `hlt` can end its
@@ -275,19 +275,6 @@ class Cpu:
         if self._halted():
             return None if self.interrupts.wake_from_halt() else RunEnd.HALT
         raise EngineError(f"unicorn stopped at RIP {self.state.rip():#x} for no known reason")
-
-    def _wake(self) -> RunEnd | None:
-        """A run that starts right after a `hlt`: take what is due, else skip to the next
-        interrupt (HALT if none will come)."""
-        rip = self.state.rip()
-        icount = self.icount()
-        if self.interrupts.attention or icount >= self.interrupts.next_due():
-            self.interrupts.deliver_due(icount)
-        if self.stop_reason is not None:
-            return self.stop_reason
-        if self.state.rip() == rip and not self.interrupts.wake_from_halt():
-            return RunEnd.HALT
-        return None
 
     def request_attention(self, mmio: bool = False) -> None:
         """A device access made an interrupt pending: stop so that it can be taken (the run

@@ -127,6 +127,14 @@ class InterruptSchedule:
             return True
         return False
 
+    def wake_after_stop(self, icount: int, rip: Callable[[], int]) -> bool:
+        """A run that starts right after a `hlt` (a stop landed there): take what is due
+        now, else skip to the next interrupt. False: a dead halt."""
+        before = rip()
+        if self.attention or icount >= self.next_due():
+            self.deliver_due(icount)
+        return rip() != before or self.wake_from_halt()
+
     def step_over_opener(self, rip: int, now: Callable[[], int],
                          run_exactly: Callable[[int], None]) -> bool:
         """If the run stopped at an IF-setting instruction with an interrupt held, retire it

@@ -134,6 +134,20 @@ class CpuState:
         return [len(mnemonics) - index for index, mnemonic in enumerate(mnemonics)
                 if mnemonic.split()[-1] in PORT_MNEMONICS]
 
+    def block_ends_in_hlt(self, block: int, size: int) -> bool:
+        """Did the code block [block, block + size) just run end with a `hlt` at RIP?
+        (A byte 0xF4 before RIP is not enough: `mov r12, r14` ends with one.)"""
+        if size == 0 or block + size != self.rip():
+            return False
+        try:
+            code = self.read_virtual(block, size)
+        except GuestMemoryError:
+            return False
+        last = None
+        for _, _, mnemonic, _ in self._disasm.disasm_lite(code, block):
+            last = mnemonic
+        return last == "hlt"
+
     def mnemonic_at(self, rip: int) -> str | None:
         """The mnemonic (with its prefix, e.g. `rep stosb`) of the instruction at rip, or
         None if it cannot be read or decoded."""
