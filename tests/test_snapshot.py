@@ -235,16 +235,24 @@ def test_a_stop_right_after_an_iretq_to_user_mode_changes_nothing(kernel, tmp_pa
         assert (instructions, serial) == reference[:2], stop
 
 
-@pytest.fixture(scope="module")
-def memhog_config(kernel, tmp_path_factory):
+# A process touching fresh pages (a page fault every few instructions; no tick: it runs
+# alone), and two CPU-bound processes preempted every thousand instructions (ticks held
+# while IF is clear, and exits on the IF-setting instructions meanwhile).
+PROCESS_RUNS = {"memhog": ("memhog", ("1",), ""),
+                "race": ("spin", ("race", "2", "20000"), "preempt_hz=100000")}
+
+
+@pytest.fixture(scope="module", params=sorted(PROCESS_RUNS))
+def process_config(request, kernel, tmp_path_factory):
     from emu.build import build_program
     from emu.workloads.process import ProgramSpec, prepare
-    return prepare(ProgramSpec(build_program(ROOT / "tests/programs/memhog.c"), ("1",)),
-                   MachineConfig(kernel=kernel),
-                   tmp_path_factory.mktemp("memhog") / "initrd.tar")
+    name, args, cmdline = PROCESS_RUNS[request.param]
+    return prepare(ProgramSpec(build_program(ROOT / f"tests/programs/{name}.c"), args),
+                   MachineConfig(kernel=kernel, cmdline=cmdline),
+                   tmp_path_factory.mktemp(request.param) / "initrd.tar")
 
 
-def _memhog_run(config, stops=(), recorder=None) -> tuple:
+def _process_run(config, stops=(), recorder=None) -> tuple:
     from emu.workloads.process import HostConsole
     out = bytearray()
     machine = Machine(config, [recorder] if recorder else [])
@@ -257,11 +265,11 @@ def _memhog_run(config, stops=(), recorder=None) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def memhog_reference(memhog_config) -> tuple[tuple, list[int]]:
+def process_reference(process_config) -> tuple[tuple, list[int]]:
     """The run, and its edges: around every delivery and every return from a handler."""
     from emu.events import ExceptionDelivered, InterruptReturn
     recorder = Recorder()
-    reference = _memhog_run(memhog_config, recorder=recorder)
+    reference = _process_run(process_config, recorder=recorder)
     edges = sorted({e.icount + d for e in recorder.events
                     if isinstance(e, (ExceptionDelivered, InterruptReturn))
                     for d in (-1, 0, 1, 2) if 0 < e.icount + d < reference[1]})
@@ -271,14 +279,37 @@ def memhog_reference(memhog_config) -> tuple[tuple, list[int]]:
 @settings(max_examples=12, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
-def test_stops_anywhere_in_a_process_run_change_nothing(memhog_config, memhog_reference,
+def test_stops_anywhere_in_a_process_run_change_nothing(process_config, process_reference,
                                                        data):
-    """A process touching fresh pages (a page fault every few instructions): stopping at
-    any instructions, in the kernel or in user mode, most of them next to a delivery or a
-    return from a handler, leaves the rest of the run as it was (the guest's behaviour,
-    its output and its exceptions)."""
-    reference, edges = memhog_reference
+    """Stopping at any instructions, in the kernel or in user mode, most of them next to a
+    delivery or a return from a handler, leaves the rest of the run as it was (the guest's
+    behaviour, its output and its exceptions). It found a #DF after a stop behind an iretq,
+    a lost hlt, and a block cut by an exit counted one instruction long."""
+    reference, edges = process_reference
     point = st.one_of(st.sampled_from(edges), st.integers(1, reference[1] - 1))
     stops = sorted(data.draw(st.lists(point, min_size=1, max_size=6, unique=True),
                              label="stops"))
-    assert _memhog_run(memhog_config, stops) == reference
+    assert _process_run(process_config, stops) == reference
+
+
+def test_a_stop_on_an_iretq_with_a_tick_held_changes_nothing(kernel, tmp_path):
+    """A tick that came while IF was clear waits for the handler's `iretq` (Unicorn exits
+    on the IF-setting instructions meanwhile). A block cut short by such an exit is one
+    instruction longer in Unicorn's block cache than it is: a stop right before the `iretq`
+    counted it so, and the rest of the run came out one instruction late."""
+    from emu.build import build_program
+    from emu.events import ExceptionDelivered, InterruptReturn
+    from emu.workloads.process import ProgramSpec, prepare
+
+    name, args, cmdline = PROCESS_RUNS["race"]
+    config = prepare(ProgramSpec(build_program(ROOT / f"tests/programs/{name}.c"), args),
+                     MachineConfig(kernel=kernel, cmdline=cmdline), tmp_path / "initrd.tar")
+    recorder = Recorder()
+    reference = _process_run(config, recorder=recorder)
+    events = recorder.events
+    before_held = [a.icount for a, b in zip(events, events[1:])
+                   if isinstance(a, InterruptReturn) and isinstance(b, ExceptionDelivered)
+                   and b.kind == "external" and b.icount == a.icount + 1][:4]
+    assert len(before_held) == 4
+    for stop in before_held:
+        assert _process_run(config, [stop]) == reference, stop

@@ -67,7 +67,7 @@ class Cpu:
         self.count = ExactCount(uc, self.state, count)
         self.system = SystemMemory(memory, self.context.layout)
         self.delivery = Delivery(self.state, self.count, self.system, events)
-        self.interrupts = InterruptSchedule(uc, self.delivery)
+        self.interrupts = InterruptSchedule(uc, self.delivery, self.count.counter.trust_unicorn)
         self.io = IoPermission(uc, self.state, self.count, self.delivery)
         self._privileged = PrivilegedWatch(uc, guard, self.state, self.count, self.system,
                                            events, on_new_root=self.count.forget_code,

@@ -54,9 +54,13 @@ class InterruptController(Protocol):
 class InterruptSchedule:
     """Scheduled, held and controller interrupts of one CPU."""
 
-    def __init__(self, uc, delivery: Delivery) -> None:
+    def __init__(self, uc, delivery: Delivery,
+                 trust_counts: Callable[[bool], None] = lambda trust: None) -> None:
+        """`trust_counts(False)` while exit addresses are set (the instruction counter then
+        decodes new blocks itself), `trust_counts(True)` after."""
         self.uc = uc
         self.delivery = delivery
+        self.trust_counts = trust_counts
         self.controller: InterruptController | None = None
         self.attention = False                    # a device made an interrupt pending
         self._scheduled: list[tuple[int, int, int]] = []   # (icount, sequence, vector)
@@ -190,9 +194,11 @@ class InterruptSchedule:
         self.uc.ctl_set_exits(list(self._openers))
         self.uc.ctl_flush_tb()         # blocks translated earlier do not know the exits
         self._exits_on = True
+        self.trust_counts(False)       # a block cut short by an exit reports one too many
 
     def _unwatch_openers(self) -> None:
         if self._exits_on:
             self.uc.ctl_exits_enabled(False)
             self.uc.ctl_flush_tb()
             self._exits_on = False
+            self.trust_counts(True)

@@ -126,6 +126,12 @@ class InstructionCounter:
     def forget_blocks(self) -> None:
         load_library().icount_forget(ctypes.c_void_p(ctypes.addressof(self._memory)))
 
+    def trust_unicorn(self, trust: bool) -> None:
+        """Whether a new block's count may come from Unicorn's block cache. Not while
+        exit addresses are set: a block cut short by an exit reports one instruction
+        more than it holds (the exit's), so it is decoded instead."""
+        self.state.ctl = capi.function_pointer("uc_ctl") if trust else None
+
     def request_stop_at(self, icount: int) -> None:
         self.state.stop_at = icount
         self.state.stop_requested = 0
@@ -168,6 +174,9 @@ class NoInstructionCounter:
     stop_requested = False
 
     def forget_blocks(self) -> None:
+        pass
+
+    def trust_unicorn(self, trust: bool) -> None:
         pass
 
     def request_stop_at(self, icount: int) -> None:
