@@ -366,7 +366,7 @@ class Machine:
         if end is RunEnd.INTERRUPTED:
             message = f"interrupted by {signal.Signals(self.cpu.exit_value).name}" + \
                 (f" after {self.cpu.icount():,} instructions" if self.cpu.count.counting else "")
-            return end, message, self._report(message, heading="interrupted")
+            return end, message, self._report(message, heading="interrupted", source_lines=False)
         if not self.cpu.reg(X.UC_X86_REG_EFLAGS) & RFLAGS_IF:
             message = "guest halted with interrupts disabled (cli; hlt): nothing can wake it"
         else:
@@ -409,14 +409,14 @@ class Machine:
             self.hooks.remove(handle)
 
     def _report(self, title: str, rip: int | None = None, heading: str = "guest crash",
-                details: str = "") -> str:
+                details: str = "", source_lines: bool = True) -> str:
         ignored = self.boot.ignored_requests
         if ignored:     # a kernel that trusts one of these read a NULL response
             note = "Limine requests emu left unanswered (NULL response): " + \
                 ", ".join(limine.unanswered(name) for name in ignored)
             details = f"{details}\n{note}" if details else note
         return report.render(self.cpu, title, self.symbols, self.devices.com1.tail(10), rip,
-                             heading=heading, details=details)
+                             heading=heading, details=details, source_lines=source_lines)
 
     def serial_output(self) -> str:
         com1 = self.devices.com1

@@ -17,7 +17,8 @@ MAX_FRAMES = 32                # lines of a backtrace
 MAX_WALK = 20_000              # frames followed (a deep recursion collapses to one line)
 
 
-def _disassemble(cpu: Cpu, rip: int, symbols: Symbols | None) -> list[str]:
+def _disassemble(cpu: Cpu, rip: int, symbols: Symbols | None,
+                 source_lines: bool = True) -> list[str]:
     try:
         code = cpu.read_virtual(rip, 16)
     except GuestMemoryError as exc:
@@ -25,7 +26,7 @@ def _disassemble(cpu: Cpu, rip: int, symbols: Symbols | None) -> list[str]:
     where = symbols.lookup(rip) if symbols else hex(rip)
     for insn in Cs(CS_ARCH_X86, CS_MODE_64).disasm(code, rip):
         line = f"  {insn.address:#018x} <{where}>: {insn.bytes.hex(' '):<24} {insn.mnemonic} {insn.op_str}"
-        source = symbols.line_of(rip) if symbols else None
+        source = symbols.line_of(rip) if symbols and source_lines else None
         return [line + (f"    ({source})" if source else "")]
     return [f"  {rip:#018x}: {code[:8].hex(' ')} (not a valid instruction)"]
 
@@ -67,9 +68,10 @@ def backtrace(cpu: Cpu, rip: int, rbp: int, symbols: Symbols | None) -> list[str
 
 def render(cpu: Cpu, title: str, symbols: Symbols | None = None,
            serial_tail: list[str] = (), rip: int | None = None, heading: str = "guest crash",
-           details: str = "") -> str:
+           details: str = "", source_lines: bool = True) -> str:
     """The full report, titled `=== heading: title` with `details` (lines) under the
-    title. `rip` overrides the live RIP (the faulting instruction)."""
+    title. `rip` overrides the live RIP (the faulting instruction). `source_lines` False
+    leaves out `file.c:123` (the DWARF line table's first parse takes about 0.4 s)."""
     regs = cpu.registers()
     rip = regs["rip"] if rip is None else rip
     out = [f"=== {heading}: {title}", *([details] if details else []), "", "registers:"]
@@ -86,7 +88,7 @@ def render(cpu: Cpu, title: str, symbols: Symbols | None = None,
         error = "" if last.error_code is None else f" error code {last.error_code:#x}"
         out.append(f"  last exception: {exception_name(last.vector)}{error} at "
                    f"{last.rip:#x} (instruction {last.icount})")
-    out += ["", "instruction:"] + _disassemble(cpu, rip, symbols)
+    out += ["", "instruction:"] + _disassemble(cpu, rip, symbols, source_lines)
     if cpu.paging_enabled():
         out += ["", *cpu.walk(rip).describe().splitlines()]
         # The address of the last page fault as delivered, not the live CR2: Unicorn
