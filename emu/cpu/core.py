@@ -34,12 +34,12 @@ from emu.cpu.tsc import TimeStampCounter
 from emu.engine.context import ContextBuffer, layout
 from emu.engine.guard import HookGuard
 from emu.engine.icount import NEVER
-from emu.errors import EmuError, EngineError, GuestError, GuestMemoryError
+from emu.errors import EmuError, EngineError, GuestError
 from emu.events import EventBus, ExceptionDelivered
 from emu.hw.clock import DEFAULT_IPS, VirtualClock
 from emu.hw.memory import PhysicalMemory
 from emu.result import RunEnd
-from emu.x86 import HLT, PAGE_FAULT
+from emu.x86 import PAGE_FAULT
 
 if TYPE_CHECKING:
     from emu.hw.platform import PcPlatform as Platform
@@ -257,9 +257,7 @@ class Cpu:
         icount = self.icount()
         if icount >= budget:
             # A `hlt` retired just now is the next run's to act on, as if no stop came.
-            header = self.count.counter.state
-            self._halt_pending = self.state.block_ends_in_hlt(header.last_block,
-                                                              header.last_size)
+            self._halt_pending = self._halted()
             return RunEnd.BUDGET
         if self.interrupts.attention or icount >= self.interrupts.next_due():
             # An MMIO access asks for a stop at the next block, but a `hlt` can end its
@@ -348,8 +346,8 @@ class Cpu:
                 break
 
     def _halted(self) -> bool:
-        """Is the instruction just retired a `hlt`?"""
-        try:
-            return self.state.read_virtual(self.state.rip() - 1, 1)[0] == HLT
-        except GuestMemoryError:
-            return False
+        """Is the instruction just retired a `hlt`? Decoded from the counter's last block;
+        without counting, only the byte before RIP can say (CpuState.block_ends_in_hlt)."""
+        header = self.count.counter.state
+        return self.state.block_ends_in_hlt(header.last_block, header.last_size) \
+            if self.count.counting else self.state.byte_before_rip_is_hlt()

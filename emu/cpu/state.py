@@ -20,7 +20,7 @@ from emu.engine import capi
 from emu.engine.context import HF_CPL_MASK, ContextBuffer
 from emu.errors import GuestMemoryError, NotMapped
 from emu.hw.memory import PhysicalMemory
-from emu.x86 import CR0_PG, EFER_NXE, PAGE_SIZE
+from emu.x86 import CR0_PG, EFER_NXE, HLT, PAGE_SIZE
 
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
@@ -147,6 +147,14 @@ class CpuState:
         for _, _, mnemonic, _ in self._disasm.disasm_lite(code, block):
             last = mnemonic
         return last == "hlt"
+
+    def byte_before_rip_is_hlt(self) -> bool:
+        """The guess when no block is known: the byte before RIP is 0xF4 (a `hlt`, or the
+        end of another instruction)."""
+        try:
+            return self.read_virtual(self.rip() - 1, 1)[0] == HLT
+        except GuestMemoryError:
+            return False
 
     def mnemonic_at(self, rip: int) -> str | None:
         """The mnemonic (with its prefix, e.g. `rep stosb`) of the instruction at rip, or
