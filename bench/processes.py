@@ -41,7 +41,6 @@ writes bench/processes_results.json.
 """
 from __future__ import annotations
 
-import re
 import statistics
 import subprocess
 import sys
@@ -75,7 +74,6 @@ QUICK_FORKS = (2, 4)
 SLOWDOWN = (("memhog", ("24",)), ("malloc_stress", ("3000",)))
 QUICK_SLOWDOWN = (("memhog", ("4",)),)
 BUDGET = 5_000_000_000
-TIMER_H = ROOT / "guest" / "dev" / "timer.h"
 
 
 class ReturnTimer(Observer):
@@ -111,6 +109,13 @@ class ReturnTimer(Observer):
             started, cr2, cr3 = self._start
             self.spans.append((cr2, cpu.cr3() != cr3, cpu.time_stamp(address) - started + 1))
             self._start = None
+
+
+def differential():
+    """tests/differential.py: how the tests pin a native run, and our kernel's facts."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import differential as module
+    return module
 
 
 def _iretq_address(machine: Machine) -> int:
@@ -168,13 +173,10 @@ def per_step(kernel: Path, vm: Path, args, n1: int, n2: int) -> dict:
     return {"n": [n1, n2], "instructions": [i1, i2], "per_step": (i2 - i1) / (n2 - n1)}
 
 
-TIMER_VECTOR = int(re.search(r"#define TIMER_VECTOR (0x[0-9a-f]+)", TIMER_H.read_text())[1], 16)
-
-
 def ticks_of(kernel: Path, program: Path, args: tuple[str, ...]) -> list[tuple[bool, int]]:
     """(switched, instructions) of each tick from ring 3 of `program args` at
     preempt_hz=PREEMPT_HZ."""
-    timer = ReturnTimer(TIMER_VECTOR)
+    timer = ReturnTimer(differential().TIMER_VECTOR)
     _run(kernel, program, args, [timer], timer.attach, cmdline=f"preempt_hz={PREEMPT_HZ}")
     return [(switched, n) for _, switched, n in timer.spans]
 
@@ -194,8 +196,7 @@ def ticks(kernel: Path, program: Path, args: tuple[str, ...]) -> dict:
 
 
 def _native(path: Path, args: tuple[str, ...]) -> tuple[float]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from differential import _pin_limits
+    _pin_limits = differential()._pin_limits
     started = time.perf_counter()
     subprocess.run([str(path), *args], check=True, stdout=subprocess.DEVNULL,
                    preexec_fn=_pin_limits, env={})

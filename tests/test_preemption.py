@@ -5,16 +5,11 @@ round ("race"), and a child that never enters the kernel, which its parent can k
 the child is preempted (the differential case "spin" in test_differential.py)."""
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
-from differential import emulated, native, program
+from differential import TIMER_VECTOR, emulated, native, program
 from emu.events import Cr3Written, ExceptionDelivered, Observer
 
-TIMER_H = Path(__file__).resolve().parent.parent / "guest/dev/timer.h"
-TIMER_VECTOR = int(re.search(r"#define TIMER_VECTOR (0x[0-9a-f]+)", TIMER_H.read_text())[1], 16)
 ROUNDS = 6
 RACE = ("race", str(ROUNDS), "200000")      # about 0.8 M instructions a round: a tick or so
 SEQUENTIAL = [f"parent {r}" for r in range(ROUNDS)] + [f"child {r}" for r in range(ROUNDS)]
