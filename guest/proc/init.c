@@ -6,8 +6,8 @@
  * words, argv0=NAME, seed=N), starting it as pid 1 with the host's
  * streams as descriptors 0, 1 and 2, the rate of the tick that preempts
  * processes (preempt_hz=N, when the platform has a timer), running the
- * scheduler until every process is gone, checking that the PMM is back at its baseline, and
- * reporting the first process's wait status to the host.
+ * scheduler until every process is gone, checking that the PMM is back at
+ * its baseline, and reporting the first process's wait status to the host.
  * Does not own: processes (proc.c), programs (exec.c), the host channel
  * (dev/hostio.c).
  *
